@@ -1,0 +1,21 @@
+//! # kn-core
+//!
+//! Knowledge neurons (Dai et al., "Knowledge Neurons in Pretrained Transformers", ACL 2022) on
+//! [burn](https://burn.dev), generic over the backend: the model interface every architecture
+//! implements ([`KnowledgeModel`]), the FFN hook point ([`FfnHook`]), integrated-gradients
+//! attribution, neuron selection and interventions.
+//!
+//! The core names no architecture: layouts are normalised when weights are loaded
+//! (see the `kn-models` crate), so every algorithm here is written once.
+#![warn(missing_docs)]
+
+pub mod error;
+pub mod hooks;
+pub mod model;
+pub mod neuron;
+pub mod predict;
+
+pub use error::KnError;
+pub use hooks::{Capture, FfnHook, NoHook};
+pub use model::{forward_hooked, run_layers, KnowledgeModel, ModelDims, ModelInput, Objective};
+pub use neuron::NeuronId;

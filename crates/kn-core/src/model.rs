@@ -1,0 +1,214 @@
+//! The interface every architecture implements, and the hooked forward pass built on it.
+//!
+//! A transformer is seen as `embed → [attention half → FFN activation → FFN output] × L → logits`.
+//! Splitting each block at the FFN post-activation (TransformerLens `blocks.{l}.mlp.hook_post`)
+//! lets the algorithms read and replace the knowledge-neuron activations, and restart a forward
+//! pass from a cached residual stream at any layer without recomputing the layers below it.
+
+use burn::tensor::{backend::Backend, Int, Tensor, TensorData};
+
+use crate::hooks::{FfnHook, NoHook};
+
+/// Where the model reads the target token's logit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Objective {
+    /// Masked language model (BERT): the target is predicted at a `[MASK]` position.
+    MaskedLm,
+    /// Causal language model (GPT-2, GPT-Neo): the target is predicted at the last prompt
+    /// position and follows the prompt.
+    CausalLm,
+}
+
+/// Sizes of a model, as the algorithms need them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ModelDims {
+    /// Number of transformer blocks.
+    pub n_layers: usize,
+    /// Width of the residual stream.
+    pub d_model: usize,
+    /// Number of FFN neurons per layer.
+    pub d_ff: usize,
+    /// Vocabulary size (number of logits).
+    pub vocab_size: usize,
+    /// Longest sequence the position embeddings allow.
+    pub max_positions: usize,
+}
+
+/// A batch of token sequences, with optional token types and padding mask.
+///
+/// # Shapes
+/// - `input_ids`: `[batch, seq]`
+/// - `token_type_ids`: `[batch, seq]`
+/// - `attention_mask`: `[batch, seq]`, 1.0 for real tokens and 0.0 for padding.
+#[derive(Debug, Clone)]
+pub struct ModelInput<B: Backend> {
+    /// Token ids.
+    pub input_ids: Tensor<B, 2, Int>,
+    /// Segment ids (BERT); `None` means all zeros.
+    pub token_type_ids: Option<Tensor<B, 2, Int>>,
+    /// Padding mask; `None` means no padding.
+    pub attention_mask: Option<Tensor<B, 2>>,
+}
+
+impl<B: Backend> ModelInput<B> {
+    /// One unpadded sequence.
+    ///
+    /// # Shapes
+    /// - output `input_ids`: `[1, ids.len()]`
+    pub fn from_ids(ids: &[u32], device: &B::Device) -> Self {
+        let data: Vec<i64> = ids.iter().map(|&i| i64::from(i)).collect();
+        let input_ids = Tensor::from_data(TensorData::new(data, [1, ids.len()]), device);
+        Self { input_ids, token_type_ids: None, attention_mask: None }
+    }
+
+    /// Several sequences, right-padded with `pad_id` to the longest one, with the padding mask set.
+    ///
+    /// # Shapes
+    /// - output `input_ids` and `attention_mask`: `[seqs.len(), max_len]`
+    pub fn from_batch(seqs: &[Vec<u32>], pad_id: u32, device: &B::Device) -> Self {
+        let max_len = seqs.iter().map(Vec::len).max().unwrap_or(0);
+        let mut ids = Vec::with_capacity(seqs.len() * max_len);
+        let mut mask = Vec::with_capacity(seqs.len() * max_len);
+        for s in seqs {
+            for j in 0..max_len {
+                ids.push(i64::from(s.get(j).copied().unwrap_or(pad_id)));
+                mask.push(if j < s.len() { 1.0f32 } else { 0.0 });
+            }
+        }
+        let shape = [seqs.len(), max_len];
+        Self {
+            input_ids: Tensor::from_data(TensorData::new(ids, shape), device),
+            token_type_ids: None,
+            attention_mask: Some(Tensor::from_data(TensorData::new(mask, shape), device)),
+        }
+    }
+
+    /// Sets the segment ids (BERT), one row per sequence, padded with 0.
+    pub fn with_token_types(mut self, types: &[Vec<u32>], device: &B::Device) -> Self {
+        let [b, s] = self.input_ids.dims();
+        let mut data = Vec::with_capacity(b * s);
+        for row in 0..b {
+            for j in 0..s {
+                let t = types.get(row).and_then(|r| r.get(j)).copied().unwrap_or(0);
+                data.push(i64::from(t));
+            }
+        }
+        self.token_type_ids = Some(Tensor::from_data(TensorData::new(data, [b, s]), device));
+        self
+    }
+
+    /// `[batch, seq]` of the ids.
+    pub fn dims(&self) -> [usize; 2] {
+        self.input_ids.dims()
+    }
+}
+
+/// A transformer language model seen through its FFN neurons.
+///
+/// Implementations normalise weight layouts at load time so that nothing here depends on the
+/// architecture. Every method is a pure function of the weights and its inputs.
+pub trait KnowledgeModel<B: Backend> {
+    /// Sizes of the model.
+    fn dims(&self) -> ModelDims;
+
+    /// Where the target is read (masked or causal LM).
+    fn objective(&self) -> Objective;
+
+    /// Token (+ position, + segment) embeddings: the residual stream entering layer 0.
+    ///
+    /// # Shapes
+    /// - output: `[batch, seq, d_model]`
+    fn embed(&self, input: &ModelInput<B>) -> Tensor<B, 3>;
+
+    /// The attention half of block `layer`, up to the FFN input residual (`resid_mid`).
+    ///
+    /// `resid` may have a larger batch than `input` when `input` has batch 1: the masks broadcast.
+    ///
+    /// # Shapes
+    /// - `resid`: `[batch, seq, d_model]`; output: `[batch, seq, d_model]`
+    fn attention_half(&self, layer: usize, resid: Tensor<B, 3>, input: &ModelInput<B>) -> Tensor<B, 3>;
+
+    /// FFN post-activation of block `layer`: the knowledge neurons.
+    ///
+    /// # Shapes
+    /// - `resid_mid`: `[batch, seq, d_model]`; output: `[batch, seq, d_ff]`
+    fn ffn_activation(&self, layer: usize, resid_mid: Tensor<B, 3>) -> Tensor<B, 3>;
+
+    /// FFN output projection and the rest of block `layer`, given its (possibly patched) activations.
+    ///
+    /// # Shapes
+    /// - `resid_mid`: `[batch, seq, d_model]`, `act`: `[batch, seq, d_ff]`; output: `[batch, seq, d_model]`
+    fn ffn_output(&self, layer: usize, resid_mid: Tensor<B, 3>, act: Tensor<B, 3>) -> Tensor<B, 3>;
+
+    /// Final norm and LM head on whichever rows are given (select the target rows first: the
+    /// head is position-wise).
+    ///
+    /// # Shapes
+    /// - `resid`: `[batch, rows, d_model]`; output: `[batch, rows, vocab]`
+    fn logits(&self, resid: Tensor<B, 3>) -> Tensor<B, 3>;
+
+    /// FFN output weight of `layer`: row `i` is neuron `i`'s value vector.
+    ///
+    /// # Shapes
+    /// - output: `[d_ff, d_model]`
+    fn ffn_out_weight(&self, layer: usize) -> Tensor<B, 2>;
+
+    /// Replaces the FFN output weight of `layer` (same shape as [`Self::ffn_out_weight`]).
+    ///
+    /// # Shapes
+    /// - `weight`: `[d_ff, d_model]`
+    fn set_ffn_out_weight(&mut self, layer: usize, weight: Tensor<B, 2>);
+
+    /// The input embedding of token `id` (the word embedding row).
+    ///
+    /// # Shapes
+    /// - output: `[d_model]`
+    fn token_embedding(&self, id: u32) -> Tensor<B, 1>;
+
+    /// Device the weights live on.
+    fn device(&self) -> B::Device;
+
+    /// Plain forward pass.
+    ///
+    /// # Shapes
+    /// - output: `[batch, seq, vocab]`
+    fn forward(&self, input: &ModelInput<B>) -> Tensor<B, 3>
+    where
+        Self: Sized,
+    {
+        forward_hooked(self, input, &mut NoHook)
+    }
+}
+
+/// Forward pass in which `hook` sees, and may replace, every layer's FFN post-activation.
+///
+/// # Shapes
+/// - output: `[batch, seq, vocab]`
+pub fn forward_hooked<B: Backend, M: KnowledgeModel<B> + ?Sized>(
+    model: &M,
+    input: &ModelInput<B>,
+    hook: &mut dyn FfnHook<B>,
+) -> Tensor<B, 3> {
+    let resid = run_layers(model, model.embed(input), input, 0, hook);
+    model.logits(resid)
+}
+
+/// Runs blocks `from..n_layers` on `resid` (the residual stream entering block `from`).
+///
+/// # Shapes
+/// - `resid`: `[batch, seq, d_model]`; output: `[batch, seq, d_model]`
+pub fn run_layers<B: Backend, M: KnowledgeModel<B> + ?Sized>(
+    model: &M,
+    mut resid: Tensor<B, 3>,
+    input: &ModelInput<B>,
+    from: usize,
+    hook: &mut dyn FfnHook<B>,
+) -> Tensor<B, 3> {
+    for layer in from..model.dims().n_layers {
+        let mid = model.attention_half(layer, resid, input);
+        let act = hook.on_ffn(layer, model.ffn_activation(layer, mid.clone()));
+        resid = model.ffn_output(layer, mid, act);
+    }
+    resid
+}

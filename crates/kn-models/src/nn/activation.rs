@@ -1,0 +1,47 @@
+//! FFN activation functions, by their Hugging Face names.
+
+use burn::tensor::{activation, backend::Backend, Tensor};
+
+/// The activation after the FFN input projection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Activation {
+    /// Exact GELU, `x Φ(x)` (HF `gelu`; BERT).
+    GeluErf,
+    /// Tanh approximation of GELU (HF `gelu_new`, `gelu_fast`, `gelu_pytorch_tanh`; GPT-2, GPT-Neo).
+    GeluTanh,
+    /// `max(0, x)`.
+    Relu,
+}
+
+impl Activation {
+    /// Parses a Hugging Face `hidden_act` / `activation_function` string.
+    pub fn from_hf(name: &str) -> Option<Self> {
+        match name {
+            "gelu" => Some(Self::GeluErf),
+            "gelu_new" | "gelu_fast" | "gelu_pytorch_tanh" => Some(Self::GeluTanh),
+            "relu" => Some(Self::Relu),
+            _ => None,
+        }
+    }
+
+    /// Applies the activation element-wise.
+    ///
+    /// # Shapes
+    /// - `x` and output: any `[..]`
+    pub fn forward<B: Backend, const D: usize>(self, x: Tensor<B, D>) -> Tensor<B, D> {
+        match self {
+            Self::GeluErf => activation::gelu(x),
+            Self::GeluTanh => gelu_tanh(x),
+            Self::Relu => activation::relu(x),
+        }
+    }
+}
+
+/// `0.5 x (1 + tanh(sqrt(2/π) (x + 0.044715 x³)))`, with `x³` as products (a float power of a
+/// negative base is undefined on some GPU backends).
+fn gelu_tanh<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    const SQRT_2_OVER_PI: f64 = 0.797_884_560_802_865_4;
+    let cube = x.clone() * x.clone() * x.clone();
+    let inner = (x.clone() + cube * 0.044715) * SQRT_2_OVER_PI;
+    x * (inner.tanh() + 1.0) * 0.5
+}

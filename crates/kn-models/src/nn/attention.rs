@@ -1,0 +1,59 @@
+//! Multi-head self-attention, shared by all architectures.
+//!
+//! Ports `BertSelfAttention`+`BertSelfOutput`, `GPT2Attention` and `GPTNeoSelfAttention`:
+//! <https://github.com/huggingface/transformers/blob/v4.46.0/src/transformers/models/bert/modeling_bert.py>,
+//! <https://github.com/huggingface/transformers/blob/v4.46.0/src/transformers/models/gpt2/modeling_gpt2.py>,
+//! <https://github.com/huggingface/transformers/blob/v4.46.0/src/transformers/models/gpt_neo/modeling_gpt_neo.py>.
+
+use burn::tensor::{activation::softmax, backend::Backend, Tensor};
+
+use kn_core::ModelInput;
+
+use super::{AttentionKind, Linear};
+
+/// Self-attention with separate q/k/v/o projections (GPT-2's fused `c_attn` is split at load).
+#[derive(Debug, Clone)]
+pub struct Attention<B: Backend> {
+    /// Query projection.
+    pub q: Linear<B>,
+    /// Key projection.
+    pub k: Linear<B>,
+    /// Value projection.
+    pub v: Linear<B>,
+    /// Output projection.
+    pub o: Linear<B>,
+    /// Number of heads.
+    pub n_heads: usize,
+    /// Factor applied to `q·k` (`1/sqrt(d_head)`, or 1 for GPT-Neo).
+    pub scale: f64,
+    /// Which keys each query sees.
+    pub kind: AttentionKind,
+}
+
+impl<B: Backend> Attention<B> {
+    /// Attention over the whole sequence.
+    ///
+    /// # Shapes
+    /// - `x`: `[batch, seq, d_model]`; output: `[batch, seq, d_model]`
+    pub fn forward(&self, x: Tensor<B, 3>, input: &ModelInput<B>) -> Tensor<B, 3> {
+        let [b, s, d] = x.dims();
+        let q = self.heads(self.q.forward(x.clone()));
+        let k = self.heads(self.k.forward(x.clone()));
+        let v = self.heads(self.v.forward(x.clone()));
+        let mut scores = q.matmul(k.swap_dims(2, 3));
+        if self.scale != 1.0 {
+            scores = scores * self.scale;
+        }
+        if let Some(bias) = self.kind.bias(input, s, s, 0, &x.device()) {
+            scores = scores + bias;
+        }
+        let ctx = softmax(scores, 3).matmul(v);
+        self.o.forward(ctx.swap_dims(1, 2).reshape([b, s, d]))
+    }
+
+    /// `[batch, seq, d_model]` → `[batch, heads, seq, d_head]`.
+    fn heads(&self, x: Tensor<B, 3>) -> Tensor<B, 4> {
+        let [b, s, d] = x.dims();
+        x.reshape([b, s, self.n_heads, d / self.n_heads]).swap_dims(1, 2)
+    }
+}

@@ -1,0 +1,46 @@
+//! Final norm and language-model head.
+
+use burn::tensor::{backend::Backend, Tensor};
+
+use super::{Activation, LayerNorm, Linear};
+
+/// BERT's MLM transform (`cls.predictions.transform`): dense, activation, norm.
+#[derive(Debug, Clone)]
+pub struct HeadTransform<B: Backend> {
+    /// Dense `[d_model, d_model]`.
+    pub dense: Linear<B>,
+    /// Activation.
+    pub act: Activation,
+    /// Norm.
+    pub norm: LayerNorm<B>,
+}
+
+/// `logits = T(LN_f(h)) · W_U + b`.
+#[derive(Debug, Clone)]
+pub struct LmHead<B: Backend> {
+    /// Final norm of pre-LN models (GPT `ln_f`).
+    pub final_norm: Option<LayerNorm<B>>,
+    /// MLM transform (BERT).
+    pub transform: Option<HeadTransform<B>>,
+    /// Unembedding, `[d_model, vocab]` (the transposed, usually tied, token embedding).
+    pub unembed: Tensor<B, 2>,
+    /// Output bias, `[vocab]` (BERT).
+    pub bias: Option<Tensor<B, 1>>,
+}
+
+impl<B: Backend> LmHead<B> {
+    /// Logits for every given row.
+    ///
+    /// # Shapes
+    /// - `h`: `[batch, rows, d_model]`; output: `[batch, rows, vocab]`
+    pub fn forward(&self, mut h: Tensor<B, 3>) -> Tensor<B, 3> {
+        if let Some(n) = &self.final_norm {
+            h = n.forward(h);
+        }
+        if let Some(t) = &self.transform {
+            h = t.norm.forward(t.act.forward(t.dense.forward(h)));
+        }
+        let unembed = Linear { weight: self.unembed.clone(), bias: self.bias.clone() };
+        unembed.forward(h)
+    }
+}

@@ -1,0 +1,20 @@
+//! The building blocks shared by every architecture: one implementation each, with the
+//! differences between BERT, GPT-2 and GPT-Neo expressed as data.
+
+pub mod activation;
+pub mod attention;
+pub mod block;
+pub mod embedding;
+pub mod head;
+pub mod linear;
+pub mod mask;
+pub mod norm;
+
+pub use activation::Activation;
+pub use attention::Attention;
+pub use block::{Block, NormPlacement};
+pub use embedding::Embeddings;
+pub use head::LmHead;
+pub use linear::Linear;
+pub use mask::AttentionKind;
+pub use norm::LayerNorm;

@@ -1,0 +1,76 @@
+//! The one transformer every architecture is loaded into.
+
+use burn::tensor::{backend::Backend, Tensor};
+
+use kn_core::{KnowledgeModel, ModelDims, ModelInput, Objective};
+
+use crate::nn::{Block, Embeddings, LmHead};
+
+/// A language model as embeddings, blocks and a head; BERT, GPT-2 and GPT-Neo differ only in
+/// the data these hold (norm placement, activation, masks, head).
+#[derive(Debug, Clone)]
+pub struct Transformer<B: Backend> {
+    /// Input embeddings.
+    pub embeddings: Embeddings<B>,
+    /// Transformer blocks.
+    pub blocks: Vec<Block<B>>,
+    /// Final norm and LM head.
+    pub head: LmHead<B>,
+    /// Masked or causal LM.
+    pub objective: Objective,
+}
+
+impl<B: Backend> KnowledgeModel<B> for Transformer<B> {
+    fn dims(&self) -> ModelDims {
+        let [vocab_size, d_model] = self.embeddings.word.dims();
+        ModelDims {
+            n_layers: self.blocks.len(),
+            d_model,
+            d_ff: self.blocks.first().map_or(0, |b| b.ffn_in.weight.dims()[1]),
+            vocab_size,
+            max_positions: self.embeddings.position.dims()[0],
+        }
+    }
+
+    fn objective(&self) -> Objective {
+        self.objective
+    }
+
+    fn embed(&self, input: &ModelInput<B>) -> Tensor<B, 3> {
+        self.embeddings.forward(input)
+    }
+
+    fn attention_half(&self, layer: usize, resid: Tensor<B, 3>, input: &ModelInput<B>) -> Tensor<B, 3> {
+        self.blocks[layer].attention_half(resid, input)
+    }
+
+    fn ffn_activation(&self, layer: usize, resid_mid: Tensor<B, 3>) -> Tensor<B, 3> {
+        self.blocks[layer].ffn_activation(resid_mid)
+    }
+
+    fn ffn_output(&self, layer: usize, resid_mid: Tensor<B, 3>, act: Tensor<B, 3>) -> Tensor<B, 3> {
+        self.blocks[layer].ffn_output(resid_mid, act)
+    }
+
+    fn logits(&self, resid: Tensor<B, 3>) -> Tensor<B, 3> {
+        self.head.forward(resid)
+    }
+
+    fn ffn_out_weight(&self, layer: usize) -> Tensor<B, 2> {
+        self.blocks[layer].ffn_out.weight.clone()
+    }
+
+    fn set_ffn_out_weight(&mut self, layer: usize, weight: Tensor<B, 2>) {
+        self.blocks[layer].ffn_out.weight = weight;
+    }
+
+    fn token_embedding(&self, id: u32) -> Tensor<B, 1> {
+        let id = id as usize;
+        let d = self.embeddings.word.dims()[1];
+        self.embeddings.word.clone().slice([id..id + 1, 0..d]).reshape([d])
+    }
+
+    fn device(&self) -> B::Device {
+        self.embeddings.word.device()
+    }
+}

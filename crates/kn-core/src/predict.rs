@@ -18,7 +18,11 @@ pub struct Prediction {
 ///
 /// # Shapes
 /// - output: `[batch, vocab]`
-pub fn probs_at<B: Backend, M: KnowledgeModel<B>>(model: &M, input: &ModelInput<B>, pos: usize) -> Result<Tensor<B, 2>, KnError> {
+pub fn probs_at<B: Backend, M: KnowledgeModel<B>>(
+    model: &M,
+    input: &ModelInput<B>,
+    pos: usize,
+) -> Result<Tensor<B, 2>, KnError> {
     let [b, s] = input.dims();
     if pos >= s {
         return Err(KnError::PositionOutOfRange { pos, seq_len: s });
@@ -31,7 +35,12 @@ pub fn probs_at<B: Backend, M: KnowledgeModel<B>>(model: &M, input: &ModelInput<
 }
 
 /// The `k` most probable tokens at `pos` of a one-sequence input, most probable first.
-pub fn top_k<B: Backend, M: KnowledgeModel<B>>(model: &M, input: &ModelInput<B>, pos: usize, k: usize) -> Result<Vec<Prediction>, KnError> {
+pub fn top_k<B: Backend, M: KnowledgeModel<B>>(
+    model: &M,
+    input: &ModelInput<B>,
+    pos: usize,
+    k: usize,
+) -> Result<Vec<Prediction>, KnError> {
     let probs = probs_at(model, input, pos)?;
     let row = to_vec(probs.slice([0..1]))?;
     Ok(top_k_of(&row, k))
@@ -41,12 +50,21 @@ pub fn top_k<B: Backend, M: KnowledgeModel<B>>(model: &M, input: &ModelInput<B>,
 pub fn top_k_of(probs: &[f32], k: usize) -> Vec<Prediction> {
     let mut idx: Vec<usize> = (0..probs.len()).collect();
     idx.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]).then(a.cmp(&b)));
-    idx.into_iter().take(k).map(|i| Prediction { id: i as u32, prob: probs[i] }).collect()
+    idx.into_iter()
+        .take(k)
+        .map(|i| Prediction {
+            id: i as u32,
+            prob: probs[i],
+        })
+        .collect()
 }
 
 /// Reads a float tensor back to the host.
 pub fn to_vec<B: Backend, const D: usize>(t: Tensor<B, D>) -> Result<Vec<f32>, KnError> {
-    t.into_data().convert::<f32>().into_vec::<f32>().map_err(|e| KnError::Backend(format!("{e:?}")))
+    t.into_data()
+        .convert::<f32>()
+        .into_vec::<f32>()
+        .map_err(|e| KnError::Backend(format!("{e:?}")))
 }
 
 #[cfg(test)]

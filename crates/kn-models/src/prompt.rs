@@ -26,31 +26,51 @@ pub fn encode_prompt(
     if text.trim().is_empty() {
         return Err(TextError::Empty { what: "prompt" });
     }
-    let mask_text = tok.mask_token().map(|(t, _)| t.to_string()).unwrap_or_else(|| "[MASK]".into());
+    let mask_text = tok
+        .mask_token()
+        .map(|(t, _)| t.to_string())
+        .unwrap_or_else(|| "[MASK]".into());
     let ids = match objective {
         Objective::MaskedLm => tok.encode(text, true)?,
         Objective::CausalLm => {
             if text.contains(&mask_text) {
-                return Err(TextError::UnexpectedMask { prompt: text.into(), mask: mask_text });
+                return Err(TextError::UnexpectedMask {
+                    prompt: text.into(),
+                    mask: mask_text,
+                });
             }
             tok.encode(text, false)?
         }
     };
     if ids.len() > dims.max_positions {
-        return Err(TextError::TooLong { len: ids.len(), max: dims.max_positions });
+        return Err(TextError::TooLong {
+            len: ids.len(),
+            max: dims.max_positions,
+        });
     }
     let target_positions = match objective {
         Objective::MaskedLm => {
             let pos = tok.mask_positions(&ids);
             if pos.is_empty() {
-                return Err(TextError::NoMask { prompt: text.into(), mask: mask_text });
+                return Err(TextError::NoMask {
+                    prompt: text.into(),
+                    mask: mask_text,
+                });
             }
             if pos.len() != n_masks {
-                return Err(TextError::MaskCount { prompt: text.into(), mask: mask_text, count: pos.len(), expected: n_masks });
+                return Err(TextError::MaskCount {
+                    prompt: text.into(),
+                    mask: mask_text,
+                    count: pos.len(),
+                    expected: n_masks,
+                });
             }
             pos
         }
         Objective::CausalLm => vec![ids.len() - 1],
     };
-    Ok(EncodedPrompt { ids, target_positions })
+    Ok(EncodedPrompt {
+        ids,
+        target_positions,
+    })
 }

@@ -31,7 +31,10 @@ impl RawTensor {
                 data[j * r + i] = self.data[i * c + j];
             }
         }
-        Self { shape: vec![c, r], data }
+        Self {
+            shape: vec![c, r],
+            data,
+        }
     }
 
     /// Columns `from..to` of a 2-D tensor.
@@ -44,12 +47,18 @@ impl RawTensor {
         for i in 0..r {
             data.extend_from_slice(&self.data[i * c + from..i * c + to]);
         }
-        Self { shape: vec![r, to - from], data }
+        Self {
+            shape: vec![r, to - from],
+            data,
+        }
     }
 
     /// Elements `from..to` of a 1-D tensor.
     pub fn range(&self, from: usize, to: usize) -> Self {
-        Self { shape: vec![to - from], data: self.data[from..to].to_vec() }
+        Self {
+            shape: vec![to - from],
+            data: self.data[from..to].to_vec(),
+        }
     }
 
     /// Moves the values to a burn tensor on `device`.
@@ -91,15 +100,25 @@ impl WeightMap {
         let files = weight_files(dir)?;
         let mut tensors = HashMap::new();
         for file in files {
-            let part = if is_safetensors(&file) { read_safetensors(&file)? } else { read_pytorch(&file)? };
+            let part = if is_safetensors(&file) {
+                read_safetensors(&file)?
+            } else {
+                read_pytorch(&file)?
+            };
             tensors.extend(part);
         }
-        Ok(Self { tensors, ignore_prefixes: Vec::new() })
+        Ok(Self {
+            tensors,
+            ignore_prefixes: Vec::new(),
+        })
     }
 
     /// A map over tensors already in memory (tests, synthetic models).
     pub fn from_tensors(tensors: HashMap<String, RawTensor>) -> Self {
-        Self { tensors, ignore_prefixes: Vec::new() }
+        Self {
+            tensors,
+            ignore_prefixes: Vec::new(),
+        }
     }
 
     /// Tensors whose name starts with one of `prefixes` are allowed to stay unused.
@@ -123,7 +142,9 @@ impl WeightMap {
         let t = self
             .tensors
             .remove(name)
-            .ok_or_else(|| LoadError::MissingTensor { name: name.to_string() })?;
+            .ok_or_else(|| LoadError::MissingTensor {
+                name: name.to_string(),
+            })?;
         if t.shape != expected {
             return Err(LoadError::ShapeMismatch {
                 name: name.to_string(),
@@ -133,13 +154,20 @@ impl WeightMap {
         }
         let count = t.data.iter().filter(|v| !v.is_finite()).count();
         if count > 0 {
-            return Err(LoadError::NonFinite { name: name.to_string(), count });
+            return Err(LoadError::NonFinite {
+                name: name.to_string(),
+                count,
+            });
         }
         Ok(t)
     }
 
     /// Like [`WeightMap::take`], but `None` when the tensor is absent.
-    pub fn take_opt(&mut self, name: &str, expected: &[usize]) -> Result<Option<RawTensor>, LoadError> {
+    pub fn take_opt(
+        &mut self,
+        name: &str,
+        expected: &[usize],
+    ) -> Result<Option<RawTensor>, LoadError> {
         if self.contains(name) {
             self.take(name, expected).map(Some)
         } else {
@@ -159,7 +187,12 @@ impl WeightMap {
             .tensors
             .into_keys()
             .filter(|n| !KNOWN_UNUSED.iter().any(|k| n.ends_with(k)))
-            .filter(|n| !self.ignore_prefixes.iter().any(|p| n.starts_with(p.as_str())))
+            .filter(|n| {
+                !self
+                    .ignore_prefixes
+                    .iter()
+                    .any(|p| n.starts_with(p.as_str()))
+            })
             .collect();
         if names.is_empty() {
             return Ok(());
@@ -187,7 +220,9 @@ pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>, LoadError> {
             return shard_files(dir, &index);
         }
     }
-    Err(LoadError::NoWeights { dir: dir.to_path_buf() })
+    Err(LoadError::NoWeights {
+        dir: dir.to_path_buf(),
+    })
 }
 
 #[derive(serde::Deserialize)]
@@ -197,8 +232,10 @@ struct ShardIndex {
 
 fn shard_files(dir: &Path, index: &Path) -> Result<Vec<PathBuf>, LoadError> {
     let text = read_to_string(index)?;
-    let parsed: ShardIndex =
-        serde_json::from_str(&text).map_err(|source| LoadError::Json { path: index.to_path_buf(), source })?;
+    let parsed: ShardIndex = serde_json::from_str(&text).map_err(|source| LoadError::Json {
+        path: index.to_path_buf(),
+        source,
+    })?;
     let mut files: Vec<String> = parsed.weight_map.into_values().collect();
     files.sort();
     files.dedup();
@@ -206,18 +243,29 @@ fn shard_files(dir: &Path, index: &Path) -> Result<Vec<PathBuf>, LoadError> {
 }
 
 pub(crate) fn read_to_string(path: &Path) -> Result<String, LoadError> {
-    std::fs::read_to_string(path).map_err(|source| LoadError::Io { path: path.to_path_buf(), source })
+    std::fs::read_to_string(path).map_err(|source| LoadError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 fn read_safetensors(path: &Path) -> Result<HashMap<String, RawTensor>, LoadError> {
-    let bytes = std::fs::read(path).map_err(|source| LoadError::Io { path: path.to_path_buf(), source })?;
-    let st = SafeTensors::deserialize(&bytes)
-        .map_err(|e| LoadError::CorruptWeights { path: path.to_path_buf(), reason: e.to_string() })?;
+    let bytes = std::fs::read(path).map_err(|source| LoadError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let st = SafeTensors::deserialize(&bytes).map_err(|e| LoadError::CorruptWeights {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
     let mut out = HashMap::new();
     for (name, view) in st.tensors() {
         let raw = view.data();
         let data: Vec<f32> = match view.dtype() {
-            Dtype::F32 => raw.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+            Dtype::F32 => raw
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
             Dtype::F16 => raw
                 .chunks_exact(2)
                 .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
@@ -228,27 +276,44 @@ fn read_safetensors(path: &Path) -> Result<HashMap<String, RawTensor>, LoadError
                 .collect(),
             Dtype::F64 => raw
                 .chunks_exact(8)
-                .map(|b| f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]) as f32)
+                .map(|b| {
+                    f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]) as f32
+                })
                 .collect(),
             // Integer buffers (position ids) are never weights: keep their shape for accounting.
             Dtype::I64 | Dtype::I32 | Dtype::U8 | Dtype::BOOL => Vec::new(),
             other => {
-                return Err(LoadError::UnsupportedDtype { name, dtype: format!("{other:?}") });
+                return Err(LoadError::UnsupportedDtype {
+                    name,
+                    dtype: format!("{other:?}"),
+                });
             }
         };
-        out.insert(name, RawTensor { shape: view.shape().to_vec(), data });
+        out.insert(
+            name,
+            RawTensor {
+                shape: view.shape().to_vec(),
+                data,
+            },
+        );
     }
     Ok(out)
 }
 
 fn read_pytorch(path: &Path) -> Result<HashMap<String, RawTensor>, LoadError> {
-    let corrupt = |reason: String| LoadError::CorruptWeights { path: path.to_path_buf(), reason };
-    let reader = burn_store::pytorch::PytorchReader::new(path).map_err(|e| corrupt(e.to_string()))?;
+    let corrupt = |reason: String| LoadError::CorruptWeights {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let reader =
+        burn_store::pytorch::PytorchReader::new(path).map_err(|e| corrupt(e.to_string()))?;
     let mut out = HashMap::new();
     for (name, snap) in reader.into_tensors() {
         let shape = snap.shape.to_vec();
         let data = if snap.dtype.is_float() {
-            let td = snap.to_data().map_err(|e| corrupt(format!("tensor '{name}': {e:?}")))?;
+            let td = snap
+                .to_data()
+                .map_err(|e| corrupt(format!("tensor '{name}': {e:?}")))?;
             td.convert::<f32>()
                 .into_vec::<f32>()
                 .map_err(|e| corrupt(format!("tensor '{name}': {e:?}")))?
@@ -266,7 +331,10 @@ mod tests {
 
     fn raw(shape: &[usize]) -> RawTensor {
         let n = shape.iter().product();
-        RawTensor { shape: shape.to_vec(), data: (0..n).map(|i| i as f32).collect() }
+        RawTensor {
+            shape: shape.to_vec(),
+            data: (0..n).map(|i| i as f32).collect(),
+        }
     }
 
     #[test]
@@ -289,18 +357,29 @@ mod tests {
             ("h.0.attn.bias".to_string(), raw(&[1])),
             ("cls.species.weight".to_string(), raw(&[3])),
         ]));
-        assert!(matches!(m.take("a", &[4]), Err(LoadError::ShapeMismatch { .. })));
-        assert!(matches!(m.take("b", &[4]), Err(LoadError::MissingTensor { .. })));
+        assert!(matches!(
+            m.take("a", &[4]),
+            Err(LoadError::ShapeMismatch { .. })
+        ));
+        assert!(matches!(
+            m.take("b", &[4]),
+            Err(LoadError::MissingTensor { .. })
+        ));
         match m.finish() {
-            Err(LoadError::UnexpectedTensors { names }) => assert_eq!(names, vec!["cls.species.weight"]),
+            Err(LoadError::UnexpectedTensors { names }) => {
+                assert_eq!(names, vec!["cls.species.weight"])
+            }
             other => panic!("expected UnexpectedTensors, got {other:?}"),
         }
     }
 
     #[test]
     fn ignored_prefixes_are_allowed_to_stay() {
-        let m = WeightMap::from_tensors(HashMap::from([("cls.species.weight".to_string(), raw(&[3]))]))
-            .ignore_prefixes(&["cls.species.".to_string()]);
+        let m = WeightMap::from_tensors(HashMap::from([(
+            "cls.species.weight".to_string(),
+            raw(&[3]),
+        )]))
+        .ignore_prefixes(&["cls.species.".to_string()]);
         assert!(m.finish().is_ok());
     }
 
@@ -309,6 +388,9 @@ mod tests {
         let mut t = raw(&[2]);
         t.data[1] = f32::NAN;
         let mut m = WeightMap::from_tensors(HashMap::from([("w".to_string(), t)]));
-        assert!(matches!(m.take("w", &[2]), Err(LoadError::NonFinite { count: 1, .. })));
+        assert!(matches!(
+            m.take("w", &[2]),
+            Err(LoadError::NonFinite { count: 1, .. })
+        ));
     }
 }

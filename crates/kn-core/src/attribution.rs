@@ -1,0 +1,168 @@
+//! Attribution settings and the backend-free result type.
+
+use serde::{Deserialize, Serialize};
+
+use crate::quadrature::Quadrature;
+use crate::{KnError, NeuronId};
+
+/// How neurons are scored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Method {
+    /// Integrated gradients from a zero baseline (Dai et al.).
+    #[default]
+    IntegratedGradients,
+    /// The raw activation at the target position (EAI `max_activations`).
+    MaxActivations,
+    /// Gradient × activation at the unmodified activation (one IG step at α = 1).
+    GradientTimesActivation,
+}
+
+/// What is differentiated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ObjectiveFn {
+    /// The target's softmax probability (the paper, EAI).
+    #[default]
+    Prob,
+    /// Its log-probability.
+    LogProb,
+}
+
+/// How the pieces of a multi-piece masked-LM target combine into one objective.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PieceCombination {
+    /// Joint probability `Π_j p_j` (sum of log-probs with [`ObjectiveFn::LogProb`]).
+    #[default]
+    Joint,
+    /// Mean over pieces of `p_j` (or of `log p_j`).
+    Mean,
+}
+
+/// Attribution settings. Defaults: 20 steps in batches of 20, EAI's quadrature, probability.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct AttributionConfig {
+    /// Scoring method.
+    pub method: Method,
+    /// Quadrature points (integrated gradients only).
+    pub steps: usize,
+    /// Points evaluated together in one batch (`steps % batch_size == 0`, as EAI requires).
+    pub batch_size: usize,
+    /// Quadrature rule.
+    pub quadrature: Quadrature,
+    /// Probability or log-probability.
+    pub objective: ObjectiveFn,
+    /// Multi-piece masked targets.
+    pub pieces: PieceCombination,
+}
+
+impl Default for AttributionConfig {
+    fn default() -> Self {
+        Self {
+            method: Method::IntegratedGradients,
+            steps: 20,
+            batch_size: 20,
+            quadrature: Quadrature::EaiLinspace,
+            objective: ObjectiveFn::Prob,
+            pieces: PieceCombination::Joint,
+        }
+    }
+}
+
+impl AttributionConfig {
+    /// Rejects zero steps or batch size and steps not divisible by the batch size.
+    pub fn validate(&self) -> Result<(), KnError> {
+        if self.steps == 0 || self.batch_size == 0 {
+            return Err(KnError::InvalidSetting(
+                "steps and batch size must be positive".into(),
+            ));
+        }
+        if self.steps % self.batch_size != 0 {
+            return Err(KnError::InvalidSetting(format!(
+                "steps ({}) must be divisible by the batch size ({})",
+                self.steps, self.batch_size
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// IG completeness of one layer: `Σ_i score_i` against `f(a) − f(0)`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Completeness {
+    /// Objective with the layer's activations as they are.
+    pub f_full: f32,
+    /// Objective with the layer's activations at the target position zeroed.
+    pub f_zero: f32,
+    /// Sum of the layer's scores.
+    pub sum_scores: f32,
+    /// `sum_scores − (f_full − f_zero)`.
+    pub delta: f32,
+}
+
+/// Scores of every FFN neuron for one prompt and target; backend-free and serde-serialisable.
+///
+/// # Shapes
+/// - `scores`: `[n_layers][d_ff]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Attribution {
+    /// Score of neuron `(l, i)` at `scores[l][i]`.
+    pub scores: Vec<Vec<f32>>,
+    /// The target's token ids.
+    pub target_ids: Vec<u32>,
+    /// Probability of the whole target under the unmodified model (joint over pieces / tokens).
+    pub base_prob: f32,
+    /// Probability of each target token (per piece, or per teacher-forced step).
+    pub token_probs: Vec<f32>,
+    /// Settings used.
+    pub config: AttributionConfig,
+    /// Per-layer completeness (integrated gradients only; averaged over teacher-forced steps).
+    pub completeness: Option<Vec<Completeness>>,
+}
+
+impl Attribution {
+    /// Number of layers.
+    pub fn n_layers(&self) -> usize {
+        self.scores.len()
+    }
+
+    /// Neurons per layer.
+    pub fn d_ff(&self) -> usize {
+        self.scores.first().map_or(0, Vec::len)
+    }
+
+    /// Score of one neuron.
+    pub fn get(&self, n: NeuronId) -> Option<f32> {
+        self.scores
+            .get(n.layer)
+            .and_then(|l| l.get(n.index))
+            .copied()
+    }
+
+    /// Largest score.
+    pub fn max(&self) -> f32 {
+        self.scores
+            .iter()
+            .flatten()
+            .copied()
+            .fold(f32::NEG_INFINITY, f32::max)
+    }
+
+    /// The `k` highest-scoring neurons, best first.
+    pub fn top_k(&self, k: usize) -> Vec<(NeuronId, f32)> {
+        let mut all: Vec<(NeuronId, f32)> = self
+            .scores
+            .iter()
+            .enumerate()
+            .flat_map(|(l, row)| {
+                row.iter()
+                    .enumerate()
+                    .map(move |(i, &s)| (NeuronId::new(l, i), s))
+            })
+            .collect();
+        all.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        all.truncate(k);
+        all
+    }
+}

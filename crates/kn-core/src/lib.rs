@@ -10,20 +10,27 @@
 #![warn(missing_docs)]
 
 pub mod attribution;
+pub mod edit;
 pub mod error;
 pub mod hooks;
 pub mod ig;
+pub mod intervene;
 pub mod model;
 pub mod neuron;
+pub mod planted;
 pub mod predict;
 pub mod quadrature;
 pub mod query;
+pub mod select;
 
 pub use attribution::{Attribution, AttributionConfig, Method, ObjectiveFn, PieceCombination};
+pub use edit::{edit, erase, EditRule, Fill, WeightUndo};
 pub use error::KnError;
 pub use hooks::{Capture, FfnHook, NoHook};
 pub use ig::attribute;
+pub use intervene::{enhance, measure, suppress, Effect, Outcome, ScaleNeurons, Scope};
 pub use model::{forward_hooked, run_layers, KnowledgeModel, ModelDims, ModelInput, Objective};
 pub use neuron::NeuronId;
 pub use quadrature::Quadrature;
 pub use query::Query;
+pub use select::{coarse, refine, Refined, Sharing, Threshold};

@@ -9,7 +9,7 @@ use kn_core::{attribute, AttributionConfig};
 use kn_models::{load_dir, TextTokenizer};
 
 /// Scores agree to this fraction of the largest score (float32 summation order differs).
-const REL_TOL: f32 = 1e-4;
+const REL_TOL: f32 = 1e-5;
 
 fn setup() -> (kn_models::Transformer<AB>, TextTokenizer, serde_json::Value) {
     let dev = Default::default();

@@ -2,6 +2,9 @@
 
 use clap::{Parser, Subcommand};
 
+use std::path::PathBuf;
+
+use crate::args::{IgArgs, TargetOpts, ThresholdArgs};
 use crate::model_args::ModelArgs;
 
 /// Knowledge neurons (Dai et al., 2022) for BERT, GPT-2 and GPT-Neo checkpoints.
@@ -20,6 +23,169 @@ pub enum Cmd {
     ///
     /// Example: kn-cli predict --model bert-base-uncased --prompt "The capital of france is [MASK]."
     Predict(PredictArgs),
+    /// Attribution score of every FFN neuron for a prompt and its target (integrated gradients).
+    ///
+    /// Example: kn-cli attribute -m bert-base-uncased --prompt "The capital of france is [MASK]" --target paris --out scores.json
+    Attribute(AttributeArgs),
+    /// Refined knowledge neurons of one fact, from several prompts expressing it.
+    ///
+    /// Example: kn-cli neurons -m bert-base-uncased --target paris --prompts paris.txt --p 0.5 --adaptive-threshold 0.3 > neurons.json
+    Neurons(NeuronsArgs),
+    /// Set the neurons' activations to 0 at the target position; report before/after.
+    ///
+    /// Example: kn-cli suppress -m bert-base-uncased --prompt "The capital of france is [MASK]" --target paris --neurons neurons.json
+    Suppress(InterveneArgs),
+    /// Multiply the neurons' activations at the target position; report before/after.
+    ///
+    /// Example: kn-cli enhance -m bert-base-uncased --prompt "The capital of france is [MASK]" --target paris --neurons neurons.json
+    Enhance(EnhanceArgs),
+    /// Erase the neurons' FFN output (value) vectors; report before/after (weights restored after).
+    ///
+    /// Example: kn-cli erase -m bert-base-uncased --prompt "The capital of france is [MASK]" --target paris --neurons neurons.json --unk
+    Erase(EraseArgs),
+    /// Rewrite the neurons' value vectors from the current answer to a new one; report before/after.
+    ///
+    /// Example: kn-cli edit -m bert-base-uncased --prompt "The capital of france is [MASK]" --target paris --new-target london --neurons neurons.json
+    Edit(EditArgs),
+    /// Supported architectures, known Hub names and the compiled backend.
+    ///
+    /// Example: kn-cli models
+    Models,
+}
+
+/// `kn-cli attribute`.
+#[derive(Debug, clap::Args)]
+pub struct AttributeArgs {
+    /// Model and backend.
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Prompt (with [MASK] for masked LMs; the target follows it for causal LMs).
+    #[arg(long)]
+    pub prompt: String,
+    /// The expected answer.
+    #[arg(long)]
+    pub target: String,
+    /// Target tokenisation.
+    #[command(flatten)]
+    pub target_opts: TargetOpts,
+    /// Attribution settings.
+    #[command(flatten)]
+    pub ig: IgArgs,
+    /// How many top neurons to list under "top".
+    #[arg(long, default_value_t = 20)]
+    pub top: usize,
+    /// Write the JSON here instead of stdout.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+/// `kn-cli neurons`.
+#[derive(Debug, clap::Args)]
+pub struct NeuronsArgs {
+    /// Model and backend.
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// A prompt expressing the fact (repeatable).
+    #[arg(long)]
+    pub prompt: Vec<String>,
+    /// A file of prompts, one per line.
+    #[arg(long)]
+    pub prompts: Option<PathBuf>,
+    /// The expected answer.
+    #[arg(long)]
+    pub target: String,
+    /// Target tokenisation.
+    #[command(flatten)]
+    pub target_opts: TargetOpts,
+    /// Attribution settings.
+    #[command(flatten)]
+    pub ig: IgArgs,
+    /// Coarse-neuron threshold.
+    #[command(flatten)]
+    pub thresholds: ThresholdArgs,
+    /// Keep neurons coarse for more than p × n prompts.
+    #[arg(long, default_value_t = 0.5, conflicts_with = "adaptive_p")]
+    pub p: f32,
+    /// The paper's adaptive p (0.7 ± 0.05 until 2-5 neurons; at least 3 prompts).
+    #[arg(long)]
+    pub adaptive_p: bool,
+    /// Negative examples: 'prompt<TAB>target' lines of other facts; their shared coarse neurons are removed.
+    #[arg(long)]
+    pub negative: Option<PathBuf>,
+    /// Remove a neuron coarse for more than this fraction of the negative prompts (0: any).
+    #[arg(long, default_value_t = 0.0)]
+    pub negative_share: f32,
+    /// No per-prompt progress on stderr.
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// Write the JSON here instead of stdout.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+/// Arguments of the intervention commands.
+#[derive(Debug, clap::Args)]
+pub struct InterveneArgs {
+    /// Model and backend.
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Prompt.
+    #[arg(long)]
+    pub prompt: String,
+    /// The answer whose probability is reported.
+    #[arg(long)]
+    pub target: String,
+    /// Target tokenisation.
+    #[command(flatten)]
+    pub target_opts: TargetOpts,
+    /// Neurons: a JSON file or inline JSON, `[[layer, index], ...]` or the output of `kn-cli neurons`.
+    #[arg(long)]
+    pub neurons: String,
+    /// Write the JSON here instead of stdout.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+/// `kn-cli enhance`.
+#[derive(Debug, clap::Args)]
+pub struct EnhanceArgs {
+    /// Common arguments.
+    #[command(flatten)]
+    pub common: InterveneArgs,
+    /// Multiplier of the activations.
+    #[arg(long, default_value_t = 2.0)]
+    pub factor: f32,
+}
+
+/// `kn-cli erase`.
+#[derive(Debug, clap::Args)]
+pub struct EraseArgs {
+    /// Common arguments.
+    #[command(flatten)]
+    pub common: InterveneArgs,
+    /// Replace with the unknown token's embedding instead of zeros.
+    #[arg(long)]
+    pub unk: bool,
+}
+
+/// `kn-cli edit`.
+#[derive(Debug, clap::Args)]
+pub struct EditArgs {
+    /// Common arguments.
+    #[command(flatten)]
+    pub common: InterveneArgs,
+    /// The new answer.
+    #[arg(long)]
+    pub new_target: String,
+    /// Remove the --target embedding instead of the model's current top answer.
+    #[arg(long)]
+    pub from_target: bool,
+    /// The paper's rule (λ1 = 1, λ2 = 8, norm-scaled) instead of EAI's ±λ·embedding.
+    #[arg(long)]
+    pub paper: bool,
+    /// λ of EAI's rule.
+    #[arg(long, default_value_t = 2.0)]
+    pub lambda: f32,
 }
 
 /// `kn-cli predict`.

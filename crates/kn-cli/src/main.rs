@@ -2,6 +2,7 @@
 //!
 //! JSON results go to stdout; logs and errors go to stderr. Errors print one line and exit 2.
 
+mod args;
 mod cli;
 mod commands;
 mod model_args;

@@ -175,4 +175,7 @@ pub enum TextError {
     /// The tokenizer failed.
     #[error("tokenizer: {0}")]
     Tokenizer(String),
+    /// The encoded prompt and target do not form a valid query for the model.
+    #[error(transparent)]
+    Query(#[from] kn_core::KnError),
 }

@@ -74,3 +74,90 @@ pub fn encode_prompt(
         target_positions,
     })
 }
+
+/// How a target of several tokens is handled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MultiToken {
+    /// Masked LM: one `[MASK]` in the prompt becomes one per target piece; causal LM: the
+    /// target tokens are teacher-forced.
+    #[default]
+    Expand,
+    /// A target of several tokens is an error.
+    Refuse,
+}
+
+/// A prompt and target turned into model queries, with what the text became.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PromptQueries {
+    /// Queries for [`kn_core::attribute`] and [`kn_core::measure`].
+    pub queries: Vec<kn_core::Query>,
+    /// Target token ids.
+    pub target_ids: Vec<u32>,
+    /// The prompt text actually encoded (after `[MASK]` expansion).
+    pub prompt: String,
+}
+
+/// Encodes `prompt` and `target` for `objective`.
+///
+/// Causal LMs predict the target right after the prompt: unless `raw_target`, a target without
+/// leading white space after a prompt without trailing white space gets one space (`" Paris"`),
+/// as byte-level BPE spells a following word.
+pub fn prompt_queries(
+    tok: &TextTokenizer,
+    dims: &ModelDims,
+    objective: Objective,
+    prompt: &str,
+    target: &str,
+    multi: MultiToken,
+    raw_target: bool,
+) -> Result<PromptQueries, TextError> {
+    let spaced;
+    let target_text = match objective {
+        Objective::CausalLm
+            if !raw_target
+                && !target.starts_with(char::is_whitespace)
+                && !prompt.ends_with(char::is_whitespace) =>
+        {
+            spaced = format!(" {target}");
+            spaced.as_str()
+        }
+        _ => target,
+    };
+    let target_ids = tok.target_ids(target_text)?;
+    if target_ids.len() > 1 && multi == MultiToken::Refuse {
+        return Err(TextError::MaskCount {
+            prompt: format!("target {target:?} is {} tokens", target_ids.len()),
+            mask: "target token".into(),
+            count: target_ids.len(),
+            expected: 1,
+        });
+    }
+    let mask = tok
+        .mask_token()
+        .map(|(t, _)| t.to_string())
+        .unwrap_or_else(|| "[MASK]".into());
+    let text = match objective {
+        Objective::MaskedLm if target_ids.len() > 1 && prompt.matches(&mask).count() == 1 => {
+            prompt.replace(&mask, &vec![mask.as_str(); target_ids.len()].join(" "))
+        }
+        _ => prompt.to_string(),
+    };
+    let n_masks = if objective == Objective::MaskedLm {
+        target_ids.len()
+    } else {
+        0
+    };
+    let enc = encode_prompt(tok, dims, objective, &text, n_masks)?;
+    let queries = kn_core::Query::for_target(
+        objective,
+        dims,
+        &enc.ids,
+        &enc.target_positions,
+        &target_ids,
+    )?;
+    Ok(PromptQueries {
+        queries,
+        target_ids,
+        prompt: text,
+    })
+}

@@ -1,5 +1,10 @@
 //! One file per command.
 
+mod attribute;
+mod intervene;
+mod models;
+mod neurons;
+mod outcome;
 mod predict;
 
 use anyhow::Result;
@@ -10,6 +15,16 @@ use crate::cli::{Cli, Cmd};
 pub fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
         Cmd::Predict(a) => predict::run(a),
+        Cmd::Attribute(a) => attribute::run(a),
+        Cmd::Neurons(a) => neurons::run(a),
+        Cmd::Suppress(a) => intervene::activations(a, None),
+        Cmd::Enhance(a) => {
+            let f = a.factor;
+            intervene::activations(a.common, Some(f))
+        }
+        Cmd::Erase(a) => intervene::erase_cmd(a),
+        Cmd::Edit(a) => intervene::edit_cmd(a),
+        Cmd::Models => models::run(),
     }
 }
 

@@ -5,8 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Context, Result};
 use clap::ValueEnum;
 use kn_core::{
-    AttributionConfig, KnowledgeModel, Method, NeuronId, ObjectiveFn, PieceCombination, Quadrature,
-    Threshold,
+    AttributionConfig, KnowledgeModel, Method, NeuronId, ObjectiveFn, PieceCombination, Quadrature, Threshold,
 };
 use kn_models::prompt::{prompt_queries, MultiToken, PromptQueries};
 use kn_models::ModelBundle;
@@ -81,16 +80,8 @@ impl IgArgs {
                 QuadratureArg::Midpoint => Quadrature::Midpoint,
                 QuadratureArg::Trapezoid => Quadrature::Trapezoid,
             },
-            objective: if self.log_prob {
-                ObjectiveFn::LogProb
-            } else {
-                ObjectiveFn::Prob
-            },
-            pieces: if self.mean_pieces {
-                PieceCombination::Mean
-            } else {
-                PieceCombination::Joint
-            },
+            objective: if self.log_prob { ObjectiveFn::LogProb } else { ObjectiveFn::Prob },
+            pieces: if self.mean_pieces { PieceCombination::Mean } else { PieceCombination::Joint },
         };
         cfg.validate()?;
         Ok(cfg)
@@ -110,34 +101,14 @@ pub struct TargetOpts {
 
 impl TargetOpts {
     /// Encodes a prompt/target pair for the loaded model.
-    pub fn queries(
-        &self,
-        bundle: &ModelBundle<B>,
-        prompt: &str,
-        target: &str,
-    ) -> Result<PromptQueries> {
+    pub fn queries(&self, bundle: &ModelBundle<B>, prompt: &str, target: &str) -> Result<PromptQueries> {
         let tok = bundle.tokenizer.as_ref().ok_or_else(|| {
-            anyhow!(
-                "the model folder {} has no tokenizer files: pass --tokenizer DIR",
-                bundle.dir.display()
-            )
+            anyhow!("the model folder {} has no tokenizer files: pass --tokenizer DIR", bundle.dir.display())
         })?;
-        let multi = if self.single_token {
-            MultiToken::Refuse
-        } else {
-            MultiToken::Expand
-        };
+        let multi = if self.single_token { MultiToken::Refuse } else { MultiToken::Expand };
         let model = &bundle.model;
-        prompt_queries(
-            tok,
-            &model.dims(),
-            model.objective(),
-            prompt,
-            target,
-            multi,
-            self.raw_target,
-        )
-        .with_context(|| format!("prompt {prompt:?}, target {target:?}"))
+        prompt_queries(tok, &model.dims(), model.objective(), prompt, target, multi, self.raw_target)
+            .with_context(|| format!("prompt {prompt:?}, target {target:?}"))
     }
 }
 
@@ -178,11 +149,10 @@ pub fn read_neurons(spec: &str) -> Result<Vec<NeuronId>> {
     } else {
         bail!("--neurons {spec:?} is neither a file nor inline JSON");
     };
-    let value: serde_json::Value = serde_json::from_str(&text)
-        .with_context(|| format!("neurons {spec:?} are not valid JSON"))?;
+    let value: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("neurons {spec:?} are not valid JSON"))?;
     let list = value.get("neurons").cloned().unwrap_or(value);
-    serde_json::from_value(list)
-        .with_context(|| format!("neurons {spec:?}: expected [[layer, index], ...]"))
+    serde_json::from_value(list).with_context(|| format!("neurons {spec:?}: expected [[layer, index], ...]"))
 }
 
 /// Writes JSON to `--out` (atomically: a temporary file renamed) or stdout.
@@ -191,10 +161,8 @@ pub fn write_json(value: &serde_json::Value, out: Option<&PathBuf>) -> Result<()
     match out {
         Some(path) => {
             let tmp = path.with_extension("tmp");
-            std::fs::write(&tmp, text + "\n")
-                .with_context(|| format!("cannot write {}", tmp.display()))?;
-            std::fs::rename(&tmp, path)
-                .with_context(|| format!("cannot write {}", path.display()))?;
+            std::fs::write(&tmp, text + "\n").with_context(|| format!("cannot write {}", tmp.display()))?;
+            std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
         }
         None => println!("{text}"),
     }
@@ -203,12 +171,6 @@ pub fn write_json(value: &serde_json::Value, out: Option<&PathBuf>) -> Result<()
 
 /// Reads prompts from a file: one per line, blank lines and `#` comments skipped.
 pub fn read_lines(path: &Path) -> Result<Vec<String>> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    Ok(text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .map(String::from)
-        .collect())
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(String::from).collect())
 }

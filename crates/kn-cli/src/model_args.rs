@@ -39,11 +39,7 @@ pub type B = AutodiffBackend;
 impl ModelArgs {
     /// Loads the model on the chosen device.
     pub fn load(&self) -> Result<ModelBundle<B>> {
-        let spec = if self.device == "default" && backend::NAME != "wgpu" {
-            "cpu"
-        } else {
-            self.device.as_str()
-        };
+        let spec = if self.device == "default" && backend::NAME != "wgpu" { "cpu" } else { self.device.as_str() };
         let device = backend::device(spec).map_err(|e| anyhow!(e))?;
         let opts = LoadOptions {
             hub: HubOptions {
@@ -54,7 +50,6 @@ impl ModelArgs {
             ignore_prefixes: self.ignore_prefix.clone(),
             tokenizer_dir: self.tokenizer.clone(),
         };
-        load_model::<B>(&self.model, &opts, &device)
-            .with_context(|| format!("loading model '{}'", self.model))
+        load_model::<B>(&self.model, &opts, &device).with_context(|| format!("loading model '{}'", self.model))
     }
 }

@@ -74,9 +74,7 @@ impl AttributionConfig {
     /// Rejects zero steps or batch size and steps not divisible by the batch size.
     pub fn validate(&self) -> Result<(), KnError> {
         if self.steps == 0 || self.batch_size == 0 {
-            return Err(KnError::InvalidSetting(
-                "steps and batch size must be positive".into(),
-            ));
+            return Err(KnError::InvalidSetting("steps and batch size must be positive".into()));
         }
         if self.steps % self.batch_size != 0 {
             return Err(KnError::InvalidSetting(format!(
@@ -134,19 +132,12 @@ impl Attribution {
 
     /// Score of one neuron.
     pub fn get(&self, n: NeuronId) -> Option<f32> {
-        self.scores
-            .get(n.layer)
-            .and_then(|l| l.get(n.index))
-            .copied()
+        self.scores.get(n.layer).and_then(|l| l.get(n.index)).copied()
     }
 
     /// Largest score.
     pub fn max(&self) -> f32 {
-        self.scores
-            .iter()
-            .flatten()
-            .copied()
-            .fold(f32::NEG_INFINITY, f32::max)
+        self.scores.iter().flatten().copied().fold(f32::NEG_INFINITY, f32::max)
     }
 
     /// The `k` highest-scoring neurons, best first.
@@ -155,11 +146,7 @@ impl Attribution {
             .scores
             .iter()
             .enumerate()
-            .flat_map(|(l, row)| {
-                row.iter()
-                    .enumerate()
-                    .map(move |(i, &s)| (NeuronId::new(l, i), s))
-            })
+            .flat_map(|(l, row)| row.iter().enumerate().map(move |(i, &s)| (NeuronId::new(l, i), s)))
             .collect();
         all.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
         all.truncate(k);

@@ -43,10 +43,7 @@ impl EditRule {
     }
     /// The paper's constants.
     pub fn paper() -> Self {
-        Self::Paper {
-            lambda1: 1.0,
-            lambda2: 8.0,
-        }
+        Self::Paper { lambda1: 1.0, lambda2: 8.0 }
     }
 }
 
@@ -113,9 +110,7 @@ pub fn erase<B: Backend, M: KnowledgeModel<B>>(
         Fill::Zero => None,
         Fill::Token(id) => Some(token_row(model, id)?),
     };
-    rewrite_rows(model, neurons, |_, v| {
-        Ok(fill_row.clone().unwrap_or_else(|| v.zeros_like()))
-    })
+    rewrite_rows(model, neurons, |_, v| Ok(fill_row.clone().unwrap_or_else(|| v.zeros_like())))
 }
 
 /// Moves the neurons' value vectors from token `from` towards token `to` (EAI `edit_knowledge`,
@@ -129,9 +124,7 @@ pub fn edit<B: Backend, M: KnowledgeModel<B>>(
 ) -> Result<WeightUndo<B>, KnError> {
     let e_old = token_row(model, from)?;
     let e_new = token_row(model, to)?;
-    let norm = |t: &Tensor<B, 1>| -> Result<f32, KnError> {
-        Ok(to_vec(t.clone().powi_scalar(2).sum())?[0].sqrt())
-    };
+    let norm = |t: &Tensor<B, 1>| -> Result<f32, KnError> { Ok(to_vec(t.clone().powi_scalar(2).sum())?[0].sqrt()) };
     let (n_old, n_new) = (norm(&e_old)?, norm(&e_new)?);
     rewrite_rows(model, neurons, |_, v| match rule {
         EditRule::Eai { lambda } => Ok(v - e_old.clone() * lambda + e_new.clone() * lambda),
@@ -142,10 +135,7 @@ pub fn edit<B: Backend, M: KnowledgeModel<B>>(
     })
 }
 
-fn token_row<B: Backend, M: KnowledgeModel<B>>(
-    model: &M,
-    id: u32,
-) -> Result<Tensor<B, 1>, KnError> {
+fn token_row<B: Backend, M: KnowledgeModel<B>>(model: &M, id: u32) -> Result<Tensor<B, 1>, KnError> {
     let vocab = model.dims().vocab_size;
     if id as usize >= vocab {
         return Err(KnError::TokenOutOfRange { id, vocab });

@@ -14,9 +14,7 @@ pub enum KnError {
         n_layers: usize,
     },
     /// A neuron index past the FFN width.
-    #[error(
-        "neuron {neuron} is out of range: the model has {n_layers} layers of {d_ff} FFN neurons"
-    )]
+    #[error("neuron {neuron} is out of range: the model has {n_layers} layers of {d_ff} FFN neurons")]
     NeuronOutOfRange {
         /// The offending neuron.
         neuron: NeuronId,

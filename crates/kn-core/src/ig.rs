@@ -6,9 +6,7 @@
 
 use burn::tensor::{activation::log_softmax, backend::AutodiffBackend, Tensor, TensorData};
 
-use crate::attribution::{
-    Attribution, AttributionConfig, Completeness, Method, ObjectiveFn, PieceCombination,
-};
+use crate::attribution::{Attribution, AttributionConfig, Completeness, Method, ObjectiveFn, PieceCombination};
 use crate::predict::to_vec;
 use crate::query::Query;
 use crate::{run_layers, KnError, KnowledgeModel, ModelInput, NoHook};
@@ -71,17 +69,11 @@ pub fn attribute<B: AutodiffBackend, M: KnowledgeModel<B>>(
                     times(&a_host, &g, q.positions.len(), dims.d_ff)
                 }
             };
-            total[l]
-                .iter_mut()
-                .zip(layer_scores)
-                .for_each(|(t, s)| *t += s);
+            total[l].iter_mut().zip(layer_scores).for_each(|(t, s)| *t += s);
         }
     }
     let n = queries.len() as f32;
-    let scores: Vec<Vec<f32>> = total
-        .into_iter()
-        .map(|row| row.into_iter().map(|s| s / n).collect())
-        .collect();
+    let scores: Vec<Vec<f32>> = total.into_iter().map(|row| row.into_iter().map(|s| s / n).collect()).collect();
     let completeness = (cfg.method == Method::IntegratedGradients).then(|| {
         scores
             .iter()
@@ -89,19 +81,11 @@ pub fn attribute<B: AutodiffBackend, M: KnowledgeModel<B>>(
             .map(|(row, &(full, zero))| {
                 let (f_full, f_zero) = (full / n, zero / n);
                 let sum_scores: f32 = row.iter().sum();
-                Completeness {
-                    f_full,
-                    f_zero,
-                    sum_scores,
-                    delta: sum_scores - (f_full - f_zero),
-                }
+                Completeness { f_full, f_zero, sum_scores, delta: sum_scores - (f_full - f_zero) }
             })
             .collect()
     });
-    let target_ids = queries
-        .iter()
-        .flat_map(|q| q.target_ids.iter().copied())
-        .collect();
+    let target_ids = queries.iter().flat_map(|q| q.target_ids.iter().copied()).collect();
     Ok(Attribution {
         scores,
         target_ids,
@@ -133,20 +117,12 @@ fn cache<B: AutodiffBackend, M: KnowledgeModel<B>>(model: &M, q: &Query) -> Cach
 /// - `act`: `[1, seq, d_ff]`; output: `[1, n_pos, d_ff]`
 fn target_acts<B: AutodiffBackend>(act: &Tensor<B, 3>, positions: &[usize]) -> Tensor<B, 3> {
     let d_ff = act.dims()[2];
-    let rows: Vec<Tensor<B, 3>> = positions
-        .iter()
-        .map(|&p| act.clone().slice([0..1, p..p + 1, 0..d_ff]))
-        .collect();
+    let rows: Vec<Tensor<B, 3>> = positions.iter().map(|&p| act.clone().slice([0..1, p..p + 1, 0..d_ff])).collect();
     Tensor::cat(rows, 1)
 }
 
 /// `[k, n_pos, d_ff]` from host values of `[n_pos, d_ff]` repeated `k` times.
-fn host_tensor<B: AutodiffBackend>(
-    values: &[f32],
-    k: usize,
-    q: &Query,
-    device: &B::Device,
-) -> Tensor<B, 3> {
+fn host_tensor<B: AutodiffBackend>(values: &[f32], k: usize, q: &Query, device: &B::Device) -> Tensor<B, 3> {
     let n_pos = q.positions.len();
     let d_ff = values.len() / n_pos;
     let data: Vec<f32> = (0..k).flat_map(|_| values.iter().copied()).collect();
@@ -176,10 +152,7 @@ fn objective_tail<B: AutodiffBackend, M: KnowledgeModel<B>>(
     }
     if let Some(x) = x {
         for (j, &p) in q.positions.iter().enumerate() {
-            act = act.slice_assign(
-                [0..k, p..p + 1, 0..d_ff],
-                x.clone().slice([0..k, j..j + 1, 0..d_ff]),
-            );
+            act = act.slice_assign([0..k, p..p + 1, 0..d_ff], x.clone().slice([0..k, j..j + 1, 0..d_ff]));
         }
     }
     let resid = model.ffn_output(l, mid, act);
@@ -200,12 +173,8 @@ fn objective_from_resid<B: AutodiffBackend, M: KnowledgeModel<B>>(
     match (cfg.objective, cfg.pieces) {
         (ObjectiveFn::Prob, PieceCombination::Joint) => logp.sum_dim(1).exp().squeeze_dim(1),
         (ObjectiveFn::LogProb, PieceCombination::Joint) => logp.sum_dim(1).squeeze_dim(1),
-        (ObjectiveFn::Prob, PieceCombination::Mean) => {
-            logp.exp().sum_dim(1).squeeze_dim::<1>(1) / n as f64
-        }
-        (ObjectiveFn::LogProb, PieceCombination::Mean) => {
-            logp.sum_dim(1).squeeze_dim::<1>(1) / n as f64
-        }
+        (ObjectiveFn::Prob, PieceCombination::Mean) => logp.exp().sum_dim(1).squeeze_dim::<1>(1) / n as f64,
+        (ObjectiveFn::LogProb, PieceCombination::Mean) => logp.sum_dim(1).squeeze_dim::<1>(1) / n as f64,
     }
 }
 
@@ -216,21 +185,14 @@ fn target_logprobs<B: AutodiffBackend, M: KnowledgeModel<B>>(
     q: &Query,
 ) -> Tensor<B, 2> {
     let [k, _, d] = resid.dims();
-    let rows: Vec<Tensor<B, 3>> = q
-        .positions
-        .iter()
-        .map(|&p| resid.clone().slice([0..k, p..p + 1, 0..d]))
-        .collect();
+    let rows: Vec<Tensor<B, 3>> = q.positions.iter().map(|&p| resid.clone().slice([0..k, p..p + 1, 0..d])).collect();
     let logits = model.logits(Tensor::cat(rows, 1));
     let logp = log_softmax(logits, 2);
     let cols: Vec<Tensor<B, 3>> = q
         .target_ids
         .iter()
         .enumerate()
-        .map(|(j, &t)| {
-            logp.clone()
-                .slice([0..k, j..j + 1, t as usize..t as usize + 1])
-        })
+        .map(|(j, &t)| logp.clone().slice([0..k, j..j + 1, t as usize..t as usize + 1]))
         .collect();
     Tensor::cat(cols, 1).squeeze_dim(2)
 }
@@ -257,53 +219,34 @@ fn weighted_grads<B: AutodiffBackend, M: KnowledgeModel<B>>(
     cfg: &AttributionConfig,
 ) -> Result<Vec<f32>, KnError> {
     let k = points.len();
-    let scaled: Vec<f32> = points
-        .iter()
-        .flat_map(|&(alpha, _)| a.iter().map(move |v| v * alpha))
-        .collect();
+    let scaled: Vec<f32> = points.iter().flat_map(|&(alpha, _)| a.iter().map(move |v| v * alpha)).collect();
     let n_pos = q.positions.len();
     let device = model.device();
-    let x: Tensor<B, 3> = Tensor::from_data(
-        TensorData::new(scaled, [k, n_pos, a.len() / n_pos]),
-        &device,
-    )
-    .require_grad();
+    let x: Tensor<B, 3> =
+        Tensor::from_data(TensorData::new(scaled, [k, n_pos, a.len() / n_pos]), &device).require_grad();
     let f = objective_tail(model, c, l, q, Some(x.clone()), cfg);
-    let w: Tensor<B, 1> = Tensor::from_data(
-        TensorData::new(points.iter().map(|p| p.1).collect::<Vec<f32>>(), [k]),
-        &device,
-    );
+    let w: Tensor<B, 1> =
+        Tensor::from_data(TensorData::new(points.iter().map(|p| p.1).collect::<Vec<f32>>(), [k]), &device);
     let grads = (f * w).sum().backward();
-    let g = x
-        .grad(&grads)
-        .ok_or_else(|| KnError::Backend("no gradient reached the activations".into()))?;
+    let g = x.grad(&grads).ok_or_else(|| KnError::Backend("no gradient reached the activations".into()))?;
     let g = to_vec(g.sum_dim(0))?;
     if g.iter().any(|v| !v.is_finite()) {
-        return Err(KnError::NonFinite {
-            what: format!("gradients of layer {l}"),
-        });
+        return Err(KnError::NonFinite { what: format!("gradients of layer {l}") });
     }
     Ok(g)
 }
 
 /// Reads a one-element tensor.
 fn scalar<B: AutodiffBackend>(t: Tensor<B, 1>) -> Result<f32, KnError> {
-    to_vec(t)?
-        .first()
-        .copied()
-        .ok_or(KnError::Empty { what: "objective" })
+    to_vec(t)?.first().copied().ok_or(KnError::Empty { what: "objective" })
 }
 
 /// `Σ_j a[j, i] · g[j, i]` over target positions `j`.
 fn times(a: &[f32], g: &[f32], n_pos: usize, d_ff: usize) -> Vec<f32> {
-    (0..d_ff)
-        .map(|i| (0..n_pos).map(|j| a[j * d_ff + i] * g[j * d_ff + i]).sum())
-        .collect()
+    (0..d_ff).map(|i| (0..n_pos).map(|j| a[j * d_ff + i] * g[j * d_ff + i]).sum()).collect()
 }
 
 /// `Σ_j a[j, i]` over target positions `j`.
 fn sum_positions(a: &[f32], n_pos: usize, d_ff: usize) -> Vec<f32> {
-    (0..d_ff)
-        .map(|i| (0..n_pos).map(|j| a[j * d_ff + i]).sum())
-        .collect()
+    (0..d_ff).map(|i| (0..n_pos).map(|j| a[j * d_ff + i]).sum()).collect()
 }

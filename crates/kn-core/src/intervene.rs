@@ -5,8 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::predict::to_vec;
 use crate::{
-    forward_hooked, FfnHook, KnError, KnowledgeModel, ModelDims, ModelInput, NeuronId, NoHook,
-    Objective, Query,
+    forward_hooked, FfnHook, KnError, KnowledgeModel, ModelDims, ModelInput, NeuronId, NoHook, Objective, Query,
 };
 
 /// Which sequence positions an activation patch touches.
@@ -33,22 +32,13 @@ pub struct ScaleNeurons {
 
 impl ScaleNeurons {
     /// A patch of `neurons` (checked against `dims`).
-    pub fn new(
-        neurons: &[NeuronId],
-        dims: &ModelDims,
-        factor: f32,
-        scope: Scope,
-    ) -> Result<Self, KnError> {
+    pub fn new(neurons: &[NeuronId], dims: &ModelDims, factor: f32, scope: Scope) -> Result<Self, KnError> {
         check_neurons(neurons, dims)?;
         let mut by_layer = vec![Vec::new(); dims.n_layers];
         for n in neurons {
             by_layer[n.layer].push(n.index);
         }
-        Ok(Self {
-            by_layer,
-            factor,
-            scope,
-        })
+        Ok(Self { by_layer, factor, scope })
     }
 }
 
@@ -77,15 +67,8 @@ impl<B: Backend> FfnHook<B> for ScaleNeurons {
 
 /// Fails on any neuron outside the model.
 pub fn check_neurons(neurons: &[NeuronId], dims: &ModelDims) -> Result<(), KnError> {
-    match neurons
-        .iter()
-        .find(|n| n.layer >= dims.n_layers || n.index >= dims.d_ff)
-    {
-        Some(&neuron) => Err(KnError::NeuronOutOfRange {
-            neuron,
-            n_layers: dims.n_layers,
-            d_ff: dims.d_ff,
-        }),
+    match neurons.iter().find(|n| n.layer >= dims.n_layers || n.index >= dims.d_ff) {
+        Some(&neuron) => Err(KnError::NeuronOutOfRange { neuron, n_layers: dims.n_layers, d_ff: dims.d_ff }),
         None => Ok(()),
     }
 }
@@ -130,10 +113,7 @@ pub fn measure<B: Backend, M: KnowledgeModel<B>>(
     let first = queries.first().ok_or(KnError::Empty { what: "queries" })?;
     let mut gt_prob = 1.0f32;
     for q in queries {
-        for (row, &t) in probs_rows(model, &q.ids, &q.positions, hook)?
-            .iter()
-            .zip(&q.target_ids)
-        {
+        for (row, &t) in probs_rows(model, &q.ids, &q.positions, hook)?.iter().zip(&q.target_ids) {
             gt_prob *= row[t as usize];
         }
     }
@@ -157,11 +137,7 @@ pub fn measure<B: Backend, M: KnowledgeModel<B>>(
             }
         }
     }
-    Ok(Outcome {
-        gt_prob,
-        argmax_ids,
-        argmax_prob,
-    })
+    Ok(Outcome { gt_prob, argmax_ids, argmax_prob })
 }
 
 /// Before/after of an activation patch.
@@ -170,21 +146,13 @@ pub fn patch_effect<B: Backend, M: KnowledgeModel<B>>(
     queries: &[Query],
     patch: &mut ScaleNeurons,
 ) -> Result<Effect, KnError> {
-    Ok(Effect {
-        before: measure(model, queries, &mut NoHook)?,
-        after: measure(model, queries, patch)?,
-    })
+    Ok(Effect { before: measure(model, queries, &mut NoHook)?, after: measure(model, queries, patch)? })
 }
 
 /// The scope that patches "the target position" for this model's objective.
 pub fn target_scope(objective: Objective, queries: &[Query]) -> Scope {
     match objective {
-        Objective::MaskedLm => Scope::Positions(
-            queries
-                .first()
-                .map(|q| q.positions.clone())
-                .unwrap_or_default(),
-        ),
+        Objective::MaskedLm => Scope::Positions(queries.first().map(|q| q.positions.clone()).unwrap_or_default()),
         Objective::CausalLm => Scope::Last,
     }
 }
@@ -195,12 +163,7 @@ pub fn suppress<B: Backend, M: KnowledgeModel<B>>(
     queries: &[Query],
     neurons: &[NeuronId],
 ) -> Result<Effect, KnError> {
-    let mut p = ScaleNeurons::new(
-        neurons,
-        &model.dims(),
-        0.0,
-        target_scope(model.objective(), queries),
-    )?;
+    let mut p = ScaleNeurons::new(neurons, &model.dims(), 0.0, target_scope(model.objective(), queries))?;
     patch_effect(model, queries, &mut p)
 }
 
@@ -211,12 +174,7 @@ pub fn enhance<B: Backend, M: KnowledgeModel<B>>(
     neurons: &[NeuronId],
     factor: f32,
 ) -> Result<Effect, KnError> {
-    let mut p = ScaleNeurons::new(
-        neurons,
-        &model.dims(),
-        factor,
-        target_scope(model.objective(), queries),
-    )?;
+    let mut p = ScaleNeurons::new(neurons, &model.dims(), factor, target_scope(model.objective(), queries))?;
     patch_effect(model, queries, &mut p)
 }
 
@@ -235,20 +193,13 @@ fn probs_rows<B: Backend, M: KnowledgeModel<B>>(
         if p >= s {
             return Err(KnError::PositionOutOfRange { pos: p, seq_len: s });
         }
-        let row = burn::tensor::activation::softmax(
-            logits.clone().slice([0..1, p..p + 1, 0..v]).reshape([v]),
-            0,
-        );
+        let row = burn::tensor::activation::softmax(logits.clone().slice([0..1, p..p + 1, 0..v]).reshape([v]), 0);
         out.push(to_vec(row)?);
     }
     Ok(out)
 }
 
 fn argmax(row: &[f32]) -> (u32, f32) {
-    let (i, &p) = row
-        .iter()
-        .enumerate()
-        .max_by(|a, b| a.1.total_cmp(b.1).then(b.0.cmp(&a.0)))
-        .unwrap_or((0, &0.0));
+    let (i, &p) = row.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1).then(b.0.cmp(&a.0))).unwrap_or((0, &0.0));
     (i as u32, p)
 }

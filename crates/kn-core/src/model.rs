@@ -59,11 +59,7 @@ impl<B: Backend> ModelInput<B> {
     pub fn from_ids(ids: &[u32], device: &B::Device) -> Self {
         let data: Vec<i64> = ids.iter().map(|&i| i64::from(i)).collect();
         let input_ids = Tensor::from_data(TensorData::new(data, [1, ids.len()]), device);
-        Self {
-            input_ids,
-            token_type_ids: None,
-            attention_mask: None,
-        }
+        Self { input_ids, token_type_ids: None, attention_mask: None }
     }
 
     /// Several sequences, right-padded with `pad_id` to the longest one, with the padding mask set.
@@ -131,12 +127,7 @@ pub trait KnowledgeModel<B: Backend> {
     ///
     /// # Shapes
     /// - `resid`: `[batch, seq, d_model]`; output: `[batch, seq, d_model]`
-    fn attention_half(
-        &self,
-        layer: usize,
-        resid: Tensor<B, 3>,
-        input: &ModelInput<B>,
-    ) -> Tensor<B, 3>;
+    fn attention_half(&self, layer: usize, resid: Tensor<B, 3>, input: &ModelInput<B>) -> Tensor<B, 3>;
 
     /// FFN post-activation of block `layer`: the knowledge neurons.
     ///

@@ -47,14 +47,7 @@ pub struct PlantedSpec {
 
 impl Default for PlantedSpec {
     fn default() -> Self {
-        Self {
-            n_facts: 6,
-            neurons_per_fact: 2,
-            n_templates: 6,
-            n_layers: 3,
-            d_ff: 24,
-            seed: 7,
-        }
+        Self { n_facts: 6, neurons_per_fact: 2, n_templates: 6, n_layers: 3, d_ff: 24, seed: 7 }
     }
 }
 
@@ -85,21 +78,13 @@ impl<B: Backend> PlantedModel<B> {
         let is_subject = |t: usize| (2 + spec.n_templates..first_object).contains(&t);
         for layer in 0..l {
             for (k, x) in w_in[layer].iter_mut().enumerate() {
-                *x = if k / d_ff >= first_object {
-                    0.0
-                } else {
-                    rng.normal() * 0.3
-                };
+                *x = if k / d_ff >= first_object { 0.0 } else { rng.normal() * 0.3 };
             }
             for x in b_in[layer].iter_mut() {
                 *x = rng.normal() * 0.1;
             }
             for (k, x) in w_out[layer].iter_mut().enumerate() {
-                *x = if is_subject(k % v) {
-                    0.0
-                } else {
-                    rng.normal() * 0.3
-                };
+                *x = if is_subject(k % v) { 0.0 } else { rng.normal() * 0.3 };
             }
         }
         let mut facts = Vec::new();
@@ -122,24 +107,13 @@ impl<B: Backend> PlantedModel<B> {
                 w_out[n.layer][n.index * v + object as usize] = 4.0;
                 neurons.push(n);
             }
-            facts.push(PlantedFact {
-                subject,
-                object,
-                neurons,
-            });
+            facts.push(PlantedFact { subject, object, neurons });
         }
-        let t2 = |d: Vec<f32>, r: usize, c: usize| {
-            Tensor::<B, 2>::from_data(TensorData::new(d, [r, c]), device)
-        };
-        let eye: Vec<f32> = (0..v * v)
-            .map(|k| if k / v == k % v { 1.0 } else { 0.0 })
-            .collect();
+        let t2 = |d: Vec<f32>, r: usize, c: usize| Tensor::<B, 2>::from_data(TensorData::new(d, [r, c]), device);
+        let eye: Vec<f32> = (0..v * v).map(|k| if k / v == k % v { 1.0 } else { 0.0 }).collect();
         Self {
             w_in: w_in.into_iter().map(|d| t2(d, v, d_ff)).collect(),
-            b_in: b_in
-                .into_iter()
-                .map(|d| Tensor::from_data(TensorData::new(d, [d_ff]), device))
-                .collect(),
+            b_in: b_in.into_iter().map(|d| Tensor::from_data(TensorData::new(d, [d_ff]), device)).collect(),
             w_out: w_out.into_iter().map(|d| t2(d, d_ff, v)).collect(),
             embed: t2(eye, v, v),
             facts,
@@ -164,12 +138,7 @@ impl<B: Backend> PlantedModel<B> {
             .map(|k| {
                 let mut ids = match k % 3 {
                     0 => vec![self.template(k), s, self.template(k + 1)],
-                    1 => vec![
-                        s,
-                        self.template(k),
-                        self.template(k + 2),
-                        self.template(k + 3),
-                    ],
+                    1 => vec![s, self.template(k), self.template(k + 2), self.template(k + 3)],
                     _ => vec![self.template(k + 1), self.template(k), s],
                 };
                 ids.push(MASK);
@@ -183,13 +152,7 @@ impl<B: Backend> PlantedModel<B> {
 impl<B: Backend> KnowledgeModel<B> for PlantedModel<B> {
     fn dims(&self) -> ModelDims {
         let v = Self::vocab_size_of(&self.spec);
-        ModelDims {
-            n_layers: self.spec.n_layers,
-            d_model: v,
-            d_ff: self.spec.d_ff,
-            vocab_size: v,
-            max_positions: 64,
-        }
+        ModelDims { n_layers: self.spec.n_layers, d_model: v, d_ff: self.spec.d_ff, vocab_size: v, max_positions: 64 }
     }
 
     fn objective(&self) -> Objective {
@@ -199,18 +162,10 @@ impl<B: Backend> KnowledgeModel<B> for PlantedModel<B> {
     fn embed(&self, input: &ModelInput<B>) -> Tensor<B, 3> {
         let [b, s] = input.dims();
         let v = self.embed.dims()[0];
-        self.embed
-            .clone()
-            .select(0, input.input_ids.clone().reshape([b * s]))
-            .reshape([b, s, v])
+        self.embed.clone().select(0, input.input_ids.clone().reshape([b * s])).reshape([b, s, v])
     }
 
-    fn attention_half(
-        &self,
-        layer: usize,
-        resid: Tensor<B, 3>,
-        _input: &ModelInput<B>,
-    ) -> Tensor<B, 3> {
+    fn attention_half(&self, layer: usize, resid: Tensor<B, 3>, _input: &ModelInput<B>) -> Tensor<B, 3> {
         if layer == 0 {
             resid.clone() + resid.mean_dim(1)
         } else {
@@ -221,21 +176,15 @@ impl<B: Backend> KnowledgeModel<B> for PlantedModel<B> {
     fn ffn_activation(&self, layer: usize, resid_mid: Tensor<B, 3>) -> Tensor<B, 3> {
         let [b, s, d] = resid_mid.dims();
         let d_ff = self.spec.d_ff;
-        let h = resid_mid
-            .reshape([b * s, d])
-            .matmul(self.w_in[layer].clone())
-            + self.b_in[layer].clone().unsqueeze::<2>();
+        let h =
+            resid_mid.reshape([b * s, d]).matmul(self.w_in[layer].clone()) + self.b_in[layer].clone().unsqueeze::<2>();
         relu(h).reshape([b, s, d_ff])
     }
 
     fn ffn_output(&self, layer: usize, resid_mid: Tensor<B, 3>, act: Tensor<B, 3>) -> Tensor<B, 3> {
         let [b, s, d_ff] = act.dims();
         let v = self.w_out[layer].dims()[1];
-        resid_mid
-            + act
-                .reshape([b * s, d_ff])
-                .matmul(self.w_out[layer].clone())
-                .reshape([b, s, v])
+        resid_mid + act.reshape([b * s, d_ff]).matmul(self.w_out[layer].clone()).reshape([b, s, v])
     }
 
     fn logits(&self, resid: Tensor<B, 3>) -> Tensor<B, 3> {
@@ -266,10 +215,7 @@ struct Lcg(u64);
 
 impl Lcg {
     fn uniform(&mut self) -> f32 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         ((self.0 >> 40) as f32 + 0.5) / (1u64 << 24) as f32
     }
 

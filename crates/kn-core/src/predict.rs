@@ -50,21 +50,12 @@ pub fn top_k<B: Backend, M: KnowledgeModel<B>>(
 pub fn top_k_of(probs: &[f32], k: usize) -> Vec<Prediction> {
     let mut idx: Vec<usize> = (0..probs.len()).collect();
     idx.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]).then(a.cmp(&b)));
-    idx.into_iter()
-        .take(k)
-        .map(|i| Prediction {
-            id: i as u32,
-            prob: probs[i],
-        })
-        .collect()
+    idx.into_iter().take(k).map(|i| Prediction { id: i as u32, prob: probs[i] }).collect()
 }
 
 /// Reads a float tensor back to the host.
 pub fn to_vec<B: Backend, const D: usize>(t: Tensor<B, D>) -> Result<Vec<f32>, KnError> {
-    t.into_data()
-        .convert::<f32>()
-        .into_vec::<f32>()
-        .map_err(|e| KnError::Backend(format!("{e:?}")))
+    t.into_data().convert::<f32>().into_vec::<f32>().map_err(|e| KnError::Backend(format!("{e:?}")))
 }
 
 #[cfg(test)]

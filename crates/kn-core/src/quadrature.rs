@@ -50,21 +50,13 @@ mod tests {
     #[test]
     fn eai_rule_is_linspace_with_equal_weights() {
         let p = Quadrature::EaiLinspace.points(5);
-        assert_eq!(
-            p.iter().map(|x| x.0).collect::<Vec<_>>(),
-            vec![0.0, 0.25, 0.5, 0.75, 1.0]
-        );
+        assert_eq!(p.iter().map(|x| x.0).collect::<Vec<_>>(), vec![0.0, 0.25, 0.5, 0.75, 1.0]);
         assert!(p.iter().all(|x| (x.1 - 0.2).abs() < 1e-7));
     }
 
     #[test]
     fn consistent_rules_have_weights_summing_to_one() {
-        for q in [
-            Quadrature::Left,
-            Quadrature::Right,
-            Quadrature::Midpoint,
-            Quadrature::Trapezoid,
-        ] {
+        for q in [Quadrature::Left, Quadrature::Right, Quadrature::Midpoint, Quadrature::Trapezoid] {
             let s: f32 = q.points(7).iter().map(|x| x.1).sum();
             assert!((s - 1.0).abs() < 1e-6, "{q:?}: {s}");
         }

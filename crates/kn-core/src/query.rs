@@ -36,15 +36,8 @@ impl Query {
         if prompt_ids.is_empty() {
             return Err(KnError::Empty { what: "prompt" });
         }
-        if let Some(&id) = target_ids
-            .iter()
-            .chain(prompt_ids)
-            .find(|&&id| id as usize >= dims.vocab_size)
-        {
-            return Err(KnError::TokenOutOfRange {
-                id,
-                vocab: dims.vocab_size,
-            });
+        if let Some(&id) = target_ids.iter().chain(prompt_ids).find(|&&id| id as usize >= dims.vocab_size) {
+            return Err(KnError::TokenOutOfRange { id, vocab: dims.vocab_size });
         }
         let queries = match objective {
             Objective::MaskedLm => {
@@ -65,11 +58,7 @@ impl Query {
                 .map(|i| {
                     let mut ids = prompt_ids.to_vec();
                     ids.extend_from_slice(&target_ids[..i]);
-                    Query {
-                        positions: vec![ids.len() - 1],
-                        ids,
-                        target_ids: vec![target_ids[i]],
-                    }
+                    Query { positions: vec![ids.len() - 1], ids, target_ids: vec![target_ids[i]] }
                 })
                 .collect(),
         };
@@ -89,15 +78,10 @@ impl Query {
             )));
         }
         if let Some(&pos) = self.positions.iter().find(|&&p| p >= self.ids.len()) {
-            return Err(KnError::PositionOutOfRange {
-                pos,
-                seq_len: self.ids.len(),
-            });
+            return Err(KnError::PositionOutOfRange { pos, seq_len: self.ids.len() });
         }
         if self.positions.is_empty() || self.positions.len() != self.target_ids.len() {
-            return Err(KnError::InvalidSetting(
-                "a query needs one target id per position".into(),
-            ));
+            return Err(KnError::InvalidSetting("a query needs one target id per position".into()));
         }
         Ok(())
     }
@@ -107,13 +91,7 @@ impl Query {
 mod tests {
     use super::*;
 
-    const DIMS: ModelDims = ModelDims {
-        n_layers: 1,
-        d_model: 4,
-        d_ff: 8,
-        vocab_size: 50,
-        max_positions: 16,
-    };
+    const DIMS: ModelDims = ModelDims { n_layers: 1, d_model: 4, d_ff: 8, vocab_size: 50, max_positions: 16 };
 
     #[test]
     fn causal_targets_are_teacher_forced() {
@@ -125,11 +103,8 @@ mod tests {
 
     #[test]
     fn masked_targets_need_one_mask_per_piece() {
-        assert!(
-            Query::for_target(Objective::MaskedLm, &DIMS, &[1, 4, 4, 2], &[1], &[7, 8]).is_err()
-        );
-        let q =
-            Query::for_target(Objective::MaskedLm, &DIMS, &[1, 4, 4, 2], &[1, 2], &[7, 8]).unwrap();
+        assert!(Query::for_target(Objective::MaskedLm, &DIMS, &[1, 4, 4, 2], &[1], &[7, 8]).is_err());
+        let q = Query::for_target(Objective::MaskedLm, &DIMS, &[1, 4, 4, 2], &[1, 2], &[7, 8]).unwrap();
         assert_eq!(q.len(), 1);
         assert!(Query::for_target(Objective::MaskedLm, &DIMS, &[1, 4], &[1], &[70]).is_err());
     }

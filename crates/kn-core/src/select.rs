@@ -25,18 +25,14 @@ impl Threshold {
         match self {
             Self::Adaptive(r) => {
                 if !(0.0..=1.0).contains(&r) {
-                    return Err(KnError::InvalidSetting(format!(
-                        "adaptive threshold {r} is outside [0, 1]"
-                    )));
+                    return Err(KnError::InvalidSetting(format!("adaptive threshold {r} is outside [0, 1]")));
                 }
                 Ok(attr.max() * r)
             }
             Self::Absolute(t) => Ok(t),
             Self::Percentile(p) => {
                 if !(0.0..=100.0).contains(&p) {
-                    return Err(KnError::InvalidSetting(format!(
-                        "percentile {p} is outside [0, 100]"
-                    )));
+                    return Err(KnError::InvalidSetting(format!("percentile {p} is outside [0, 100]")));
                 }
                 let mut all: Vec<f32> = attr.scores.iter().flatten().copied().collect();
                 if all.is_empty() {
@@ -59,12 +55,7 @@ pub fn coarse(attr: &Attribution, t: Threshold) -> Result<Vec<NeuronId>, KnError
         .scores
         .iter()
         .enumerate()
-        .flat_map(|(l, row)| {
-            row.iter()
-                .enumerate()
-                .filter(move |(_, &s)| s > t)
-                .map(move |(i, _)| NeuronId::new(l, i))
-        })
+        .flat_map(|(l, row)| row.iter().enumerate().filter(move |(_, &s)| s > t).map(move |(i, _)| NeuronId::new(l, i)))
         .collect())
 }
 
@@ -95,14 +86,7 @@ pub enum Sharing {
 impl Sharing {
     /// The paper's adaptive rule with its constants.
     pub fn paper() -> Self {
-        Self::Adaptive {
-            start: 0.7,
-            step: 0.05,
-            rounds: 6,
-            min_neurons: 2,
-            max_neurons: 5,
-            min_prompts: 3,
-        }
+        Self::Adaptive { start: 0.7, step: 0.05, rounds: 6, min_neurons: 2, max_neurons: 5, min_prompts: 3 }
     }
 }
 
@@ -131,11 +115,7 @@ pub fn shared(per_prompt: &[Vec<NeuronId>], p: f32) -> Vec<NeuronId> {
             *counts.entry(n).or_default() += 1;
         }
     }
-    counts
-        .into_iter()
-        .filter(|&(_, c)| c as f32 > t)
-        .map(|(n, _)| n)
-        .collect()
+    counts.into_iter().filter(|&(_, c)| c as f32 > t).map(|(n, _)| n).collect()
 }
 
 /// Refined neurons of one fact from its prompts' coarse neurons, minus the neurons that are
@@ -153,20 +133,11 @@ pub fn refine(
     let (neurons, p) = match sharing {
         Sharing::Fixed(p) => {
             if !(0.0..1.0).contains(&p) {
-                return Err(KnError::InvalidSetting(format!(
-                    "sharing ratio p = {p} is outside [0, 1)"
-                )));
+                return Err(KnError::InvalidSetting(format!("sharing ratio p = {p} is outside [0, 1)")));
             }
             (shared(per_prompt, p), p)
         }
-        Sharing::Adaptive {
-            start,
-            step,
-            rounds,
-            min_neurons,
-            max_neurons,
-            min_prompts,
-        } => {
+        Sharing::Adaptive { start, step, rounds, min_neurons, max_neurons, min_prompts } => {
             if per_prompt.len() < min_prompts {
                 return Err(KnError::InvalidSetting(format!(
                     "adaptive sharing needs at least {min_prompts} prompts, got {}",
@@ -192,19 +163,9 @@ pub fn refine(
             (found, p)
         }
     };
-    let banned = if negatives.is_empty() {
-        Vec::new()
-    } else {
-        shared(negatives, negative_share)
-    };
-    let (removed, kept): (Vec<NeuronId>, Vec<NeuronId>) =
-        neurons.into_iter().partition(|n| banned.contains(n));
-    Ok(Refined {
-        neurons: kept,
-        p,
-        n_prompts: per_prompt.len(),
-        removed_by_negatives: removed,
-    })
+    let banned = if negatives.is_empty() { Vec::new() } else { shared(negatives, negative_share) };
+    let (removed, kept): (Vec<NeuronId>, Vec<NeuronId>) = neurons.into_iter().partition(|n| banned.contains(n));
+    Ok(Refined { neurons: kept, p, n_prompts: per_prompt.len(), removed_by_negatives: removed })
 }
 
 #[cfg(test)]
@@ -230,30 +191,16 @@ mod tests {
     #[test]
     fn thresholds_are_strict_and_exclusive() {
         let a = attr(vec![vec![0.1, 1.0], vec![0.3, 0.31]]);
-        assert_eq!(
-            coarse(&a, Threshold::Adaptive(0.3)).unwrap(),
-            vec![n(0, 1), n(1, 1)]
-        );
-        assert_eq!(
-            coarse(&a, Threshold::Absolute(0.3)).unwrap(),
-            vec![n(0, 1), n(1, 1)]
-        );
+        assert_eq!(coarse(&a, Threshold::Adaptive(0.3)).unwrap(), vec![n(0, 1), n(1, 1)]);
+        assert_eq!(coarse(&a, Threshold::Absolute(0.3)).unwrap(), vec![n(0, 1), n(1, 1)]);
         // numpy.percentile([0.1, 0.3, 0.31, 1.0], 50) = 0.305
-        assert_eq!(
-            coarse(&a, Threshold::Percentile(50.0)).unwrap(),
-            vec![n(0, 1), n(1, 1)]
-        );
+        assert_eq!(coarse(&a, Threshold::Percentile(50.0)).unwrap(), vec![n(0, 1), n(1, 1)]);
         assert!(coarse(&a, Threshold::Adaptive(1.5)).is_err());
     }
 
     #[test]
     fn sharing_counts_prompts_strictly_above_p_n() {
-        let sets = vec![
-            vec![n(0, 1), n(1, 2)],
-            vec![n(0, 1)],
-            vec![n(0, 1), n(1, 2)],
-            vec![n(2, 0)],
-        ];
+        let sets = vec![vec![n(0, 1), n(1, 2)], vec![n(0, 1)], vec![n(0, 1), n(1, 2)], vec![n(2, 0)]];
         assert_eq!(shared(&sets, 0.5), vec![n(0, 1)]);
         assert_eq!(shared(&sets, 0.4), vec![n(0, 1), n(1, 2)]);
     }

@@ -6,10 +6,7 @@ use std::collections::BTreeSet;
 
 use burn::backend::{Autodiff, NdArray};
 use kn_core::planted::{PlantedModel, PlantedSpec};
-use kn_core::{
-    attribute, coarse, enhance, refine, suppress, AttributionConfig, NeuronId, Query, Sharing,
-    Threshold,
-};
+use kn_core::{attribute, coarse, enhance, refine, suppress, AttributionConfig, NeuronId, Query, Sharing, Threshold};
 
 type B = Autodiff<NdArray<f32>>;
 
@@ -18,13 +15,7 @@ fn queries(model: &PlantedModel<B>, f: usize, n: usize) -> Vec<Vec<Query>> {
     model
         .prompts(f, n)
         .into_iter()
-        .map(|(ids, pos)| {
-            vec![Query {
-                ids,
-                positions: vec![pos],
-                target_ids: vec![object],
-            }]
-        })
+        .map(|(ids, pos)| vec![Query { ids, positions: vec![pos], target_ids: vec![object] }])
         .collect()
 }
 
@@ -32,17 +23,9 @@ fn refined(model: &PlantedModel<B>, f: usize) -> Vec<NeuronId> {
     let cfg = AttributionConfig::default();
     let per_prompt: Vec<Vec<NeuronId>> = queries(model, f, 6)
         .iter()
-        .map(|q| {
-            coarse(
-                &attribute(model, q, &cfg).unwrap(),
-                Threshold::Adaptive(0.3),
-            )
-            .unwrap()
-        })
+        .map(|q| coarse(&attribute(model, q, &cfg).unwrap(), Threshold::Adaptive(0.3)).unwrap())
         .collect();
-    refine(&per_prompt, Sharing::Fixed(0.5), &[], 0.0)
-        .unwrap()
-        .neurons
+    refine(&per_prompt, Sharing::Fixed(0.5), &[], 0.0).unwrap().neurons
 }
 
 #[test]
@@ -59,10 +42,7 @@ fn refined_neurons_recover_the_planted_ones() {
     let precision = tp as f32 / (tp + fp) as f32;
     let recall = tp as f32 / (tp + fn_) as f32;
     eprintln!("planted: precision {precision:.3}, recall {recall:.3} (tp {tp}, fp {fp}, fn {fn_})");
-    assert!(
-        precision >= 0.9 && recall >= 0.9,
-        "precision {precision}, recall {recall}"
-    );
+    assert!(precision >= 0.9 && recall >= 0.9, "precision {precision}, recall {recall}");
 }
 
 #[test]
@@ -74,11 +54,7 @@ fn suppressing_planted_neurons_removes_the_fact_not_others_and_enhancing_raises_
         let g = (f + 1) % model.facts.len();
         for q in queries(&model, f, 3) {
             related.push(suppress(&model, &q, &neurons).unwrap().relative_change());
-            enhanced.push(
-                enhance(&model, &q, &neurons, 2.0)
-                    .unwrap()
-                    .relative_change(),
-            );
+            enhanced.push(enhance(&model, &q, &neurons, 2.0).unwrap().relative_change());
         }
         for q in queries(&model, g, 3) {
             unrelated.push(suppress(&model, &q, &neurons).unwrap().relative_change());
@@ -93,9 +69,6 @@ fn suppressing_planted_neurons_removes_the_fact_not_others_and_enhancing_raises_
         100.0 * e
     );
     assert!(r < -0.5, "suppression should remove the fact: {r}");
-    assert!(
-        u.abs() < 0.05,
-        "suppression should leave other facts alone: {u}"
-    );
+    assert!(u.abs() < 0.05, "suppression should leave other facts alone: {u}");
     assert!(e > 0.05, "enhancement should raise the fact: {e}");
 }

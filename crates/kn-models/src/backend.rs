@@ -19,9 +19,7 @@ mod chosen {
                 .strip_prefix("cuda:")
                 .and_then(|n| n.parse().ok())
                 .map(LibTorchDevice::Cuda)
-                .ok_or_else(|| {
-                    format!("unknown device '{s}' for the tch backend (cpu, cuda, cuda:N, mps)")
-                }),
+                .ok_or_else(|| format!("unknown device '{s}' for the tch backend (cpu, cuda, cuda:N, mps)")),
         }
     }
 }
@@ -45,9 +43,7 @@ mod chosen {
                 .or_else(|| s.strip_prefix("cuda:"))
                 .and_then(|n| n.parse().ok())
                 .map(WgpuDevice::DiscreteGpu)
-                .ok_or_else(|| {
-                    format!("unknown device '{s}' for the wgpu backend (default, cpu, gpu, gpu:N)")
-                }),
+                .ok_or_else(|| format!("unknown device '{s}' for the wgpu backend (default, cpu, gpu, gpu:N)")),
         }
     }
 }
@@ -63,9 +59,7 @@ mod chosen {
     pub fn device(spec: &str) -> Result<burn::backend::ndarray::NdArrayDevice, String> {
         match spec {
             "cpu" | "default" | "auto" => Ok(burn::backend::ndarray::NdArrayDevice::Cpu),
-            s => Err(format!(
-                "unknown device '{s}' for the ndarray backend (cpu only)"
-            )),
+            s => Err(format!("unknown device '{s}' for the ndarray backend (cpu only)")),
         }
     }
 }

@@ -195,46 +195,25 @@ impl HfConfig {
 
     /// Parses config.json text; `path` is only used in errors.
     pub fn from_json(text: &str, path: &Path) -> Result<Self, LoadError> {
-        let json = |source| LoadError::Json {
-            path: path.to_path_buf(),
-            source,
-        };
+        let json = |source| LoadError::Json { path: path.to_path_buf(), source };
         let value: serde_json::Value = serde_json::from_str(text).map_err(json)?;
-        let model_type = value
-            .get("model_type")
-            .and_then(|v| v.as_str())
-            .unwrap_or("")
-            .to_string();
+        let model_type = value.get("model_type").and_then(|v| v.as_str()).unwrap_or("").to_string();
         match model_type.as_str() {
             "bert" => Ok(Self::Bert(serde_json::from_value(value).map_err(json)?)),
             "gpt2" => Ok(Self::Gpt2(serde_json::from_value(value).map_err(json)?)),
             "gpt_neo" => Ok(Self::GptNeo(serde_json::from_value(value).map_err(json)?)),
-            _ => Err(LoadError::UnsupportedArch {
-                model_type,
-                path: path.to_path_buf(),
-            }),
+            _ => Err(LoadError::UnsupportedArch { model_type, path: path.to_path_buf() }),
         }
     }
 
     /// Validates and normalises; errors name `path`.
     pub fn to_arch(&self, path: &Path) -> Result<ArchConfig, LoadError> {
-        let bad = |reason: String| LoadError::Config {
-            path: PathBuf::from(path),
-            reason,
-        };
-        let act = |name: &str| {
-            Activation::from_hf(name).ok_or_else(|| bad(format!("unsupported activation '{name}'")))
-        };
+        let bad = |reason: String| LoadError::Config { path: PathBuf::from(path), reason };
+        let act = |name: &str| Activation::from_hf(name).ok_or_else(|| bad(format!("unsupported activation '{name}'")));
         let cfg = match self {
             Self::Bert(c) => {
-                if let Some(t) = c
-                    .position_embedding_type
-                    .as_deref()
-                    .filter(|t| *t != "absolute")
-                {
-                    return Err(bad(format!(
-                        "position_embedding_type '{t}' is not supported (only 'absolute')"
-                    )));
+                if let Some(t) = c.position_embedding_type.as_deref().filter(|t| *t != "absolute") {
+                    return Err(bad(format!("position_embedding_type '{t}' is not supported (only 'absolute')")));
                 }
                 ArchConfig {
                     arch: Arch::Bert,
@@ -248,26 +227,13 @@ impl HfConfig {
                     activation: act(&c.hidden_act)?,
                     eps: c.layer_norm_eps,
                     attention: vec![AttentionKind::Bidirectional; c.num_hidden_layers],
-                    attn_scale: vec![
-                        head_scale(c.hidden_size, c.num_attention_heads);
-                        c.num_hidden_layers
-                    ],
+                    attn_scale: vec![head_scale(c.hidden_size, c.num_attention_heads); c.num_hidden_layers],
                 }
             }
             Self::Gpt2(c) => {
-                let base = if c.scale_attn_weights {
-                    head_scale(c.n_embd, c.n_head)
-                } else {
-                    1.0
-                };
+                let base = if c.scale_attn_weights { head_scale(c.n_embd, c.n_head) } else { 1.0 };
                 let attn_scale = (0..c.n_layer)
-                    .map(|l| {
-                        if c.scale_attn_by_inverse_layer_idx {
-                            base / (l + 1) as f64
-                        } else {
-                            base
-                        }
-                    })
+                    .map(|l| if c.scale_attn_by_inverse_layer_idx { base / (l + 1) as f64 } else { base })
                     .collect();
                 ArchConfig {
                     arch: Arch::Gpt2,
@@ -299,19 +265,11 @@ impl HfConfig {
                 attn_scale: vec![1.0; c.num_layers],
             },
         };
-        if cfg.d_model == 0
-            || cfg.n_heads == 0
-            || cfg.n_layers == 0
-            || cfg.vocab_size == 0
-            || cfg.d_ff == 0
-        {
+        if cfg.d_model == 0 || cfg.n_heads == 0 || cfg.n_layers == 0 || cfg.vocab_size == 0 || cfg.d_ff == 0 {
             return Err(bad("sizes must be positive".into()));
         }
         if cfg.d_model % cfg.n_heads != 0 {
-            return Err(bad(format!(
-                "hidden size {} is not divisible by {} heads",
-                cfg.d_model, cfg.n_heads
-            )));
+            return Err(bad(format!("hidden size {} is not divisible by {} heads", cfg.d_model, cfg.n_heads)));
         }
         Ok(cfg)
     }
@@ -324,30 +282,19 @@ fn head_scale(d_model: usize, n_heads: usize) -> f64 {
 /// Per-layer attention kinds from `attention_layers` or, failing that, `attention_types`.
 fn neo_attention(c: &GptNeoConfig) -> Result<Vec<AttentionKind>, String> {
     let names: Vec<String> = if c.attention_layers.is_empty() {
-        c.attention_types
-            .iter()
-            .flat_map(|(pat, n)| (0..*n).flat_map(move |_| pat.clone()))
-            .collect()
+        c.attention_types.iter().flat_map(|(pat, n)| (0..*n).flat_map(move |_| pat.clone())).collect()
     } else {
         c.attention_layers.clone()
     };
     if names.len() != c.num_layers {
-        return Err(format!(
-            "attention_layers lists {} layers, num_layers is {}",
-            names.len(),
-            c.num_layers
-        ));
+        return Err(format!("attention_layers lists {} layers, num_layers is {}", names.len(), c.num_layers));
     }
     names
         .iter()
         .map(|n| match n.as_str() {
             "global" => Ok(AttentionKind::Causal),
-            "local" => Ok(AttentionKind::CausalLocal {
-                window: c.window_size,
-            }),
-            other => Err(format!(
-                "unknown attention type '{other}' (expected global or local)"
-            )),
+            "local" => Ok(AttentionKind::CausalLocal { window: c.window_size }),
+            other => Err(format!("unknown attention type '{other}' (expected global or local)")),
         })
         .collect()
 }
@@ -361,10 +308,7 @@ mod tests {
         let text = r#"{"model_type":"gpt_neo","vocab_size":10,"hidden_size":8,"num_layers":4,"num_heads":2,
             "max_position_embeddings":16,"window_size":3,"attention_types":[[["global","local"],2]],
             "intermediate_size":null}"#;
-        let cfg = HfConfig::from_json(text, Path::new("config.json"))
-            .unwrap()
-            .to_arch(Path::new("c"))
-            .unwrap();
+        let cfg = HfConfig::from_json(text, Path::new("config.json")).unwrap().to_arch(Path::new("c")).unwrap();
         assert_eq!(cfg.d_ff, 32);
         assert_eq!(cfg.attention[1], AttentionKind::CausalLocal { window: 3 });
         assert_eq!(cfg.attention[2], AttentionKind::Causal);
@@ -373,21 +317,15 @@ mod tests {
 
     #[test]
     fn unsupported_model_type_is_a_typed_error() {
-        let err = HfConfig::from_json(r#"{"model_type":"llama"}"#, Path::new("x/config.json"))
-            .unwrap_err();
-        assert!(
-            matches!(err, LoadError::UnsupportedArch { ref model_type, .. } if model_type == "llama")
-        );
+        let err = HfConfig::from_json(r#"{"model_type":"llama"}"#, Path::new("x/config.json")).unwrap_err();
+        assert!(matches!(err, LoadError::UnsupportedArch { ref model_type, .. } if model_type == "llama"));
         assert!(err.to_string().contains("x/config.json"));
     }
 
     #[test]
     fn heads_must_divide_the_width() {
         let text = r#"{"model_type":"gpt2","vocab_size":10,"n_embd":10,"n_layer":1,"n_head":3,"n_positions":8}"#;
-        let err = HfConfig::from_json(text, Path::new("c"))
-            .unwrap()
-            .to_arch(Path::new("c"))
-            .unwrap_err();
+        let err = HfConfig::from_json(text, Path::new("c")).unwrap().to_arch(Path::new("c")).unwrap_err();
         assert!(err.to_string().contains("not divisible"));
     }
 }

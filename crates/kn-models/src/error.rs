@@ -92,9 +92,7 @@ pub enum LoadError {
         names: Vec<String>,
     },
     /// No tokenizer files in the folder.
-    #[error(
-        "no tokenizer in {dir}: expected tokenizer.json, vocab.txt, or vocab.json + merges.txt"
-    )]
+    #[error("no tokenizer in {dir}: expected tokenizer.json, vocab.txt, or vocab.json + merges.txt")]
     NoTokenizer {
         /// The folder searched.
         dir: PathBuf,

@@ -13,6 +13,7 @@ pub mod error;
 pub mod load;
 pub mod nn;
 pub mod prompt;
+pub mod random;
 pub mod source;
 pub mod tokenizer;
 pub mod transformer;

@@ -38,11 +38,7 @@ pub struct ModelBundle<B: Backend> {
 }
 
 /// Resolves `name` (a folder or a Hub id) and loads model and tokenizer on `device`.
-pub fn load_model<B: Backend>(
-    name: &str,
-    opts: &LoadOptions,
-    device: &B::Device,
-) -> Result<ModelBundle<B>, LoadError> {
+pub fn load_model<B: Backend>(name: &str, opts: &LoadOptions, device: &B::Device) -> Result<ModelBundle<B>, LoadError> {
     let dir = resolve(name, &opts.hub)?;
     let (model, config) = load_dir(&dir, &opts.ignore_prefixes, device)?;
     let tok_dir = opts.tokenizer_dir.clone().unwrap_or_else(|| dir.clone());
@@ -51,12 +47,7 @@ pub fn load_model<B: Backend>(
         Err(LoadError::NoTokenizer { .. }) if opts.tokenizer_dir.is_none() => None,
         Err(e) => return Err(e),
     };
-    Ok(ModelBundle {
-        model,
-        tokenizer,
-        config,
-        dir,
-    })
+    Ok(ModelBundle { model, tokenizer, config, dir })
 }
 
 /// Loads config.json and the weights of a model folder, failing on any missing, misshapen or
@@ -86,11 +77,7 @@ pub fn build<B: Backend>(
     weights: &mut WeightMap,
     device: &B::Device,
 ) -> Result<Transformer<B>, LoadError> {
-    let mut loader = Loader {
-        weights,
-        device,
-        cfg,
-    };
+    let mut loader = Loader { weights, device, cfg };
     match cfg.arch {
         Arch::Bert => arch::bert::load(&mut loader),
         Arch::Gpt2 => arch::gpt2::load(&mut loader),

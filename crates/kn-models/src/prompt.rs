@@ -26,36 +26,24 @@ pub fn encode_prompt(
     if text.trim().is_empty() {
         return Err(TextError::Empty { what: "prompt" });
     }
-    let mask_text = tok
-        .mask_token()
-        .map(|(t, _)| t.to_string())
-        .unwrap_or_else(|| "[MASK]".into());
+    let mask_text = tok.mask_token().map(|(t, _)| t.to_string()).unwrap_or_else(|| "[MASK]".into());
     let ids = match objective {
         Objective::MaskedLm => tok.encode(text, true)?,
         Objective::CausalLm => {
             if text.contains(&mask_text) {
-                return Err(TextError::UnexpectedMask {
-                    prompt: text.into(),
-                    mask: mask_text,
-                });
+                return Err(TextError::UnexpectedMask { prompt: text.into(), mask: mask_text });
             }
             tok.encode(text, false)?
         }
     };
     if ids.len() > dims.max_positions {
-        return Err(TextError::TooLong {
-            len: ids.len(),
-            max: dims.max_positions,
-        });
+        return Err(TextError::TooLong { len: ids.len(), max: dims.max_positions });
     }
     let target_positions = match objective {
         Objective::MaskedLm => {
             let pos = tok.mask_positions(&ids);
             if pos.is_empty() {
-                return Err(TextError::NoMask {
-                    prompt: text.into(),
-                    mask: mask_text,
-                });
+                return Err(TextError::NoMask { prompt: text.into(), mask: mask_text });
             }
             if pos.len() != n_masks {
                 return Err(TextError::MaskCount {
@@ -69,10 +57,7 @@ pub fn encode_prompt(
         }
         Objective::CausalLm => vec![ids.len() - 1],
     };
-    Ok(EncodedPrompt {
-        ids,
-        target_positions,
-    })
+    Ok(EncodedPrompt { ids, target_positions })
 }
 
 /// How a target of several tokens is handled.
@@ -114,9 +99,7 @@ pub fn prompt_queries(
     let spaced;
     let target_text = match objective {
         Objective::CausalLm
-            if !raw_target
-                && !target.starts_with(char::is_whitespace)
-                && !prompt.ends_with(char::is_whitespace) =>
+            if !raw_target && !target.starts_with(char::is_whitespace) && !prompt.ends_with(char::is_whitespace) =>
         {
             spaced = format!(" {target}");
             spaced.as_str()
@@ -132,32 +115,15 @@ pub fn prompt_queries(
             expected: 1,
         });
     }
-    let mask = tok
-        .mask_token()
-        .map(|(t, _)| t.to_string())
-        .unwrap_or_else(|| "[MASK]".into());
+    let mask = tok.mask_token().map(|(t, _)| t.to_string()).unwrap_or_else(|| "[MASK]".into());
     let text = match objective {
         Objective::MaskedLm if target_ids.len() > 1 && prompt.matches(&mask).count() == 1 => {
             prompt.replace(&mask, &vec![mask.as_str(); target_ids.len()].join(" "))
         }
         _ => prompt.to_string(),
     };
-    let n_masks = if objective == Objective::MaskedLm {
-        target_ids.len()
-    } else {
-        0
-    };
+    let n_masks = if objective == Objective::MaskedLm { target_ids.len() } else { 0 };
     let enc = encode_prompt(tok, dims, objective, &text, n_masks)?;
-    let queries = kn_core::Query::for_target(
-        objective,
-        dims,
-        &enc.ids,
-        &enc.target_positions,
-        &target_ids,
-    )?;
-    Ok(PromptQueries {
-        queries,
-        target_ids,
-        prompt: text,
-    })
+    let queries = kn_core::Query::for_target(objective, dims, &enc.ids, &enc.target_positions, &target_ids)?;
+    Ok(PromptQueries { queries, target_ids, prompt: text })
 }

@@ -27,31 +27,18 @@ pub fn default_cache_dir() -> PathBuf {
     if let Some(p) = std::env::var_os("HF_HOME") {
         return PathBuf::from(p).join("hub");
     }
-    let home = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("."));
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
     home.join(".cache").join("huggingface").join("hub")
 }
 
 fn offline_from_env() -> bool {
-    std::env::var("HF_HUB_OFFLINE")
-        .is_ok_and(|v| matches!(v.as_str(), "1" | "true" | "TRUE" | "yes" | "ON" | "on"))
+    std::env::var("HF_HUB_OFFLINE").is_ok_and(|v| matches!(v.as_str(), "1" | "true" | "TRUE" | "yes" | "ON" | "on"))
 }
 
 /// Files a model folder may hold; the first of each group that exists is enough.
-const TOKENIZER_FILES: &[&str] = &[
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "vocab.txt",
-    "vocab.json",
-    "merges.txt",
-];
-const WEIGHT_FILES: &[&str] = &[
-    "model.safetensors",
-    "model.safetensors.index.json",
-    "pytorch_model.bin",
-    "pytorch_model.bin.index.json",
-];
+const TOKENIZER_FILES: &[&str] = &["tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "merges.txt"];
+const WEIGHT_FILES: &[&str] =
+    &["model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json"];
 
 /// Resolves `name` to a local folder holding config.json, weights and tokenizer files.
 ///
@@ -63,15 +50,8 @@ pub fn resolve(name: &str, opts: &HubOptions) -> Result<PathBuf, LoadError> {
     if path.is_dir() {
         return Ok(path.to_path_buf());
     }
-    if name.is_empty()
-        || name.starts_with('.')
-        || name.starts_with('/')
-        || name.split('/').count() > 2
-    {
-        return Err(LoadError::Resolve {
-            name: name.into(),
-            reason: "no such folder".into(),
-        });
+    if name.is_empty() || name.starts_with('.') || name.starts_with('/') || name.split('/').count() > 2 {
+        return Err(LoadError::Resolve { name: name.into(), reason: "no such folder".into() });
     }
     let cache = Cache::new(opts.cache_dir.clone().unwrap_or_else(default_cache_dir));
     let revision = opts.revision.clone().unwrap_or_else(|| "main".to_string());
@@ -98,26 +78,18 @@ fn snapshot_dir(config: &Path, name: &str) -> Result<PathBuf, LoadError> {
     config
         .parent()
         .map(Path::to_path_buf)
-        .ok_or_else(|| LoadError::Resolve {
-            name: name.into(),
-            reason: "bad cache layout".into(),
-        })
+        .ok_or_else(|| LoadError::Resolve { name: name.into(), reason: "bad cache layout".into() })
 }
 
 #[cfg(feature = "hub")]
 fn download(name: &str, cache: Cache, repo: Repo) -> Result<PathBuf, LoadError> {
-    let fail = |reason: String| LoadError::Resolve {
-        name: name.into(),
-        reason,
-    };
+    let fail = |reason: String| LoadError::Resolve { name: name.into(), reason };
     let api = hf_hub::api::sync::ApiBuilder::from_cache(cache)
         .with_progress(true)
         .build()
         .map_err(|e| fail(e.to_string()))?;
     let repo = api.repo(repo);
-    let config = repo
-        .get("config.json")
-        .map_err(|e| fail(format!("config.json: {e}")))?;
+    let config = repo.get("config.json").map_err(|e| fail(format!("config.json: {e}")))?;
     for f in TOKENIZER_FILES {
         // Tokenizer files are optional one by one; the tokenizer loader says what is missing.
         let _ = repo.get(f);
@@ -138,9 +110,7 @@ fn download(name: &str, cache: Cache, repo: Repo) -> Result<PathBuf, LoadError> 
         }
     }
     if !got_weights {
-        return Err(fail(
-            "the repository has no model.safetensors or pytorch_model.bin".into(),
-        ));
+        return Err(fail("the repository has no model.safetensors or pytorch_model.bin".into()));
     }
     snapshot_dir(&config, name)
 }
@@ -178,16 +148,8 @@ mod tests {
     #[test]
     fn hub_names_resolve_to_the_cached_snapshot_offline() {
         let tmp = tempfile::tempdir().unwrap();
-        let snap = fake_cache(
-            tmp.path(),
-            "EleutherAI/gpt-neo-125M",
-            &["config.json", "model.safetensors"],
-        );
-        let opts = HubOptions {
-            cache_dir: Some(tmp.path().to_path_buf()),
-            offline: true,
-            revision: None,
-        };
+        let snap = fake_cache(tmp.path(), "EleutherAI/gpt-neo-125M", &["config.json", "model.safetensors"]);
+        let opts = HubOptions { cache_dir: Some(tmp.path().to_path_buf()), offline: true, revision: None };
         assert_eq!(resolve("EleutherAI/gpt-neo-125M", &opts).unwrap(), snap);
     }
 
@@ -195,11 +157,7 @@ mod tests {
     fn an_incomplete_snapshot_offline_is_an_error_naming_the_cache() {
         let tmp = tempfile::tempdir().unwrap();
         fake_cache(tmp.path(), "gpt2", &["config.json"]);
-        let opts = HubOptions {
-            cache_dir: Some(tmp.path().to_path_buf()),
-            offline: true,
-            revision: None,
-        };
+        let opts = HubOptions { cache_dir: Some(tmp.path().to_path_buf()), offline: true, revision: None };
         let err = resolve("gpt2", &opts).unwrap_err().to_string();
         assert!(err.contains("gpt2") && err.contains("offline"), "{err}");
     }
@@ -209,10 +167,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("m");
         std::fs::create_dir_all(&dir).unwrap();
-        let opts = HubOptions {
-            offline: true,
-            ..Default::default()
-        };
+        let opts = HubOptions { offline: true, ..Default::default() };
         assert_eq!(resolve(dir.to_str().unwrap(), &opts).unwrap(), dir);
     }
 }

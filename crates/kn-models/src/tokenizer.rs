@@ -49,20 +49,14 @@ impl TextTokenizer {
         }
         if dir.join("vocab.txt").is_file() {
             let cfg = read_tokenizer_config(dir)?;
-            return Self::wordpiece(
-                &dir.join("vocab.txt"),
-                cfg.do_lower_case.unwrap_or(true),
-                cfg.strip_accents,
-            );
+            return Self::wordpiece(&dir.join("vocab.txt"), cfg.do_lower_case.unwrap_or(true), cfg.strip_accents);
         }
         for (vocab, merges) in [("vocab.json", "merges.txt"), ("encoder.json", "vocab.bpe")] {
             if dir.join(vocab).is_file() && dir.join(merges).is_file() {
                 return Self::byte_level_bpe(&dir.join(vocab), &dir.join(merges));
             }
         }
-        Err(LoadError::NoTokenizer {
-            dir: dir.to_path_buf(),
-        })
+        Err(LoadError::NoTokenizer { dir: dir.to_path_buf() })
     }
 
     /// A `tokenizer.json`, with padding and truncation turned off.
@@ -74,31 +68,16 @@ impl TextTokenizer {
     }
 
     /// BERT's WordPiece tokenizer from a `vocab.txt` (as `BertTokenizer`).
-    pub fn wordpiece(
-        vocab: &Path,
-        lowercase: bool,
-        strip_accents: Option<bool>,
-    ) -> Result<Self, LoadError> {
+    pub fn wordpiece(vocab: &Path, lowercase: bool, strip_accents: Option<bool>) -> Result<Self, LoadError> {
         let path = vocab.to_string_lossy().to_string();
-        let model = WordPiece::from_file(&path)
-            .unk_token("[UNK]".into())
-            .build()
-            .map_err(|e| tok_err(vocab, e))?;
+        let model = WordPiece::from_file(&path).unk_token("[UNK]".into()).build().map_err(|e| tok_err(vocab, e))?;
         let mut inner = Tokenizer::new(model);
-        inner.with_normalizer(Some(BertNormalizer::new(
-            true,
-            true,
-            strip_accents,
-            lowercase,
-        )));
+        inner.with_normalizer(Some(BertNormalizer::new(true, true, strip_accents, lowercase)));
         inner.with_pre_tokenizer(Some(BertPreTokenizer));
         inner.with_decoder(Some(WordPieceDecoder::default()));
         let id = |t: &str| inner.token_to_id(t);
         if let (Some(sep), Some(cls)) = (id("[SEP]"), id("[CLS]")) {
-            inner.with_post_processor(Some(BertProcessing::new(
-                ("[SEP]".into(), sep),
-                ("[CLS]".into(), cls),
-            )));
+            inner.with_post_processor(Some(BertProcessing::new(("[SEP]".into(), sep), ("[CLS]".into(), cls))));
         }
         let specials: Vec<AddedToken> = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
             .iter()
@@ -124,21 +103,11 @@ impl TextTokenizer {
     }
 
     fn finish(inner: Tokenizer, source: &Path) -> Self {
-        let find = |cands: &[&str]| {
-            cands
-                .iter()
-                .find_map(|t| inner.token_to_id(t).map(|id| (t.to_string(), id)))
-        };
+        let find = |cands: &[&str]| cands.iter().find_map(|t| inner.token_to_id(t).map(|id| (t.to_string(), id)));
         let mask = find(&["[MASK]", "<mask>"]);
         let unk = find(&["[UNK]", "<unk>"]);
         let pad_id = find(&["[PAD]", "<pad>", "<|endoftext|>"]).map_or(0, |(_, id)| id);
-        Self {
-            inner,
-            mask,
-            unk,
-            pad_id,
-            source: source.to_path_buf(),
-        }
+        Self { inner, mask, unk, pad_id, source: source.to_path_buf() }
     }
 
     /// The file this tokenizer came from.
@@ -164,10 +133,7 @@ impl TextTokenizer {
     /// Encodes text; fails if a piece of it becomes the unknown token (a literal `[UNK]` in the
     /// text is allowed).
     pub fn encode(&self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>, TextError> {
-        let enc = self
-            .inner
-            .encode(text, add_special_tokens)
-            .map_err(|e| TextError::Tokenizer(e.to_string()))?;
+        let enc = self.inner.encode(text, add_special_tokens).map_err(|e| TextError::Tokenizer(e.to_string()))?;
         if let Some((unk, unk_id)) = &self.unk {
             for (i, &id) in enc.get_ids().iter().enumerate() {
                 if id != *unk_id {
@@ -176,11 +142,7 @@ impl TextTokenizer {
                 let (a, b) = enc.get_offsets()[i];
                 let piece = text.get(a..b).unwrap_or("").to_string();
                 if piece != *unk {
-                    return Err(TextError::Unknown {
-                        text: text.to_string(),
-                        piece,
-                        unk: unk.clone(),
-                    });
+                    return Err(TextError::Unknown { text: text.to_string(), piece, unk: unk.clone() });
                 }
             }
         }
@@ -190,12 +152,7 @@ impl TextTokenizer {
     /// Positions of the mask token in `ids`.
     pub fn mask_positions(&self, ids: &[u32]) -> Vec<usize> {
         match &self.mask {
-            Some((_, m)) => ids
-                .iter()
-                .enumerate()
-                .filter(|(_, &i)| i == *m)
-                .map(|(p, _)| p)
-                .collect(),
+            Some((_, m)) => ids.iter().enumerate().filter(|(_, &i)| i == *m).map(|(p, _)| p).collect(),
             None => Vec::new(),
         }
     }
@@ -230,8 +187,5 @@ fn read_tokenizer_config(dir: &Path) -> Result<TokenizerConfig, LoadError> {
 }
 
 fn tok_err(path: &Path, e: impl std::fmt::Display) -> LoadError {
-    LoadError::Tokenizer {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    }
+    LoadError::Tokenizer { path: path.to_path_buf(), reason: e.to_string() }
 }

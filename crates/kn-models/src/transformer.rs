@@ -40,12 +40,7 @@ impl<B: Backend> KnowledgeModel<B> for Transformer<B> {
         self.embeddings.forward(input)
     }
 
-    fn attention_half(
-        &self,
-        layer: usize,
-        resid: Tensor<B, 3>,
-        input: &ModelInput<B>,
-    ) -> Tensor<B, 3> {
+    fn attention_half(&self, layer: usize, resid: Tensor<B, 3>, input: &ModelInput<B>) -> Tensor<B, 3> {
         self.blocks[layer].attention_half(resid, input)
     }
 
@@ -72,11 +67,7 @@ impl<B: Backend> KnowledgeModel<B> for Transformer<B> {
     fn token_embedding(&self, id: u32) -> Tensor<B, 1> {
         let id = id as usize;
         let d = self.embeddings.word.dims()[1];
-        self.embeddings
-            .word
-            .clone()
-            .slice([id..id + 1, 0..d])
-            .reshape([d])
+        self.embeddings.word.clone().slice([id..id + 1, 0..d]).reshape([d])
     }
 
     fn device(&self) -> B::Device {

@@ -31,10 +31,7 @@ impl RawTensor {
                 data[j * r + i] = self.data[i * c + j];
             }
         }
-        Self {
-            shape: vec![c, r],
-            data,
-        }
+        Self { shape: vec![c, r], data }
     }
 
     /// Columns `from..to` of a 2-D tensor.
@@ -47,18 +44,12 @@ impl RawTensor {
         for i in 0..r {
             data.extend_from_slice(&self.data[i * c + from..i * c + to]);
         }
-        Self {
-            shape: vec![r, to - from],
-            data,
-        }
+        Self { shape: vec![r, to - from], data }
     }
 
     /// Elements `from..to` of a 1-D tensor.
     pub fn range(&self, from: usize, to: usize) -> Self {
-        Self {
-            shape: vec![to - from],
-            data: self.data[from..to].to_vec(),
-        }
+        Self { shape: vec![to - from], data: self.data[from..to].to_vec() }
     }
 
     /// Moves the values to a burn tensor on `device`.
@@ -90,6 +81,43 @@ const KNOWN_UNUSED: &[&str] = &[
 pub struct WeightMap {
     tensors: HashMap<String, RawTensor>,
     ignore_prefixes: Vec<String>,
+    /// When set, `take` invents deterministic random tensors instead of reading them, and
+    /// records what it handed out (random checkpoints of real shapes, for benchmarks).
+    synthetic: Option<Synthetic>,
+}
+
+/// State of a synthetic weight map.
+#[derive(Debug)]
+struct Synthetic {
+    state: u64,
+    std: f32,
+    handed_out: Vec<(String, RawTensor)>,
+}
+
+impl Synthetic {
+    fn normal(&mut self) -> f32 {
+        let mut uniform = || {
+            self.state = self.state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((self.state >> 40) as f32 + 0.5) / (1u64 << 24) as f32
+        };
+        let (u1, u2) = (uniform(), uniform());
+        (-2.0 * u1.ln()).sqrt() * (std::f32::consts::TAU * u2).cos()
+    }
+
+    fn make(&mut self, name: &str, shape: &[usize]) -> RawTensor {
+        let n: usize = shape.iter().product();
+        let norm_gain = shape.len() == 1
+            && (name.ends_with("LayerNorm.weight") || name.contains(".ln_") || name.ends_with("ln_f.weight"));
+        let data: Vec<f32> = if norm_gain {
+            (0..n).map(|_| 1.0 + 0.1 * self.normal()).collect()
+        } else {
+            let std = self.std;
+            (0..n).map(|_| std * self.normal()).collect()
+        };
+        let t = RawTensor { shape: shape.to_vec(), data };
+        self.handed_out.push((name.to_string(), t.clone()));
+        t
+    }
 }
 
 impl WeightMap {
@@ -100,25 +128,30 @@ impl WeightMap {
         let files = weight_files(dir)?;
         let mut tensors = HashMap::new();
         for file in files {
-            let part = if is_safetensors(&file) {
-                read_safetensors(&file)?
-            } else {
-                read_pytorch(&file)?
-            };
+            let part = if is_safetensors(&file) { read_safetensors(&file)? } else { read_pytorch(&file)? };
             tensors.extend(part);
         }
-        Ok(Self {
-            tensors,
-            ignore_prefixes: Vec::new(),
-        })
+        Ok(Self { tensors, ignore_prefixes: Vec::new(), synthetic: None })
     }
 
-    /// A map over tensors already in memory (tests, synthetic models).
+    /// A map over tensors already in memory (tests).
     pub fn from_tensors(tensors: HashMap<String, RawTensor>) -> Self {
+        Self { tensors, ignore_prefixes: Vec::new(), synthetic: None }
+    }
+
+    /// A map that invents every tensor asked for: N(0, `std`) values from `seed`, norm gains
+    /// near 1. [`WeightMap::handed_out`] then lists what the model took, for saving.
+    pub fn synthetic(seed: u64, std: f32) -> Self {
         Self {
-            tensors,
+            tensors: HashMap::new(),
             ignore_prefixes: Vec::new(),
+            synthetic: Some(Synthetic { state: seed ^ 0x9e37_79b9_7f4a_7c15, std, handed_out: Vec::new() }),
         }
+    }
+
+    /// The tensors a synthetic map handed out, in order (empty for a real checkpoint).
+    pub fn handed_out(self) -> Vec<(String, RawTensor)> {
+        self.synthetic.map(|s| s.handed_out).unwrap_or_default()
     }
 
     /// Tensors whose name starts with one of `prefixes` are allowed to stay unused.
@@ -139,35 +172,22 @@ impl WeightMap {
 
     /// Removes tensor `name` and checks that it has shape `expected` and only finite values.
     pub fn take(&mut self, name: &str, expected: &[usize]) -> Result<RawTensor, LoadError> {
-        let t = self
-            .tensors
-            .remove(name)
-            .ok_or_else(|| LoadError::MissingTensor {
-                name: name.to_string(),
-            })?;
+        if let Some(s) = &mut self.synthetic {
+            return Ok(s.make(name, expected));
+        }
+        let t = self.tensors.remove(name).ok_or_else(|| LoadError::MissingTensor { name: name.to_string() })?;
         if t.shape != expected {
-            return Err(LoadError::ShapeMismatch {
-                name: name.to_string(),
-                expected: expected.to_vec(),
-                got: t.shape,
-            });
+            return Err(LoadError::ShapeMismatch { name: name.to_string(), expected: expected.to_vec(), got: t.shape });
         }
         let count = t.data.iter().filter(|v| !v.is_finite()).count();
         if count > 0 {
-            return Err(LoadError::NonFinite {
-                name: name.to_string(),
-                count,
-            });
+            return Err(LoadError::NonFinite { name: name.to_string(), count });
         }
         Ok(t)
     }
 
     /// Like [`WeightMap::take`], but `None` when the tensor is absent.
-    pub fn take_opt(
-        &mut self,
-        name: &str,
-        expected: &[usize],
-    ) -> Result<Option<RawTensor>, LoadError> {
+    pub fn take_opt(&mut self, name: &str, expected: &[usize]) -> Result<Option<RawTensor>, LoadError> {
         if self.contains(name) {
             self.take(name, expected).map(Some)
         } else {
@@ -187,12 +207,7 @@ impl WeightMap {
             .tensors
             .into_keys()
             .filter(|n| !KNOWN_UNUSED.iter().any(|k| n.ends_with(k)))
-            .filter(|n| {
-                !self
-                    .ignore_prefixes
-                    .iter()
-                    .any(|p| n.starts_with(p.as_str()))
-            })
+            .filter(|n| !self.ignore_prefixes.iter().any(|p| n.starts_with(p.as_str())))
             .collect();
         if names.is_empty() {
             return Ok(());
@@ -208,10 +223,9 @@ fn is_safetensors(p: &Path) -> bool {
 
 /// The weight files of a model folder, in load order.
 pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>, LoadError> {
-    for (single, index) in [
-        ("model.safetensors", "model.safetensors.index.json"),
-        ("pytorch_model.bin", "pytorch_model.bin.index.json"),
-    ] {
+    for (single, index) in
+        [("model.safetensors", "model.safetensors.index.json"), ("pytorch_model.bin", "pytorch_model.bin.index.json")]
+    {
         if dir.join(single).is_file() {
             return Ok(vec![dir.join(single)]);
         }
@@ -220,9 +234,7 @@ pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>, LoadError> {
             return shard_files(dir, &index);
         }
     }
-    Err(LoadError::NoWeights {
-        dir: dir.to_path_buf(),
-    })
+    Err(LoadError::NoWeights { dir: dir.to_path_buf() })
 }
 
 #[derive(serde::Deserialize)]
@@ -232,10 +244,8 @@ struct ShardIndex {
 
 fn shard_files(dir: &Path, index: &Path) -> Result<Vec<PathBuf>, LoadError> {
     let text = read_to_string(index)?;
-    let parsed: ShardIndex = serde_json::from_str(&text).map_err(|source| LoadError::Json {
-        path: index.to_path_buf(),
-        source,
-    })?;
+    let parsed: ShardIndex =
+        serde_json::from_str(&text).map_err(|source| LoadError::Json { path: index.to_path_buf(), source })?;
     let mut files: Vec<String> = parsed.weight_map.into_values().collect();
     files.sort();
     files.dedup();
@@ -243,80 +253,44 @@ fn shard_files(dir: &Path, index: &Path) -> Result<Vec<PathBuf>, LoadError> {
 }
 
 pub(crate) fn read_to_string(path: &Path) -> Result<String, LoadError> {
-    std::fs::read_to_string(path).map_err(|source| LoadError::Io {
-        path: path.to_path_buf(),
-        source,
-    })
+    std::fs::read_to_string(path).map_err(|source| LoadError::Io { path: path.to_path_buf(), source })
 }
 
 fn read_safetensors(path: &Path) -> Result<HashMap<String, RawTensor>, LoadError> {
-    let bytes = std::fs::read(path).map_err(|source| LoadError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let st = SafeTensors::deserialize(&bytes).map_err(|e| LoadError::CorruptWeights {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    })?;
+    let bytes = std::fs::read(path).map_err(|source| LoadError::Io { path: path.to_path_buf(), source })?;
+    let st = SafeTensors::deserialize(&bytes)
+        .map_err(|e| LoadError::CorruptWeights { path: path.to_path_buf(), reason: e.to_string() })?;
     let mut out = HashMap::new();
     for (name, view) in st.tensors() {
         let raw = view.data();
         let data: Vec<f32> = match view.dtype() {
-            Dtype::F32 => raw
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect(),
-            Dtype::F16 => raw
-                .chunks_exact(2)
-                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
-                .collect(),
-            Dtype::BF16 => raw
-                .chunks_exact(2)
-                .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
-                .collect(),
+            Dtype::F32 => raw.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+            Dtype::F16 => raw.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+            Dtype::BF16 => raw.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
             Dtype::F64 => raw
                 .chunks_exact(8)
-                .map(|b| {
-                    f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]) as f32
-                })
+                .map(|b| f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]) as f32)
                 .collect(),
             // Integer buffers (position ids) are never weights: keep their shape for accounting.
             Dtype::I64 | Dtype::I32 | Dtype::U8 | Dtype::BOOL => Vec::new(),
             other => {
-                return Err(LoadError::UnsupportedDtype {
-                    name,
-                    dtype: format!("{other:?}"),
-                });
+                return Err(LoadError::UnsupportedDtype { name, dtype: format!("{other:?}") });
             }
         };
-        out.insert(
-            name,
-            RawTensor {
-                shape: view.shape().to_vec(),
-                data,
-            },
-        );
+        out.insert(name, RawTensor { shape: view.shape().to_vec(), data });
     }
     Ok(out)
 }
 
 fn read_pytorch(path: &Path) -> Result<HashMap<String, RawTensor>, LoadError> {
-    let corrupt = |reason: String| LoadError::CorruptWeights {
-        path: path.to_path_buf(),
-        reason,
-    };
-    let reader =
-        burn_store::pytorch::PytorchReader::new(path).map_err(|e| corrupt(e.to_string()))?;
+    let corrupt = |reason: String| LoadError::CorruptWeights { path: path.to_path_buf(), reason };
+    let reader = burn_store::pytorch::PytorchReader::new(path).map_err(|e| corrupt(e.to_string()))?;
     let mut out = HashMap::new();
     for (name, snap) in reader.into_tensors() {
         let shape = snap.shape.to_vec();
         let data = if snap.dtype.is_float() {
-            let td = snap
-                .to_data()
-                .map_err(|e| corrupt(format!("tensor '{name}': {e:?}")))?;
-            td.convert::<f32>()
-                .into_vec::<f32>()
-                .map_err(|e| corrupt(format!("tensor '{name}': {e:?}")))?
+            let td = snap.to_data().map_err(|e| corrupt(format!("tensor '{name}': {e:?}")))?;
+            td.convert::<f32>().into_vec::<f32>().map_err(|e| corrupt(format!("tensor '{name}': {e:?}")))?
         } else {
             Vec::new()
         };
@@ -331,10 +305,7 @@ mod tests {
 
     fn raw(shape: &[usize]) -> RawTensor {
         let n = shape.iter().product();
-        RawTensor {
-            shape: shape.to_vec(),
-            data: (0..n).map(|i| i as f32).collect(),
-        }
+        RawTensor { shape: shape.to_vec(), data: (0..n).map(|i| i as f32).collect() }
     }
 
     #[test]
@@ -357,14 +328,8 @@ mod tests {
             ("h.0.attn.bias".to_string(), raw(&[1])),
             ("cls.species.weight".to_string(), raw(&[3])),
         ]));
-        assert!(matches!(
-            m.take("a", &[4]),
-            Err(LoadError::ShapeMismatch { .. })
-        ));
-        assert!(matches!(
-            m.take("b", &[4]),
-            Err(LoadError::MissingTensor { .. })
-        ));
+        assert!(matches!(m.take("a", &[4]), Err(LoadError::ShapeMismatch { .. })));
+        assert!(matches!(m.take("b", &[4]), Err(LoadError::MissingTensor { .. })));
         match m.finish() {
             Err(LoadError::UnexpectedTensors { names }) => {
                 assert_eq!(names, vec!["cls.species.weight"])
@@ -375,11 +340,8 @@ mod tests {
 
     #[test]
     fn ignored_prefixes_are_allowed_to_stay() {
-        let m = WeightMap::from_tensors(HashMap::from([(
-            "cls.species.weight".to_string(),
-            raw(&[3]),
-        )]))
-        .ignore_prefixes(&["cls.species.".to_string()]);
+        let m = WeightMap::from_tensors(HashMap::from([("cls.species.weight".to_string(), raw(&[3]))]))
+            .ignore_prefixes(&["cls.species.".to_string()]);
         assert!(m.finish().is_ok());
     }
 
@@ -388,9 +350,6 @@ mod tests {
         let mut t = raw(&[2]);
         t.data[1] = f32::NAN;
         let mut m = WeightMap::from_tensors(HashMap::from([("w".to_string(), t)]));
-        assert!(matches!(
-            m.take("w", &[2]),
-            Err(LoadError::NonFinite { count: 1, .. })
-        ));
+        assert!(matches!(m.take("w", &[2]), Err(LoadError::NonFinite { count: 1, .. })));
     }
 }

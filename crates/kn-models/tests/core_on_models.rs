@@ -5,26 +5,19 @@ mod common;
 
 use common::*;
 use kn_core::{
-    attribute, coarse, edit, erase, forward_hooked, measure, refine, suppress, AttributionConfig,
-    Capture, EditRule, FfnHook, Fill, KnowledgeModel, ModelInput, NeuronId, NoHook, Quadrature,
-    Query, Sharing, Threshold,
+    attribute, coarse, edit, erase, forward_hooked, measure, refine, suppress, AttributionConfig, Capture, EditRule,
+    FfnHook, Fill, KnowledgeModel, ModelInput, NeuronId, NoHook, Quadrature, Query, Sharing, Threshold,
 };
 use kn_models::{load_dir, TextTokenizer, Transformer};
 
 fn tiny(name: &str) -> Transformer<AB> {
-    load_dir::<AB>(&fixture(name), &[], &Default::default())
-        .expect("fixture")
-        .0
+    load_dir::<AB>(&fixture(name), &[], &Default::default()).expect("fixture").0
 }
 
 struct Replace(Vec<burn::tensor::Tensor<AB, 3>>);
 
 impl FfnHook<AB> for Replace {
-    fn on_ffn(
-        &mut self,
-        layer: usize,
-        _act: burn::tensor::Tensor<AB, 3>,
-    ) -> burn::tensor::Tensor<AB, 3> {
+    fn on_ffn(&mut self, layer: usize, _act: burn::tensor::Tensor<AB, 3>) -> burn::tensor::Tensor<AB, 3> {
         self.0[layer].clone()
     }
 }
@@ -39,20 +32,10 @@ fn hooks_that_change_nothing_change_nothing() {
         let captured = values(forward_hooked(&model, &input, &mut cap).inner());
         assert_eq!(plain, captured, "{name}: Capture changed the output");
         let replaced = values(forward_hooked(&model, &input, &mut Replace(cap.acts)).inner());
-        assert_eq!(
-            plain, replaced,
-            "{name}: replacing with the captured activations changed the output"
-        );
-        let q = vec![Query {
-            ids: vec![3, 5, 7, 9, 11],
-            positions: vec![4],
-            target_ids: vec![2],
-        }];
+        assert_eq!(plain, replaced, "{name}: replacing with the captured activations changed the output");
+        let q = vec![Query { ids: vec![3, 5, 7, 9, 11], positions: vec![4], target_ids: vec![2] }];
         let e = suppress(&model, &q, &[]).unwrap();
-        assert_eq!(
-            e.before, e.after,
-            "{name}: suppressing no neuron changed the prediction"
-        );
+        assert_eq!(e.before, e.after, "{name}: suppressing no neuron changed the prediction");
     }
 }
 
@@ -60,56 +43,25 @@ fn hooks_that_change_nothing_change_nothing() {
 fn erase_and_edit_undo_restore_weights_bit_exactly() {
     for name in ["tiny-bert", "tiny-gpt2", "tiny-gpt-neo"] {
         let mut model = tiny(name);
-        let neurons = [
-            NeuronId::new(0, 3),
-            NeuronId::new(1, 7),
-            NeuronId::new(1, 8),
-        ];
-        let before: Vec<Vec<f32>> = (0..3)
-            .map(|l| values(model.ffn_out_weight(l).inner()))
-            .collect();
-        let q = vec![Query {
-            ids: vec![3, 5, 7, 4, 11],
-            positions: vec![4],
-            target_ids: vec![2],
-        }];
+        let neurons = [NeuronId::new(0, 3), NeuronId::new(1, 7), NeuronId::new(1, 8)];
+        let before: Vec<Vec<f32>> = (0..3).map(|l| values(model.ffn_out_weight(l).inner())).collect();
+        let q = vec![Query { ids: vec![3, 5, 7, 4, 11], positions: vec![4], target_ids: vec![2] }];
         let p0 = measure(&model, &q, &mut NoHook).unwrap();
         let undo = erase(&mut model, &neurons, Fill::Zero).unwrap();
         let erased = values(model.ffn_out_weight(1).inner());
         let d = model.dims().d_model;
-        assert!(
-            erased[7 * d..9 * d].iter().all(|&x| x == 0.0),
-            "{name}: rows not erased"
-        );
-        assert_ne!(
-            measure(&model, &q, &mut NoHook).unwrap(),
-            p0,
-            "{name}: erasing had no effect"
-        );
+        assert!(erased[7 * d..9 * d].iter().all(|&x| x == 0.0), "{name}: rows not erased");
+        assert_ne!(measure(&model, &q, &mut NoHook).unwrap(), p0, "{name}: erasing had no effect");
         undo.undo(&mut model);
         let undo = edit(&mut model, &neurons, 5, 6, EditRule::paper()).unwrap();
         undo.undo(&mut model);
         let undo = erase(&mut model, &neurons, Fill::Token(1)).unwrap();
         undo.undo(&mut model);
-        let after: Vec<Vec<f32>> = (0..3)
-            .map(|l| values(model.ffn_out_weight(l).inner()))
-            .collect();
-        let bits = |w: &Vec<Vec<f32>>| {
-            w.iter()
-                .flatten()
-                .map(|x| x.to_bits())
-                .collect::<Vec<u32>>()
-        };
-        assert_eq!(
-            bits(&before),
-            bits(&after),
-            "{name}: undo did not restore the weights bit-exactly"
-        );
+        let after: Vec<Vec<f32>> = (0..3).map(|l| values(model.ffn_out_weight(l).inner())).collect();
+        let bits = |w: &Vec<Vec<f32>>| w.iter().flatten().map(|x| x.to_bits()).collect::<Vec<u32>>();
+        assert_eq!(bits(&before), bits(&after), "{name}: undo did not restore the weights bit-exactly");
         assert_eq!(measure(&model, &q, &mut NoHook).unwrap(), p0);
-        assert!(
-            erase(&mut model, &[NeuronId::new(9, 0)], Fill::Zero).is_err(),
-            "out-of-range layer accepted"
-        );
+        assert!(erase(&mut model, &[NeuronId::new(9, 0)], Fill::Zero).is_err(), "out-of-range layer accepted");
     }
 }
 
@@ -119,21 +71,15 @@ fn completeness_gap_shrinks_as_steps_grow() {
     let tok = TextTokenizer::from_dir(&fixture("tiny-bert")).unwrap();
     let q = queries(&model, &tok, "the capital of france is [MASK] .", "paris");
     let gap = |steps: usize| {
-        let cfg = AttributionConfig {
-            steps,
-            batch_size: steps,
-            quadrature: Quadrature::Trapezoid,
-            ..Default::default()
-        };
+        let cfg =
+            AttributionConfig { steps, batch_size: steps, quadrature: Quadrature::Trapezoid, ..Default::default() };
         let a = attribute(&model, &q, &cfg).unwrap();
-        a.completeness
-            .unwrap()
-            .iter()
-            .map(|c| c.delta.abs())
-            .sum::<f32>()
+        a.completeness.unwrap().iter().map(|c| c.delta.abs()).sum::<f32>()
     };
     let (coarse_gap, fine_gap) = (gap(4), gap(64));
-    eprintln!("completeness: Σ_layers |Σ scores − (f(a) − f(0))| = {coarse_gap:.3e} at 4 steps, {fine_gap:.3e} at 64 steps");
+    eprintln!(
+        "completeness: Σ_layers |Σ scores − (f(a) − f(0))| = {coarse_gap:.3e} at 4 steps, {fine_gap:.3e} at 64 steps"
+    );
     assert!(fine_gap < coarse_gap / 4.0, "{coarse_gap} -> {fine_gap}");
 }
 
@@ -149,12 +95,7 @@ fn refined_neurons_are_those_of_the_python_library() {
         .iter()
         .map(|p| {
             coarse(
-                &attribute(
-                    &model,
-                    &queries(&model, &tok, p.as_str().unwrap(), "paris"),
-                    &cfg,
-                )
-                .unwrap(),
+                &attribute(&model, &queries(&model, &tok, p.as_str().unwrap(), "paris"), &cfg).unwrap(),
                 Threshold::Adaptive(0.3),
             )
             .unwrap()
@@ -166,12 +107,10 @@ fn refined_neurons_are_those_of_the_python_library() {
         .iter()
         .map(|n| [n.layer, n.index])
         .collect();
-    let theirs: Vec<[usize; 2]> =
-        serde_json::from_value(gold["refined_p0.5_adaptive_0.3"].clone()).unwrap();
+    let theirs: Vec<[usize; 2]> = serde_json::from_value(gold["refined_p0.5_adaptive_0.3"].clone()).unwrap();
     assert!(!theirs.is_empty());
     assert_eq!(ours, theirs);
-    let coarse_theirs: Vec<[usize; 2]> =
-        serde_json::from_value(gold["coarse_adaptive_0.3"].clone()).unwrap();
+    let coarse_theirs: Vec<[usize; 2]> = serde_json::from_value(gold["coarse_adaptive_0.3"].clone()).unwrap();
     let coarse_ours: Vec<[usize; 2]> = per_prompt[1].iter().map(|n| [n.layer, n.index]).collect();
     assert_eq!(coarse_ours, coarse_theirs);
 }
@@ -181,16 +120,7 @@ fn multi_token_targets_work_for_causal_and_masked_models() {
     let gpt = tiny("tiny-gpt2");
     let dims = gpt.dims();
     let q = Query::for_target(gpt.objective(), &dims, &[5, 6, 7], &[], &[8, 9, 10]).unwrap();
-    let a = attribute(
-        &gpt,
-        &q,
-        &AttributionConfig {
-            steps: 4,
-            batch_size: 4,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let a = attribute(&gpt, &q, &AttributionConfig { steps: 4, batch_size: 4, ..Default::default() }).unwrap();
     assert_eq!((a.n_layers(), a.d_ff(), a.token_probs.len()), (3, 128, 3));
     assert!((a.base_prob - a.token_probs.iter().product::<f32>()).abs() < 1e-9);
     let m = measure(&gpt, &q, &mut NoHook).unwrap();
@@ -204,27 +134,9 @@ fn multi_token_targets_work_for_causal_and_masked_models() {
     let bert = tiny("tiny-bert");
     let tok = TextTokenizer::from_dir(&fixture("tiny-bert")).unwrap();
     let pieces = tok.target_ids("towers").unwrap();
-    assert_eq!(
-        pieces.len(),
-        2,
-        "'towers' is two pieces in the fixture vocabulary"
-    );
-    let q = queries(
-        &bert,
-        &tok,
-        "paris is known for its [MASK] [MASK]",
-        "towers",
-    );
+    assert_eq!(pieces.len(), 2, "'towers' is two pieces in the fixture vocabulary");
+    let q = queries(&bert, &tok, "paris is known for its [MASK] [MASK]", "towers");
     assert_eq!(q[0].positions.len(), 2);
-    let a = attribute(
-        &bert,
-        &q,
-        &AttributionConfig {
-            steps: 4,
-            batch_size: 4,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let a = attribute(&bert, &q, &AttributionConfig { steps: 4, batch_size: 4, ..Default::default() }).unwrap();
     assert!(a.completeness.unwrap().iter().all(|c| c.f_full > 0.0));
 }

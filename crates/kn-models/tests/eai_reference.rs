@@ -23,20 +23,13 @@ fn ig_scores_match_the_python_library() {
     let (model, tok, gold) = setup();
     let q = queries(&model, &tok, gold["prompt"].as_str().unwrap(), "paris");
     for (key, batch) in [("scores", 20), ("scores_batch5", 5)] {
-        let cfg = AttributionConfig {
-            steps: 20,
-            batch_size: batch,
-            ..Default::default()
-        };
+        let cfg = AttributionConfig { steps: 20, batch_size: batch, ..Default::default() };
         let attr = attribute(&model, &q, &cfg).expect("attribution");
         let ours: Vec<f32> = attr.scores.iter().flatten().copied().collect();
         let theirs = floats(&gold[key]);
         let max = theirs.iter().copied().fold(0.0f32, |m, x| m.max(x.abs()));
         let diff = max_abs_diff(&ours, &theirs);
         eprintln!("{key}: max |ours - EAI| = {diff:.3e} (largest score {max:.3e})");
-        assert!(
-            diff <= REL_TOL * max,
-            "{key}: scores differ by {diff} (largest {max})"
-        );
+        assert!(diff <= REL_TOL * max, "{key}: scores differ by {diff} (largest {max})");
     }
 }

@@ -9,26 +9,14 @@ use kn_models::load_dir;
 
 const TOL: f32 = 1e-4;
 
-fn check(
-    name: &str,
-    input: ModelInput<B>,
-    gold: &serde_json::Value,
-    model: &impl KnowledgeModel<B>,
-) {
+fn check(name: &str, input: ModelInput<B>, gold: &serde_json::Value, model: &impl KnowledgeModel<B>) {
     let logits = model.forward(&input);
-    let shape: Vec<usize> = gold["logits_shape"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_u64().unwrap() as usize)
-        .collect();
+    let shape: Vec<usize> =
+        gold["logits_shape"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
     assert_eq!(logits.dims().to_vec(), shape, "{name}: logits shape");
     let diff = max_abs_diff(&values(logits), &floats(&gold["logits"]));
     eprintln!("{name}: max |rust - transformers| = {diff:.2e}");
-    assert!(
-        diff < TOL,
-        "{name}: logits differ from transformers by {diff}"
-    );
+    assert!(diff < TOL, "{name}: logits differ from transformers by {diff}");
 }
 
 #[test]
@@ -39,21 +27,10 @@ fn tiny_bert_with_token_types_and_padding_matches_transformers() {
     assert_eq!(cfg.n_layers, 3);
     let ids = id_rows(&gold["input_ids"]);
     let mask = id_rows(&gold["attention_mask"]);
-    assert!(
-        mask.iter().flatten().any(|&m| m == 0),
-        "the fixture must contain padding"
-    );
-    let lens: Vec<usize> = mask
-        .iter()
-        .map(|r| r.iter().filter(|&&m| m == 1).count())
-        .collect();
-    let seqs: Vec<Vec<u32>> = ids
-        .iter()
-        .zip(&lens)
-        .map(|(r, &n)| r[..n].to_vec())
-        .collect();
-    let input = ModelInput::<B>::from_batch(&seqs, 0, &dev)
-        .with_token_types(&id_rows(&gold["token_type_ids"]), &dev);
+    assert!(mask.iter().flatten().any(|&m| m == 0), "the fixture must contain padding");
+    let lens: Vec<usize> = mask.iter().map(|r| r.iter().filter(|&&m| m == 1).count()).collect();
+    let seqs: Vec<Vec<u32>> = ids.iter().zip(&lens).map(|(r, &n)| r[..n].to_vec()).collect();
+    let input = ModelInput::<B>::from_batch(&seqs, 0, &dev).with_token_types(&id_rows(&gold["token_type_ids"]), &dev);
     check("tiny-bert", input, &gold, &model);
 }
 
@@ -71,25 +48,13 @@ fn tiny_gpt_neo_sharded_with_local_attention_matches_transformers() {
     let gold = golden("tiny-gpt-neo.json");
     let dev = Default::default();
     let dir = fixture("tiny-gpt-neo");
-    assert!(
-        dir.join("model.safetensors.index.json").is_file(),
-        "the fixture must be sharded"
-    );
+    assert!(dir.join("model.safetensors.index.json").is_file(), "the fixture must be sharded");
     let (model, cfg) = load_dir::<B>(&dir, &[], &dev).expect("load tiny-gpt-neo");
     let ids = id_rows(&gold["input_ids"]);
     let window = gold["window_size"].as_u64().unwrap() as usize;
-    assert!(
-        ids[0].len() > window,
-        "the input must be longer than the local window"
-    );
-    assert!(cfg
-        .attention
-        .iter()
-        .any(|k| matches!(k, kn_models::nn::AttentionKind::CausalLocal { .. })));
-    assert!(cfg
-        .attention
-        .iter()
-        .any(|k| matches!(k, kn_models::nn::AttentionKind::Causal)));
+    assert!(ids[0].len() > window, "the input must be longer than the local window");
+    assert!(cfg.attention.iter().any(|k| matches!(k, kn_models::nn::AttentionKind::CausalLocal { .. })));
+    assert!(cfg.attention.iter().any(|k| matches!(k, kn_models::nn::AttentionKind::Causal)));
     let input = ModelInput::<B>::from_batch(&ids, 0, &dev);
     check("tiny-gpt-neo", input, &gold, &model);
 }
@@ -106,8 +71,5 @@ fn a_neo_model_run_with_global_attention_everywhere_differs() {
     }
     let input = ModelInput::<B>::from_batch(&id_rows(&gold["input_ids"]), 0, &dev);
     let diff = max_abs_diff(&values(model.forward(&input)), &floats(&gold["logits"]));
-    assert!(
-        diff > 100.0 * TOL,
-        "local attention made no difference ({diff})"
-    );
+    assert!(diff > 100.0 * TOL, "local attention made no difference ({diff})");
 }

@@ -20,16 +20,8 @@ fn antiberty_extra_heads_are_reported_not_dropped() {
     let err = load_dir::<B>(&test_models().join("antiberty-model"), &[], &dev).unwrap_err();
     match err {
         LoadError::UnexpectedTensors { names } => {
-            assert!(
-                names
-                    .iter()
-                    .all(|n| ANTIBERTY_EXTRA.iter().any(|p| n.starts_with(p))),
-                "{names:?}"
-            );
-            assert!(
-                names.iter().any(|n| n.starts_with("cls.species.")),
-                "{names:?}"
-            );
+            assert!(names.iter().all(|n| ANTIBERTY_EXTRA.iter().any(|p| n.starts_with(p))), "{names:?}");
+            assert!(names.iter().any(|n| n.starts_with("cls.species.")), "{names:?}");
         }
         other => panic!("expected UnexpectedTensors, got {other}"),
     }
@@ -39,8 +31,7 @@ fn antiberty_extra_heads_are_reported_not_dropped() {
 fn antiberty_logits_match_transformers() {
     let gold = golden("antiberty.json");
     let dev = Default::default();
-    let (model, cfg) = load_dir::<B>(&test_models().join("antiberty-model"), &ignore(), &dev)
-        .expect("load antiberty");
+    let (model, cfg) = load_dir::<B>(&test_models().join("antiberty-model"), &ignore(), &dev).expect("load antiberty");
     assert_eq!((cfg.n_layers, cfg.d_model, cfg.d_ff), (8, 512, 2048));
     // Python padded the shorter sequence with [PAD] = 0; from_batch re-pads and sets the mask.
     let seqs: Vec<Vec<u32>> = id_rows(&gold["input_ids"])

@@ -16,12 +16,7 @@ fn bert_cases() -> Vec<(String, Vec<u32>)> {
         .map(|c| {
             (
                 c["text"].as_str().unwrap().to_string(),
-                c["ids"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|x| x.as_u64().unwrap() as u32)
-                    .collect(),
+                c["ids"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect(),
             )
         })
         .collect()
@@ -45,9 +40,7 @@ fn bert_uncased_vocab_txt_matches_python() {
     for (text, ids) in bert_cases() {
         assert_eq!(tok.encode(&text, true).unwrap(), ids, "{text:?}");
     }
-    let ids = tok
-        .encode("the capital of france is [MASK] .", true)
-        .unwrap();
+    let ids = tok.encode("the capital of france is [MASK] .", true).unwrap();
     assert_eq!(tok.mask_positions(&ids), vec![6]);
 }
 
@@ -58,29 +51,17 @@ fn gpt2_bpe_matches_python() {
     let gold = golden("tokenizers.json");
     for c in gold["gpt2"].as_array().unwrap() {
         let text = c["text"].as_str().unwrap();
-        let ids: Vec<u32> = c["ids"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_u64().unwrap() as u32)
-            .collect();
+        let ids: Vec<u32> = c["ids"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect();
         assert_eq!(tok.encode(text, false).unwrap(), ids, "{text:?}");
     }
     assert_eq!(tok.target_ids(" Paris").unwrap(), vec![6342]);
-    assert_eq!(
-        tok.target_ids(" paris").unwrap().len(),
-        2,
-        "several ids is not an error here"
-    );
+    assert_eq!(tok.target_ids(" paris").unwrap().len(), 2, "several ids is not an error here");
 }
 
 #[test]
 fn unknown_words_are_an_error_not_unk() {
     let tok = TextTokenizer::from_dir(&fixture("tiny-bert")).unwrap();
     let err = tok.encode("the capital of wakanda", true).unwrap_err();
-    assert!(
-        matches!(err, TextError::Unknown { ref piece, .. } if piece == "wakanda"),
-        "{err:?}"
-    );
+    assert!(matches!(err, TextError::Unknown { ref piece, .. } if piece == "wakanda"), "{err:?}");
     assert!(tok.target_ids("").is_err());
 }

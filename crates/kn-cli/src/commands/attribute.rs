@@ -13,16 +13,9 @@ pub fn run(a: AttributeArgs) -> Result<()> {
     let bundle = a.model.load()?;
     let pq = a.target_opts.queries(&bundle, &a.prompt, &a.target)?;
     let attr = attribute(&bundle.model, &pq.queries, &cfg)?;
-    let top: Vec<_> = attr
-        .top_k(a.top)
-        .into_iter()
-        .map(|(n, s)| json!({"neuron": n, "score": s}))
-        .collect();
-    let tokens: Vec<Option<String>> = pq
-        .target_ids
-        .iter()
-        .map(|&id| bundle.tokenizer.as_ref().and_then(|t| t.id_to_token(id)))
-        .collect();
+    let top: Vec<_> = attr.top_k(a.top).into_iter().map(|(n, s)| json!({"neuron": n, "score": s})).collect();
+    let tokens: Vec<Option<String>> =
+        pq.target_ids.iter().map(|&id| bundle.tokenizer.as_ref().and_then(|t| t.id_to_token(id))).collect();
     let mut value = serde_json::to_value(&attr)?;
     if let Some(obj) = value.as_object_mut() {
         obj.insert("prompt".into(), json!(pq.prompt));

@@ -2,9 +2,7 @@
 //! prediction before and after.
 
 use anyhow::{anyhow, bail, Result};
-use kn_core::{
-    edit, enhance, erase, measure, suppress, EditRule, Effect, Fill, KnowledgeModel, NoHook,
-};
+use kn_core::{edit, enhance, erase, measure, suppress, EditRule, Effect, Fill, KnowledgeModel, NoHook};
 use serde_json::json;
 
 use crate::args::{read_neurons, write_json};
@@ -30,18 +28,11 @@ pub fn activations(a: InterveneArgs, factor: Option<f32>) -> Result<()> {
 pub fn erase_cmd(a: EraseArgs) -> Result<()> {
     let neurons = read_neurons(&a.common.neurons)?;
     let mut bundle = a.common.model.load()?;
-    let pq = a
-        .common
-        .target_opts
-        .queries(&bundle, &a.common.prompt, &a.common.target)?;
+    let pq = a.common.target_opts.queries(&bundle, &a.common.prompt, &a.common.target)?;
     let fill = if a.unk {
-        let tok = bundle
-            .tokenizer
-            .as_ref()
-            .ok_or_else(|| anyhow!("--unk needs the tokenizer"))?;
-        let unk = ["[UNK]", "<unk>", "<|endoftext|>"]
-            .iter()
-            .find_map(|t| tok.encode(t, false).ok().filter(|v| v.len() == 1));
+        let tok = bundle.tokenizer.as_ref().ok_or_else(|| anyhow!("--unk needs the tokenizer"))?;
+        let unk =
+            ["[UNK]", "<unk>", "<|endoftext|>"].iter().find_map(|t| tok.encode(t, false).ok().filter(|v| v.len() == 1));
         Fill::Token(unk.ok_or_else(|| anyhow!("the vocabulary has no unknown token"))?[0])
     } else {
         Fill::Zero
@@ -59,39 +50,22 @@ pub fn erase_cmd(a: EraseArgs) -> Result<()> {
 pub fn edit_cmd(a: EditArgs) -> Result<()> {
     let neurons = read_neurons(&a.common.neurons)?;
     let mut bundle = a.common.model.load()?;
-    let pq = a
-        .common
-        .target_opts
-        .queries(&bundle, &a.common.prompt, &a.common.target)?;
-    let new = a
-        .common
-        .target_opts
-        .queries(&bundle, &a.common.prompt, &a.new_target)?;
+    let pq = a.common.target_opts.queries(&bundle, &a.common.prompt, &a.common.target)?;
+    let new = a.common.target_opts.queries(&bundle, &a.common.prompt, &a.new_target)?;
     if new.target_ids.len() != 1 || pq.target_ids.len() != 1 {
-        bail!(
-            "edit needs single-token targets (got {} and {} tokens)",
-            pq.target_ids.len(),
-            new.target_ids.len()
-        );
+        bail!("edit needs single-token targets (got {} and {} tokens)", pq.target_ids.len(), new.target_ids.len());
     }
     let before = measure(&bundle.model, &pq.queries, &mut NoHook)?;
-    let from = if a.from_target {
-        pq.target_ids[0]
-    } else {
-        before.argmax_ids[0]
-    };
-    let rule = if a.paper {
-        EditRule::paper()
-    } else {
-        EditRule::Eai { lambda: a.lambda }
-    };
+    let from = if a.from_target { pq.target_ids[0] } else { before.argmax_ids[0] };
+    let rule = if a.paper { EditRule::paper() } else { EditRule::Eai { lambda: a.lambda } };
     let undo = edit(&mut bundle.model, &neurons, from, new.target_ids[0], rule)?;
     let after = measure(&bundle.model, &pq.queries, &mut NoHook)?;
     let new_after = measure(&bundle.model, &new.queries, &mut NoHook)?;
     undo.undo(&mut bundle.model);
     let new_before = measure(&bundle.model, &new.queries, &mut NoHook)?;
     let mut v = effect_json(&bundle, &Effect { before, after });
-    v["new_target"] = json!({"target": a.new_target, "prob_before": new_before.gt_prob, "prob_after": new_after.gt_prob});
+    v["new_target"] =
+        json!({"target": a.new_target, "prob_before": new_before.gt_prob, "prob_after": new_after.gt_prob});
     v["neurons"] = json!(neurons);
     v["n_layers"] = json!(bundle.model.dims().n_layers);
     write_json(&v, a.common.out.as_ref())

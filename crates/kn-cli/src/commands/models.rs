@@ -20,10 +20,7 @@ const KNOWN: &[(&str, &str)] = &[
 
 /// Runs the command.
 pub fn run() -> Result<()> {
-    let known: Vec<_> = KNOWN
-        .iter()
-        .map(|(n, a)| json!({"name": n, "architecture": a}))
-        .collect();
+    let known: Vec<_> = KNOWN.iter().map(|(n, a)| json!({"name": n, "architecture": a})).collect();
     println!(
         "{}",
         json!({

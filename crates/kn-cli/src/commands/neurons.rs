@@ -17,11 +17,7 @@ pub fn run(a: NeuronsArgs) -> Result<()> {
     if prompts.is_empty() {
         bail!("no prompts: give --prompt (repeatable) or --prompts FILE");
     }
-    let sharing = if a.adaptive_p {
-        Sharing::paper()
-    } else {
-        Sharing::Fixed(a.p)
-    };
+    let sharing = if a.adaptive_p { Sharing::paper() } else { Sharing::Fixed(a.p) };
     let rule = a.thresholds.rule();
     let bundle = a.model.load()?;
     let mut per_prompt = Vec::with_capacity(prompts.len());
@@ -36,10 +32,7 @@ pub fn run(a: NeuronsArgs) -> Result<()> {
     if let Some(f) = &a.negative {
         for line in read_lines(f)? {
             let Some((p, t)) = line.split_once('\t') else {
-                bail!(
-                    "{}: negative examples are 'prompt<TAB>target' lines, got {line:?}",
-                    f.display()
-                );
+                bail!("{}: negative examples are 'prompt<TAB>target' lines, got {line:?}", f.display());
             };
             let pq = a.target_opts.queries(&bundle, p, t)?;
             negatives.push(coarse(&attribute(&bundle.model, &pq.queries, &cfg)?, rule)?);

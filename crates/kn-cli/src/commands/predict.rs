@@ -17,10 +17,7 @@ pub fn run(a: PredictArgs) -> Result<()> {
     let (ids, pos) = match (&a.prompt, &a.ids) {
         (Some(text), _) => {
             let tok = bundle.tokenizer.as_ref().ok_or_else(|| {
-                anyhow!(
-                    "model '{}' has no tokenizer files: pass --tokenizer DIR or --ids",
-                    a.model.model
-                )
+                anyhow!("model '{}' has no tokenizer files: pass --tokenizer DIR or --ids", a.model.model)
             })?;
             let p = encode_prompt(tok, &dims, objective, text, 1)?;
             (p.ids, p.target_positions[0])
@@ -30,26 +27,15 @@ pub fn run(a: PredictArgs) -> Result<()> {
                 bail!("--ids is empty");
             }
             if let Some(bad) = ids.iter().find(|&&i| i as usize >= dims.vocab_size) {
-                bail!(
-                    "token id {bad} is out of range for a vocabulary of {} tokens",
-                    dims.vocab_size
-                );
+                bail!("token id {bad} is out of range for a vocabulary of {} tokens", dims.vocab_size);
             }
             if ids.len() > dims.max_positions {
-                bail!(
-                    "{} tokens given; the model accepts at most {}",
-                    ids.len(),
-                    dims.max_positions
-                );
+                bail!("{} tokens given; the model accepts at most {}", ids.len(), dims.max_positions);
             }
-            let pos = match (
-                objective,
-                bundle.tokenizer.as_ref().and_then(|t| t.mask_token()),
-            ) {
-                (Objective::MaskedLm, Some((_, mask))) => ids
-                    .iter()
-                    .position(|&i| i == mask)
-                    .ok_or_else(|| anyhow!("--ids contains no mask id {mask}"))?,
+            let pos = match (objective, bundle.tokenizer.as_ref().and_then(|t| t.mask_token())) {
+                (Objective::MaskedLm, Some((_, mask))) => {
+                    ids.iter().position(|&i| i == mask).ok_or_else(|| anyhow!("--ids contains no mask id {mask}"))?
+                }
                 _ => ids.len() - 1,
             };
             (ids.clone(), pos)
@@ -60,10 +46,7 @@ pub fn run(a: PredictArgs) -> Result<()> {
     let input = ModelInput::from_ids(&ids, &device);
     let preds = top_k(model, &input, pos, a.top_k)?;
     let token = |id: u32| bundle.tokenizer.as_ref().and_then(|t| t.id_to_token(id));
-    let predictions: Vec<_> = preds
-        .iter()
-        .map(|p| json!({"token": token(p.id), "id": p.id, "prob": p.prob}))
-        .collect();
+    let predictions: Vec<_> = preds.iter().map(|p| json!({"token": token(p.id), "id": p.id, "prob": p.prob})).collect();
     emit(&json!({
         "model": a.model.model,
         "objective": objective,

@@ -28,11 +28,7 @@ pub fn load<B: Backend>(l: &mut Loader<'_, B>) -> Result<Transformer<B>, LoadErr
     let word = l.raw(&format!("{p}embeddings.word_embeddings.weight"), &[v, d])?;
     let embeddings = Embeddings {
         word: word.clone().into_tensor(l.device),
-        position: l.matrix(
-            &format!("{p}embeddings.position_embeddings.weight"),
-            c.max_positions,
-            d,
-        )?,
+        position: l.matrix(&format!("{p}embeddings.position_embeddings.weight"), c.max_positions, d)?,
         token_type: Some(l.matrix(
             &format!("{p}embeddings.token_type_embeddings.weight"),
             c.type_vocab_size.unwrap_or(2),
@@ -44,34 +40,10 @@ pub fn load<B: Backend>(l: &mut Loader<'_, B>) -> Result<Transformer<B>, LoadErr
     for i in 0..c.n_layers {
         let n = format!("{p}encoder.layer.{i}");
         let attn = Attention {
-            q: l.linear(
-                &format!("{n}.attention.self.query"),
-                d,
-                d,
-                Layout::OutIn,
-                true,
-            )?,
-            k: l.linear(
-                &format!("{n}.attention.self.key"),
-                d,
-                d,
-                Layout::OutIn,
-                true,
-            )?,
-            v: l.linear(
-                &format!("{n}.attention.self.value"),
-                d,
-                d,
-                Layout::OutIn,
-                true,
-            )?,
-            o: l.linear(
-                &format!("{n}.attention.output.dense"),
-                d,
-                d,
-                Layout::OutIn,
-                true,
-            )?,
+            q: l.linear(&format!("{n}.attention.self.query"), d, d, Layout::OutIn, true)?,
+            k: l.linear(&format!("{n}.attention.self.key"), d, d, Layout::OutIn, true)?,
+            v: l.linear(&format!("{n}.attention.self.value"), d, d, Layout::OutIn, true)?,
+            o: l.linear(&format!("{n}.attention.output.dense"), d, d, Layout::OutIn, true)?,
             n_heads: c.n_heads,
             scale: c.attn_scale[i],
             kind: c.attention[i],
@@ -81,13 +53,7 @@ pub fn load<B: Backend>(l: &mut Loader<'_, B>) -> Result<Transformer<B>, LoadErr
             ln_attn: l.layer_norm(&format!("{n}.attention.output.LayerNorm"))?,
             ln_ffn: l.layer_norm(&format!("{n}.output.LayerNorm"))?,
             attn,
-            ffn_in: l.linear(
-                &format!("{n}.intermediate.dense"),
-                d,
-                c.d_ff,
-                Layout::OutIn,
-                true,
-            )?,
+            ffn_in: l.linear(&format!("{n}.intermediate.dense"), d, c.d_ff, Layout::OutIn, true)?,
             act: c.activation,
             ffn_out: l.linear(&format!("{n}.output.dense"), c.d_ff, d, Layout::OutIn, true)?,
         });
@@ -106,10 +72,5 @@ pub fn load<B: Backend>(l: &mut Loader<'_, B>) -> Result<Transformer<B>, LoadErr
         unembed: l.unembedding("cls.predictions.decoder.weight", &word)?,
         bias: Some(bias),
     };
-    Ok(Transformer {
-        embeddings,
-        blocks,
-        head,
-        objective: Objective::MaskedLm,
-    })
+    Ok(Transformer { embeddings, blocks, head, objective: Objective::MaskedLm })
 }

@@ -65,10 +65,5 @@ pub fn load<B: Backend>(l: &mut Loader<'_, B>) -> Result<Transformer<B>, LoadErr
         unembed: l.unembedding("lm_head.weight", &wte)?,
         bias: None,
     };
-    Ok(Transformer {
-        embeddings,
-        blocks,
-        head,
-        objective: Objective::CausalLm,
-    })
+    Ok(Transformer { embeddings, blocks, head, objective: Objective::CausalLm })
 }

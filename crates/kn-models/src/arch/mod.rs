@@ -38,21 +38,12 @@ impl<B: Backend> Loader<'_, B> {
     }
 
     /// A 1-D tensor.
-    pub fn vector(
-        &mut self,
-        name: &str,
-        n: usize,
-    ) -> Result<burn::tensor::Tensor<B, 1>, LoadError> {
+    pub fn vector(&mut self, name: &str, n: usize) -> Result<burn::tensor::Tensor<B, 1>, LoadError> {
         Ok(self.raw(name, &[n])?.into_tensor(self.device))
     }
 
     /// A 2-D tensor as stored.
-    pub fn matrix(
-        &mut self,
-        name: &str,
-        r: usize,
-        c: usize,
-    ) -> Result<burn::tensor::Tensor<B, 2>, LoadError> {
+    pub fn matrix(&mut self, name: &str, r: usize, c: usize) -> Result<burn::tensor::Tensor<B, 2>, LoadError> {
         Ok(self.raw(name, &[r, c])?.into_tensor(self.device))
     }
 
@@ -66,30 +57,18 @@ impl<B: Backend> Loader<'_, B> {
         bias: bool,
     ) -> Result<Linear<B>, LoadError> {
         let w = match layout {
-            Layout::OutIn => self
-                .raw(&format!("{name}.weight"), &[d_out, d_in])?
-                .transpose(),
+            Layout::OutIn => self.raw(&format!("{name}.weight"), &[d_out, d_in])?.transpose(),
             Layout::InOut => self.raw(&format!("{name}.weight"), &[d_in, d_out])?,
         };
-        let bias = if bias {
-            Some(self.vector(&format!("{name}.bias"), d_out)?)
-        } else {
-            None
-        };
-        Ok(Linear {
-            weight: w.into_tensor(self.device),
-            bias,
-        })
+        let bias = if bias { Some(self.vector(&format!("{name}.bias"), d_out)?) } else { None };
+        Ok(Linear { weight: w.into_tensor(self.device), bias })
     }
 
     /// A LayerNorm at `name` (`weight`/`bias`, or the old `gamma`/`beta`).
     pub fn layer_norm(&mut self, name: &str) -> Result<LayerNorm<B>, LoadError> {
         let d = self.cfg.d_model;
-        let (g, b) = if self.weights.contains(&format!("{name}.gamma")) {
-            ("gamma", "beta")
-        } else {
-            ("weight", "bias")
-        };
+        let (g, b) =
+            if self.weights.contains(&format!("{name}.gamma")) { ("gamma", "beta") } else { ("weight", "bias") };
         Ok(LayerNorm {
             gamma: self.vector(&format!("{name}.{g}"), d)?,
             beta: self.vector(&format!("{name}.{b}"), d)?,
@@ -99,16 +78,9 @@ impl<B: Backend> Loader<'_, B> {
 
     /// The transposed unembedding `[d_model, vocab]`: `explicit` if the checkpoint has it
     /// (an untied or duplicated head), else the tied token embedding `tied` (`[vocab, d_model]`).
-    pub fn unembedding(
-        &mut self,
-        explicit: &str,
-        tied: &RawTensor,
-    ) -> Result<burn::tensor::Tensor<B, 2>, LoadError> {
+    pub fn unembedding(&mut self, explicit: &str, tied: &RawTensor) -> Result<burn::tensor::Tensor<B, 2>, LoadError> {
         let (v, d) = (self.cfg.vocab_size, self.cfg.d_model);
-        let w = self
-            .weights
-            .take_opt(explicit, &[v, d])?
-            .unwrap_or_else(|| tied.clone());
+        let w = self.weights.take_opt(explicit, &[v, d])?.unwrap_or_else(|| tied.clone());
         Ok(w.transpose().into_tensor(self.device))
     }
 }

@@ -40,11 +40,7 @@ impl Activation {
 /// `0.5 x (1 + erf(x / √2))` from differentiable primitives: burn 0.21's fused `gelu` has the
 /// derivative of the tanh approximation, which biases every gradient through a BERT layer.
 fn gelu_erf<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
-    (x.clone() * std::f64::consts::FRAC_1_SQRT_2)
-        .erf()
-        .add_scalar(1.0)
-        .mul(x)
-        .mul_scalar(0.5)
+    (x.clone() * std::f64::consts::FRAC_1_SQRT_2).erf().add_scalar(1.0).mul(x).mul_scalar(0.5)
 }
 
 /// `0.5 x (1 + tanh(sqrt(2/π) (x + 0.044715 x³)))`, with `x³` as products (a float power of a

@@ -54,7 +54,6 @@ impl<B: Backend> Attention<B> {
     /// `[batch, seq, d_model]` → `[batch, heads, seq, d_head]`.
     fn heads(&self, x: Tensor<B, 3>) -> Tensor<B, 4> {
         let [b, s, d] = x.dims();
-        x.reshape([b, s, self.n_heads, d / self.n_heads])
-            .swap_dims(1, 2)
+        x.reshape([b, s, self.n_heads, d / self.n_heads]).swap_dims(1, 2)
     }
 }

@@ -41,9 +41,7 @@ impl<B: Backend> Block<B> {
     /// - `x` and output: `[batch, seq, d_model]`
     pub fn attention_half(&self, x: Tensor<B, 3>, input: &ModelInput<B>) -> Tensor<B, 3> {
         match self.norm {
-            NormPlacement::Post => self
-                .ln_attn
-                .forward(x.clone() + self.attn.forward(x, input)),
+            NormPlacement::Post => self.ln_attn.forward(x.clone() + self.attn.forward(x, input)),
             NormPlacement::Pre => x.clone() + self.attn.forward(self.ln_attn.forward(x), input),
         }
     }

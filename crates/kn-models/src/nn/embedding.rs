@@ -28,10 +28,7 @@ impl<B: Backend> Embeddings<B> {
         let [b, s] = input.dims();
         let d = self.word.dims()[1];
         let lookup = |table: &Tensor<B, 2>, ids: Tensor<B, 2, Int>| {
-            table
-                .clone()
-                .select(0, ids.reshape([b * s]))
-                .reshape([b, s, d])
+            table.clone().select(0, ids.reshape([b * s])).reshape([b, s, d])
         };
         let mut x = lookup(&self.word, input.input_ids.clone());
         x = x + self.position.clone().slice([0..s, 0..d]).unsqueeze::<3>();

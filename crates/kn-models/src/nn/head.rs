@@ -40,10 +40,7 @@ impl<B: Backend> LmHead<B> {
         if let Some(t) = &self.transform {
             h = t.norm.forward(t.act.forward(t.dense.forward(h)));
         }
-        let unembed = Linear {
-            weight: self.unembed.clone(),
-            bias: self.bias.clone(),
-        };
+        let unembed = Linear { weight: self.unembed.clone(), bias: self.bias.clone() };
         unembed.forward(h)
     }
 }

@@ -54,10 +54,7 @@ impl AttentionKind {
                         }
                     }
                 }
-                Some(
-                    Tensor::<B, 2>::from_data(TensorData::new(data, [n_q, n_k]), device)
-                        .reshape([1, 1, n_q, n_k]),
-                )
+                Some(Tensor::<B, 2>::from_data(TensorData::new(data, [n_q, n_k]), device).reshape([1, 1, n_q, n_k]))
             }
         };
         let padding = input.attention_mask.as_ref().map(|m| {
@@ -81,16 +78,8 @@ mod tests {
     fn visible(kind: AttentionKind, n: usize) -> Vec<Vec<bool>> {
         let dev = Default::default();
         let input = ModelInput::<B>::from_ids(&vec![1; n], &dev);
-        let bias = kind
-            .bias(&input, n, n, 0, &dev)
-            .map(|b| b.into_data().to_vec::<f32>().unwrap());
-        (0..n)
-            .map(|i| {
-                (0..n)
-                    .map(|j| bias.as_ref().map_or(true, |b| b[i * n + j] == 0.0))
-                    .collect()
-            })
-            .collect()
+        let bias = kind.bias(&input, n, n, 0, &dev).map(|b| b.into_data().to_vec::<f32>().unwrap());
+        (0..n).map(|i| (0..n).map(|j| bias.as_ref().map_or(true, |b| b[i * n + j] == 0.0)).collect()).collect()
     }
 
     #[test]
@@ -104,19 +93,14 @@ mod tests {
     fn causal_hides_the_future() {
         let v = visible(AttentionKind::Causal, 3);
         assert_eq!(v[1], vec![true, true, false]);
-        assert_eq!(
-            visible(AttentionKind::Bidirectional, 2),
-            vec![vec![true; 2]; 2]
-        );
+        assert_eq!(visible(AttentionKind::Bidirectional, 2), vec![vec![true; 2]; 2]);
     }
 
     #[test]
     fn padding_masks_keys() {
         let dev = Default::default();
         let input = ModelInput::<B>::from_batch(&[vec![1, 2, 3], vec![1]], 0, &dev);
-        let bias = AttentionKind::Bidirectional
-            .bias(&input, 3, 3, 0, &dev)
-            .unwrap();
+        let bias = AttentionKind::Bidirectional.bias(&input, 3, 3, 0, &dev).unwrap();
         assert_eq!(bias.dims(), [2, 1, 1, 3]);
         let v = bias.into_data().to_vec::<f32>().unwrap();
         assert_eq!(v[..3], [0.0, 0.0, 0.0]);

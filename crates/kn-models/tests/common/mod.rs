@@ -14,10 +14,7 @@ pub type AB = burn::backend::Autodiff<NdArray<f32>>;
 
 /// The workspace root.
 pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .expect("workspace root")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("workspace root")
 }
 
 /// `data/fixtures/<name>`.
@@ -35,9 +32,8 @@ pub fn golden(name: &str) -> Value {
 /// The real checkpoints fetched by `scripts/fetch-test-models.sh` (`$KN_TEST_MODELS` or
 /// `.cache/test-models`). Missing models fail the test: CI always fetches them.
 pub fn test_models() -> PathBuf {
-    let dir = std::env::var_os("KN_TEST_MODELS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join(".cache/test-models"));
+    let dir =
+        std::env::var_os("KN_TEST_MODELS").map(PathBuf::from).unwrap_or_else(|| root().join(".cache/test-models"));
     assert!(
         dir.join("antiberty-model").is_dir(),
         "test models missing in {}: run scripts/fetch-test-models.sh first",
@@ -51,23 +47,13 @@ pub fn id_rows(v: &Value) -> Vec<Vec<u32>> {
     v.as_array()
         .expect("rows")
         .iter()
-        .map(|r| {
-            r.as_array()
-                .expect("row")
-                .iter()
-                .map(|x| x.as_u64().expect("id") as u32)
-                .collect()
-        })
+        .map(|r| r.as_array().expect("row").iter().map(|x| x.as_u64().expect("id") as u32).collect())
         .collect()
 }
 
 /// A JSON array of numbers.
 pub fn floats(v: &Value) -> Vec<f32> {
-    v.as_array()
-        .expect("numbers")
-        .iter()
-        .map(|x| x.as_f64().expect("number") as f32)
-        .collect()
+    v.as_array().expect("numbers").iter().map(|x| x.as_f64().expect("number") as f32).collect()
 }
 
 /// Values of a tensor.
@@ -78,10 +64,7 @@ pub fn values<const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
 /// Largest absolute difference, asserting equal lengths.
 pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "length mismatch");
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
 }
 
 /// Encodes a prompt and a target with a model folder's tokenizer into attribution queries.
@@ -93,15 +76,6 @@ pub fn queries(
 ) -> Vec<kn_core::Query> {
     let dims = model.dims();
     let target_ids = tok.target_ids(target).expect("target ids");
-    let p =
-        kn_models::prompt::encode_prompt(tok, &dims, model.objective(), prompt, target_ids.len())
-            .expect("prompt");
-    kn_core::Query::for_target(
-        model.objective(),
-        &dims,
-        &p.ids,
-        &p.target_positions,
-        &target_ids,
-    )
-    .expect("query")
+    let p = kn_models::prompt::encode_prompt(tok, &dims, model.objective(), prompt, target_ids.len()).expect("prompt");
+    kn_core::Query::for_target(model.objective(), &dims, &p.ids, &p.target_positions, &target_ids).expect("query")
 }

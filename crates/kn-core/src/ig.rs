@@ -9,11 +9,13 @@ use burn::tensor::{activation::log_softmax, backend::AutodiffBackend, Tensor, Te
 use crate::attribution::{Attribution, AttributionConfig, Completeness, Method, ObjectiveFn, PieceCombination};
 use crate::predict::to_vec;
 use crate::query::Query;
-use crate::{run_layers, KnError, KnowledgeModel, ModelInput, NoHook};
+use crate::{run_layers, KnError, KnowledgeModel, ModelInput, NoHook, Objective};
 
 /// The unmodified pass of one query: per layer, the attention output and the FFN activations.
 struct Cached<B: AutodiffBackend> {
     input: ModelInput<B>,
+    /// Residual stream entering each layer.
+    resids: Vec<Tensor<B, 3>>,
     mids: Vec<Tensor<B, 3>>,
     acts: Vec<Tensor<B, 3>>,
 }
@@ -100,15 +102,16 @@ pub fn attribute<B: AutodiffBackend, M: KnowledgeModel<B>>(
 fn cache<B: AutodiffBackend, M: KnowledgeModel<B>>(model: &M, q: &Query) -> Cached<B> {
     let input = ModelInput::from_ids(&q.ids, &model.device());
     let mut resid = model.embed(&input);
-    let (mut mids, mut acts) = (Vec::new(), Vec::new());
+    let (mut resids, mut mids, mut acts) = (Vec::new(), Vec::new(), Vec::new());
     for l in 0..model.dims().n_layers {
+        resids.push(resid.clone());
         let mid = model.attention_half(l, resid, &input);
         let act = model.ffn_activation(l, mid.clone());
         resid = model.ffn_output(l, mid.clone(), act.clone());
         mids.push(mid);
         acts.push(act);
     }
-    Cached { input, mids, acts }
+    Cached { input, resids, mids, acts }
 }
 
 /// Activations at the target positions.
@@ -144,6 +147,12 @@ fn objective_tail<B: AutodiffBackend, M: KnowledgeModel<B>>(
 ) -> Tensor<B, 1> {
     let k = x.as_ref().map_or(1, |x| x.dims()[0]);
     let [_, s, d_ff] = c.acts[l].dims();
+    if cfg.reuse_prefix && model.objective() == Objective::CausalLm && q.positions == [s - 1] && s > 1 {
+        if let Some(resid) = causal_tail(model, c, l, x.clone(), k) {
+            let local = Query { ids: Vec::new(), positions: vec![0], target_ids: q.target_ids.clone() };
+            return objective_from_resid(model, resid, &local, cfg);
+        }
+    }
     let mut act = c.acts[l].clone();
     let mut mid = c.mids[l].clone();
     if k > 1 {
@@ -159,6 +168,41 @@ fn objective_tail<B: AutodiffBackend, M: KnowledgeModel<B>>(
     let resid = run_layers(model, resid, &c.input, l + 1, &mut NoHook);
     debug_assert_eq!(resid.dims()[1], s);
     objective_from_resid(model, resid, q, cfg)
+}
+
+/// The final residual stream of the last position only: in a causal model nothing before it
+/// depends on it, so layers above `l` run one row per batch entry against the cached keys and
+/// values of the prompt. `None` if the model cannot (then the whole sequence runs).
+///
+/// # Shapes
+/// - `x`: `[k, 1, d_ff]`; output: `[k, 1, d_model]`
+fn causal_tail<B: AutodiffBackend, M: KnowledgeModel<B>>(
+    model: &M,
+    c: &Cached<B>,
+    l: usize,
+    x: Option<Tensor<B, 3>>,
+    k: usize,
+) -> Option<Tensor<B, 3>> {
+    let [_, s, d_ff] = c.acts[l].dims();
+    let d = c.mids[l].dims()[2];
+    let last = s - 1;
+    let mut mid = c.mids[l].clone().slice([0..1, last..s, 0..d]);
+    let mut act = c.acts[l].clone().slice([0..1, last..s, 0..d_ff]);
+    if k > 1 {
+        mid = mid.repeat_dim(0, k);
+        act = act.repeat_dim(0, k);
+    }
+    if let Some(x) = x {
+        act = x;
+    }
+    let mut resid = model.ffn_output(l, mid, act);
+    for j in l + 1..c.resids.len() {
+        let prefix = c.resids[j].clone().slice([0..1, 0..last, 0..d]);
+        let mid = model.attention_half_suffix(j, resid, prefix, &c.input)?;
+        let act = model.ffn_activation(j, mid.clone());
+        resid = model.ffn_output(j, mid, act);
+    }
+    Some(resid)
 }
 
 /// `[k]` objective values from the final residual stream.

@@ -169,6 +169,23 @@ pub trait KnowledgeModel<B: Backend> {
     /// Device the weights live on.
     fn device(&self) -> B::Device;
 
+    /// The attention half of block `layer` for the last `n` positions only, given the residual
+    /// stream of the earlier positions (`prefix`, unchanged): possible when no earlier
+    /// position attends to a later one (causal models). `None` when the model cannot, and the
+    /// caller runs the whole sequence instead.
+    ///
+    /// # Shapes
+    /// - `suffix`: `[batch, n, d_model]`, `prefix`: `[1, seq - n, d_model]`; output: `[batch, n, d_model]`
+    fn attention_half_suffix(
+        &self,
+        _layer: usize,
+        _suffix: Tensor<B, 3>,
+        _prefix: Tensor<B, 3>,
+        _input: &ModelInput<B>,
+    ) -> Option<Tensor<B, 3>> {
+        None
+    }
+
     /// Plain forward pass.
     ///
     /// # Shapes

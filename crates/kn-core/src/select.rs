@@ -20,6 +20,19 @@ pub enum Threshold {
 }
 
 impl Threshold {
+    /// Rejects ratios outside [0, 1] and percentiles outside [0, 100].
+    pub fn validate(self) -> Result<(), KnError> {
+        match self {
+            Self::Adaptive(r) if !(0.0..=1.0).contains(&r) => {
+                Err(KnError::InvalidSetting(format!("adaptive threshold {r} is outside [0, 1]")))
+            }
+            Self::Percentile(p) if !(0.0..=100.0).contains(&p) => {
+                Err(KnError::InvalidSetting(format!("percentile {p} is outside [0, 100]")))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// The numeric threshold for one attribution.
     pub fn value(self, attr: &Attribution) -> Result<f32, KnError> {
         match self {

@@ -73,4 +73,14 @@ impl<B: Backend> KnowledgeModel<B> for Transformer<B> {
     fn device(&self) -> B::Device {
         self.embeddings.word.device()
     }
+
+    fn attention_half_suffix(
+        &self,
+        layer: usize,
+        suffix: Tensor<B, 3>,
+        prefix: Tensor<B, 3>,
+        input: &ModelInput<B>,
+    ) -> Option<Tensor<B, 3>> {
+        self.blocks[layer].attention_half_suffix(suffix, prefix, input)
+    }
 }

@@ -1,1 +1,316 @@
-fn main() {}
+//! `kn-pararel`: the PARAREL replication driver.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::{Parser, Subcommand};
+use kn_core::planted::{PlantedModel, PlantedSpec};
+use kn_core::KnowledgeModel;
+use kn_models::backend::AutodiffBackend as B;
+use kn_models::{load_model, HubOptions, LoadOptions};
+use kn_pararel::dataset::{self, Dataset, Which};
+use kn_pararel::encode::{planted_sentences, Encoder, PlantedEncoder, TextEncoder};
+use kn_pararel::evaluate::EvalConfig;
+use kn_pararel::{download, export, report, results, run, shard::Shard};
+use serde_json::json;
+
+/// PARAREL replication: data, sharded resumable runs, merge, report, export.
+#[derive(Debug, Parser)]
+#[command(name = "kn-pararel", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Build a fact set from the raw files (or the planted world's).
+    ///
+    /// Example: kn-pararel data --input data/pararel --download --dataset eai --out eai.json
+    Data(DataArgs),
+    /// Evaluate the facts of this shard, resuming what the output folder holds.
+    ///
+    /// Example: kn-pararel run --model bert-base-uncased --dataset eai.json --out runs/bert --shard 0/8
+    Run(RunArgs),
+    /// Join the shard files into results.jsonl, checking every fact appears exactly once.
+    ///
+    /// Example: kn-pararel merge runs/bert --dataset eai.json
+    Merge(MergeArgs),
+    /// Metrics per relation and overall (JSON, markdown) and the paper's Figures 3 and 4 (SVG).
+    ///
+    /// Example: kn-pararel report runs/bert
+    Report {
+        /// Run folder.
+        dir: PathBuf,
+    },
+    /// Write EleutherAI's *_pararel_neurons_*.json and *_pararel_results_*.json.
+    ///
+    /// Example: kn-pararel export runs/bert --model-name bert-base-uncased
+    Export {
+        /// Run folder.
+        dir: PathBuf,
+        /// Model name in the file names.
+        #[arg(long)]
+        model_name: String,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct DataArgs {
+    /// Folder laid out like the ParaRel/T-REx/Dai sources (patterns/, trex/, dai2022/).
+    #[arg(long, default_value = "data/pararel")]
+    input: PathBuf,
+    /// Fetch missing raw files from their public sources first.
+    #[arg(long)]
+    download: bool,
+    /// Which fact set.
+    #[arg(long, value_enum, default_value = "eai")]
+    dataset: Which,
+    /// Keep only prompts usable left-to-right (object last), for causal models.
+    #[arg(long)]
+    causal: bool,
+    /// Instead: the planted world's facts (for `run --model planted`).
+    #[arg(long, conflicts_with_all = ["download", "causal"])]
+    planted: bool,
+    /// Output JSON ({uuid: {sentences, relation_name, obj_label}}).
+    #[arg(long)]
+    out: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// Folder or Hub name, or `planted` (the synthetic model with known knowledge neurons).
+    #[arg(long, short = 'm')]
+    model: String,
+    /// Checkpoint tensors under this prefix may stay unused (repeatable).
+    #[arg(long = "ignore-prefix")]
+    ignore_prefix: Vec<String>,
+    /// Never download models.
+    #[arg(long)]
+    offline: bool,
+    /// A fact set written by `kn-pararel data`.
+    #[arg(long)]
+    dataset: PathBuf,
+    /// Only these relations (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    relations: Vec<String>,
+    /// At most this many facts (of this shard).
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Output folder.
+    #[arg(long)]
+    out: PathBuf,
+    /// This process's shard, K/N (else SLURM_ARRAY_TASK_ID/COUNT, JOB_COMPLETION_INDEX + KN_SHARDS, RANK/WORLD_SIZE).
+    #[arg(long)]
+    shard: Option<String>,
+    /// The paper's settings (threshold 0.2, adaptive p, left Riemann sum) instead of EleutherAI's.
+    #[arg(long)]
+    paper: bool,
+    /// Objects of several tokens: one [MASK] per piece (masked) / teacher forcing (causal) instead of skipping.
+    #[arg(long)]
+    multi_token: bool,
+    /// Unrelated facts from any other fact (EleutherAI) instead of another relation (paper).
+    #[arg(long)]
+    unrelated_any: bool,
+    /// Integrated-gradients steps.
+    #[arg(long, default_value_t = 20)]
+    steps: usize,
+    /// Batch size.
+    #[arg(long, default_value_t = 20)]
+    batch_size: usize,
+    /// No progress bar.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+#[derive(Debug, clap::Args)]
+struct MergeArgs {
+    /// Run folder with results.shard-*.jsonl.
+    dir: PathBuf,
+    /// Check that every fact of this set (after --relations/--limit as run) is present.
+    #[arg(long)]
+    dataset: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    match dispatch(Cli::parse().cmd) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn dispatch(cmd: Cmd) -> Result<()> {
+    match cmd {
+        Cmd::Data(a) => data(a),
+        Cmd::Run(a) => run_cmd(a),
+        Cmd::Merge(a) => merge(a),
+        Cmd::Report { dir } => report_cmd(&dir),
+        Cmd::Export { dir, model_name } => {
+            let r = results::read_results(&dir.join("results.jsonl"))?;
+            let (a, b) = export::export(&r, &model_name, 0, &dir)?;
+            println!("{}", json!({"neurons": a, "results": b, "facts": r.len()}));
+            Ok(())
+        }
+    }
+}
+
+const PLANTED_PROMPTS: usize = 6;
+
+fn planted_model() -> PlantedModel<B> {
+    PlantedModel::new(
+        PlantedSpec { n_facts: 12, neurons_per_fact: 2, n_templates: 8, n_layers: 4, d_ff: 32, seed: 11 },
+        &Default::default(),
+    )
+}
+
+fn data(a: DataArgs) -> Result<()> {
+    let d: Dataset = if a.planted {
+        let m = planted_model();
+        (0..m.facts.len())
+            .map(|f| {
+                let fact = dataset::Fact {
+                    sentences: planted_sentences(&m, f, PLANTED_PROMPTS),
+                    relation_name: format!("R{}", f % 3),
+                    obj_label: format!("o{f}"),
+                    sub_label: format!("s{f}"),
+                };
+                (format!("planted-{f:03}"), fact)
+            })
+            .collect()
+    } else {
+        if a.download {
+            download::download(&a.input)?;
+        }
+        let d = dataset::build(&a.input, a.dataset).with_context(|| format!("building from {}", a.input.display()))?;
+        if a.causal {
+            dataset::causal(&d)
+        } else {
+            d
+        }
+    };
+    let text = serde_json::to_string(&d)?;
+    std::fs::write(&a.out, text).with_context(|| format!("writing {}", a.out.display()))?;
+    println!("{}", serde_json::to_string(&dataset::counts(&d))?);
+    Ok(())
+}
+
+fn load_dataset(path: &PathBuf, relations: &[String]) -> Result<Dataset> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut d: Dataset =
+        serde_json::from_str(&text).with_context(|| format!("{} is not a fact set", path.display()))?;
+    if !relations.is_empty() {
+        d.retain(|_, f| relations.contains(&f.relation_name));
+        if d.is_empty() {
+            bail!("no facts of relations {relations:?} in {}", path.display());
+        }
+    }
+    Ok(d)
+}
+
+fn run_cmd(a: RunArgs) -> Result<()> {
+    let data = load_dataset(&a.dataset, &a.relations)?;
+    let shard = Shard::resolve(a.shard.as_deref(), |k| std::env::var(k).ok())?;
+    let mut cfg = if a.paper { EvalConfig::paper() } else { EvalConfig::default() };
+    cfg.attribution.steps = a.steps;
+    cfg.attribution.batch_size = a.batch_size;
+    cfg.attribution.validate()?;
+    cfg.skip_multi_token = !a.multi_token;
+    cfg.unrelated_any = a.unrelated_any;
+    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    std::fs::write(
+        a.out.join(format!("settings.shard-{}-of-{}.json", shard.index, shard.count)),
+        serde_json::to_string(&cfg)?,
+    )?;
+    let summary = if a.model == "planted" {
+        let m = planted_model();
+        let enc = PlantedEncoder { n_templates: m.dims().vocab_size - 2 - 2 * m.facts.len(), n_facts: m.facts.len() };
+        run::run(&m, &enc, &data, &cfg, shard, a.limit, &a.out, a.quiet)?
+    } else {
+        let opts = LoadOptions {
+            hub: HubOptions { offline: a.offline, ..Default::default() },
+            ignore_prefixes: a.ignore_prefix.clone(),
+            tokenizer_dir: None,
+        };
+        let device = kn_models::backend::device("default")
+            .or_else(|_| kn_models::backend::device("cpu"))
+            .map_err(|e| anyhow!(e))?;
+        let bundle = load_model::<B>(&a.model, &opts, &device)?;
+        let tok = bundle.tokenizer.as_ref().ok_or_else(|| anyhow!("{} has no tokenizer", a.model))?;
+        let enc: Box<dyn Encoder> =
+            Box::new(TextEncoder { tok, dims: bundle.model.dims(), objective: bundle.model.objective() });
+        run::run(&bundle.model, enc.as_ref(), &data, &cfg, shard, a.limit, &a.out, a.quiet)?
+    };
+    println!(
+        "{}",
+        json!({"shard": [shard.index, shard.count], "summary": summary, "out": a.out.join(shard.file_name())})
+    );
+    Ok(())
+}
+
+fn merge(a: MergeArgs) -> Result<()> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&a.dir)
+        .with_context(|| format!("reading {}", a.dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("results.shard-") && n.ends_with(".jsonl"))
+        })
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        bail!("no results.shard-*.jsonl in {}", a.dir.display());
+    }
+    let mut all = Vec::new();
+    let mut seen = std::collections::BTreeMap::new();
+    for f in &files {
+        for r in results::read_results(f)? {
+            if let Some(prev) = seen.insert(r.uuid.clone(), f.clone()) {
+                bail!("fact {} appears in both {} and {}", r.uuid, prev.display(), f.display());
+            }
+            all.push(r);
+        }
+    }
+    if let Some(ds) = &a.dataset {
+        let d = load_dataset(ds, &[])?;
+        let missing: Vec<&String> = d.keys().filter(|k| !seen.contains_key(*k)).collect();
+        if !missing.is_empty() {
+            bail!(
+                "{} facts of {} are missing, e.g. {:?}",
+                missing.len(),
+                ds.display(),
+                &missing[..missing.len().min(5)]
+            );
+        }
+    }
+    all.sort_by(|x, y| x.uuid.cmp(&y.uuid));
+    let out = a.dir.join("results.jsonl");
+    let tmp = a.dir.join("results.jsonl.tmp");
+    let text: String = all.iter().map(|r| serde_json::to_string(r).map(|s| s + "\n")).collect::<Result<_, _>>()?;
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, &out)?;
+    println!("{}", json!({"merged": files.len(), "facts": all.len(), "out": out}));
+    Ok(())
+}
+
+fn report_cmd(dir: &std::path::Path) -> Result<()> {
+    let r =
+        results::read_results(&dir.join("results.jsonl")).context("run `kn-pararel merge` first for sharded runs")?;
+    let rep = report::report(&r);
+    std::fs::write(dir.join("report.json"), serde_json::to_string_pretty(&rep)?)?;
+    std::fs::write(dir.join("report.md"), report::markdown(&rep))?;
+    let fig3 = report::figure_svg(&rep, "Suppressing knowledge neurons: Δp (%)", |r| {
+        (r.suppress_related.paper_pct, r.suppress_unrelated.paper_pct)
+    });
+    let fig4 = report::figure_svg(&rep, "Enhancing knowledge neurons: Δp (%)", |r| {
+        (r.enhance_related.paper_pct, r.enhance_unrelated.paper_pct)
+    });
+    std::fs::write(dir.join("fig3-suppression.svg"), fig3)?;
+    std::fs::write(dir.join("fig4-enhancement.svg"), fig4)?;
+    println!("{}", serde_json::to_string(&json!({"overall": rep.overall, "relations": rep.relations.len()}))?);
+    Ok(())
+}

@@ -1,6 +1,7 @@
 //! One file per command.
 
 mod attribute;
+mod bench;
 mod intervene;
 mod models;
 mod neurons;
@@ -24,6 +25,8 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Erase(a) => intervene::erase_cmd(a),
         Cmd::Edit(a) => intervene::edit_cmd(a),
+        Cmd::Bench(a) => bench::run(a),
+        Cmd::InitRandom(a) => models::init_random(a),
         Cmd::Models => models::run(),
     }
 }

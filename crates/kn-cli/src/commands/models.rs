@@ -1,6 +1,9 @@
 //! `kn-cli models`: what this build supports.
 
-use anyhow::Result;
+use anyhow::{anyhow, Context, Result};
+use kn_models::random::{preset_config, write_random_checkpoint, PRESETS};
+
+use crate::cli::InitRandomArgs;
 use serde_json::json;
 
 /// Hub names known to work (architectures of the Python library and more).
@@ -34,5 +37,36 @@ pub fn run() -> Result<()> {
             "weights": ["model.safetensors", "pytorch_model.bin", "sharded *.index.json"],
         })
     );
+    Ok(())
+}
+
+/// `kn-cli init-random`.
+pub fn init_random(a: InitRandomArgs) -> Result<()> {
+    let cfg = preset_config(&a.preset)
+        .ok_or_else(|| anyhow!("unknown preset '{}' (known: {})", a.preset, PRESETS.join(", ")))?;
+    write_random_checkpoint(&cfg, a.seed, &a.out)?;
+    let mut copied = Vec::new();
+    if let Some(dir) = &a.tokenizer {
+        for f in [
+            "tokenizer.json",
+            "tokenizer_config.json",
+            "vocab.txt",
+            "vocab.json",
+            "encoder.json",
+            "vocab.bpe",
+            "merges.txt",
+            "special_tokens_map.json",
+        ] {
+            let src = dir.join(f);
+            if src.is_file() {
+                std::fs::copy(&src, a.out.join(f)).with_context(|| format!("copying {}", src.display()))?;
+                copied.push(f);
+            }
+        }
+        if copied.is_empty() {
+            return Err(anyhow!("no tokenizer files in {}", dir.display()));
+        }
+    }
+    println!("{}", json!({"out": a.out, "preset": a.preset, "seed": a.seed, "tokenizer_files": copied}));
     Ok(())
 }

@@ -1,5 +1,7 @@
 //! `kn-cli neurons`: refined knowledge neurons of a fact from several prompts.
 
+use std::io::IsTerminal;
+
 use anyhow::{bail, Result};
 use kn_core::{attribute, coarse, refine, NeuronId, Sharing};
 use serde_json::json;
@@ -19,10 +21,15 @@ pub fn run(a: NeuronsArgs) -> Result<()> {
     }
     let sharing = if a.adaptive_p { Sharing::paper() } else { Sharing::Fixed(a.p) };
     let rule = a.thresholds.rule();
+    rule.validate()?;
+    if !a.adaptive_p && !(0.0..1.0).contains(&a.p) {
+        bail!("--p {} is outside [0, 1)", a.p);
+    }
+    let progress = !a.quiet && std::io::stderr().is_terminal();
     let bundle = a.model.load()?;
     let mut per_prompt = Vec::with_capacity(prompts.len());
     for (k, p) in prompts.iter().enumerate() {
-        if !a.quiet {
+        if progress {
             eprintln!("[{}/{}] attributing {p:?}", k + 1, prompts.len());
         }
         let pq = a.target_opts.queries(&bundle, p, &a.target)?;

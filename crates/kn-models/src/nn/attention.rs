@@ -51,6 +51,43 @@ impl<B: Backend> Attention<B> {
         self.o.forward(ctx.swap_dims(1, 2).reshape([b, s, d]))
     }
 
+    /// Attention output of the last `n` positions, the keys and values of the earlier `p`
+    /// positions computed from `prefix` (batch 1, broadcast over the batch). Only for causal
+    /// kinds, where earlier positions never see later ones; `None` for bidirectional attention.
+    ///
+    /// # Shapes
+    /// - `suffix`: `[batch, n, d_model]`, `prefix`: `[1, p, d_model]`; output: `[batch, n, d_model]`
+    pub fn forward_suffix(
+        &self,
+        suffix: Tensor<B, 3>,
+        prefix: Tensor<B, 3>,
+        input: &ModelInput<B>,
+    ) -> Option<Tensor<B, 3>> {
+        let [b, n, d] = suffix.dims();
+        let p = prefix.dims()[1];
+        if self.kind == AttentionKind::Bidirectional || p == 0 {
+            return None;
+        }
+        let q = self.heads(self.q.forward(suffix.clone()));
+        let k = self.heads(self.k.forward(suffix.clone()));
+        let v = self.heads(self.v.forward(suffix.clone()));
+        let kp = self.heads(self.k.forward(prefix.clone()));
+        let vp = self.heads(self.v.forward(prefix));
+        // Scores against the prefix keys broadcast [1, h, p, dh] over the batch.
+        let mut scores = Tensor::cat(vec![q.clone().matmul(kp.swap_dims(2, 3)), q.matmul(k.swap_dims(2, 3))], 3);
+        if self.scale != 1.0 {
+            scores = scores * self.scale;
+        }
+        if let Some(bias) = self.kind.bias(input, n, p + n, p, &suffix.device()) {
+            scores = scores + bias;
+        }
+        let probs = softmax(scores, 3);
+        let h = self.n_heads;
+        let ctx = probs.clone().slice([0..b, 0..h, 0..n, 0..p]).matmul(vp)
+            + probs.slice([0..b, 0..h, 0..n, p..p + n]).matmul(v);
+        Some(self.o.forward(ctx.swap_dims(1, 2).reshape([b, n, d])))
+    }
+
     /// `[batch, seq, d_model]` → `[batch, heads, seq, d_head]`.
     fn heads(&self, x: Tensor<B, 3>) -> Tensor<B, 4> {
         let [b, s, d] = x.dims();

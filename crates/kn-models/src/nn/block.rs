@@ -46,6 +46,33 @@ impl<B: Backend> Block<B> {
         }
     }
 
+    /// [`Block::attention_half`] for the last positions only, the earlier ones given as
+    /// `prefix` (causal attention only; `None` otherwise).
+    ///
+    /// # Shapes
+    /// - `suffix`: `[batch, n, d_model]`, `prefix`: `[1, p, d_model]`; output: `[batch, n, d_model]`
+    pub fn attention_half_suffix(
+        &self,
+        suffix: Tensor<B, 3>,
+        prefix: Tensor<B, 3>,
+        input: &ModelInput<B>,
+    ) -> Option<Tensor<B, 3>> {
+        match self.norm {
+            NormPlacement::Post => {
+                let a = self.attn.forward_suffix(suffix.clone(), prefix, input)?;
+                Some(self.ln_attn.forward(suffix + a))
+            }
+            NormPlacement::Pre => {
+                let a = self.attn.forward_suffix(
+                    self.ln_attn.forward(suffix.clone()),
+                    self.ln_attn.forward(prefix),
+                    input,
+                )?;
+                Some(suffix + a)
+            }
+        }
+    }
+
     /// FFN post-activation.
     ///
     /// # Shapes

@@ -1,0 +1,183 @@
+//! `kn-cli bench`: attribution speed on a model of real shape (random weights by default).
+//!
+//! Prints JSON with seconds, prompts per second, achieved GFLOP/s (the forward and backward
+//! matrix products the IG tail performs, counted analytically) and peak RSS.
+
+use std::time::Instant;
+
+use anyhow::{anyhow, Result};
+use kn_core::{attribute, AttributionConfig, KnowledgeModel, Objective, Query};
+use kn_models::random::{preset_config, random_model};
+use kn_models::Transformer;
+use serde_json::json;
+
+use crate::cli::BenchArgs;
+use crate::model_args::B;
+
+/// The seed README's seven Paris prompts (masked models).
+const PARIS: &[&str] = &[
+    "Sarah was visiting [MASK], the capital of france",
+    "The capital of france is [MASK]",
+    "[MASK] is the capital of france",
+    "France's capital [MASK] is a hotspot for romantic vacations",
+    "The eiffel tower is situated in [MASK]",
+    "[MASK] is the most populous city in france",
+    "[MASK], france's capital, is one of the most popular tourist destinations in the world",
+];
+
+/// Runs the command.
+pub fn run(a: BenchArgs) -> Result<()> {
+    let (model, tokenizer, name) = match &a.model {
+        Some(m) => {
+            let args = crate::model_args::ModelArgs {
+                model: m.clone(),
+                tokenizer: a.tokenizer.clone(),
+                ignore_prefix: Vec::new(),
+                offline: false,
+                revision: None,
+                cache_dir: None,
+                device: "default".into(),
+            };
+            let b = args.load()?;
+            (b.model, b.tokenizer, m.clone())
+        }
+        None => {
+            let cfg = preset_config(&a.preset).ok_or_else(|| anyhow!("unknown preset '{}'", a.preset))?;
+            let device = kn_models::backend::device("cpu")
+                .or_else(|_| kn_models::backend::device("default"))
+                .map_err(|e| anyhow!(e))?;
+            let (m, _) = random_model::<B>(&cfg, a.seed, &device)?;
+            let tok = match &a.tokenizer {
+                Some(dir) => Some(kn_models::TextTokenizer::from_dir(dir)?),
+                None => None,
+            };
+            (m, tok, format!("{} (random weights)", a.preset))
+        }
+    };
+    let dims = model.dims();
+    let cfg = AttributionConfig { steps: a.steps, batch_size: a.batch_size, ..Default::default() };
+    cfg.validate()?;
+    let cases = cases(&model, tokenizer.as_ref(), &a)?;
+    let mut results = Vec::new();
+    for (label, queries) in cases {
+        let flops = ig_flops(&model, &queries, &cfg);
+        let start = Instant::now();
+        for q in &queries {
+            attribute(&model, q, &cfg)?;
+        }
+        let secs = start.elapsed().as_secs_f64();
+        eprintln!("{label}: {secs:.2} s");
+        results.push(json!({
+            "case": label,
+            "prompts": queries.len(),
+            "seconds": secs,
+            "prompts_per_second": queries.len() as f64 / secs,
+            "gflop": flops / 1e9,
+            "gflop_per_second": flops / 1e9 / secs,
+        }));
+    }
+    println!(
+        "{}",
+        json!({
+            "model": name,
+            "backend": kn_models::backend::NAME,
+            "dims": dims,
+            "steps": cfg.steps,
+            "batch_size": cfg.batch_size,
+            "threads": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            "results": results,
+            "peak_rss_mb": peak_rss_mb(),
+        })
+    );
+    Ok(())
+}
+
+/// Benchmark cases: (label, one query list per prompt).
+fn cases(
+    model: &Transformer<B>,
+    tok: Option<&kn_models::TextTokenizer>,
+    a: &crate::cli::BenchArgs,
+) -> Result<Vec<(String, Vec<Vec<Query>>)>> {
+    let dims = model.dims();
+    let synthetic = |len: usize, target_len: usize| -> Result<Vec<Query>> {
+        let ids: Vec<u32> = (0..len).map(|i| (1000 + 37 * i as u32) % dims.vocab_size as u32).collect();
+        let targets: Vec<u32> = (0..target_len).map(|i| (2000 + 53 * i as u32) % dims.vocab_size as u32).collect();
+        let mask = [len / 2];
+        let mut ids = ids;
+        if model.objective() == Objective::MaskedLm {
+            ids[len / 2] = 103 % dims.vocab_size as u32;
+        }
+        Ok(Query::for_target(
+            model.objective(),
+            &dims,
+            &ids,
+            &mask[..usize::from(model.objective() == Objective::MaskedLm)],
+            &targets,
+        )?)
+    };
+    Ok(match model.objective() {
+        Objective::MaskedLm => {
+            let prompts: Vec<Vec<Query>> = match tok {
+                Some(t) => PARIS
+                    .iter()
+                    .map(|p| {
+                        Ok(kn_models::prompt::prompt_queries(
+                            t,
+                            &dims,
+                            Objective::MaskedLm,
+                            p,
+                            "paris",
+                            Default::default(),
+                            false,
+                        )?
+                        .queries)
+                    })
+                    .collect::<Result<_>>()?,
+                None => PARIS.iter().map(|p| synthetic(p.split_whitespace().count() + 3, 1)).collect::<Result<_>>()?,
+            };
+            let one = vec![prompts[1].clone()];
+            let mut v = vec![("one prompt".to_string(), one)];
+            if !a.single {
+                v.push(("seven Paris prompts".to_string(), prompts));
+            }
+            v
+        }
+        Objective::CausalLm => {
+            let mut v = Vec::new();
+            for (len, tlen) in [(5usize, 1usize), (20, 1), (5, 3), (20, 3)] {
+                if a.single && (len, tlen) != (5, 1) {
+                    continue;
+                }
+                v.push((format!("{len}-token prompt, {tlen}-token target"), vec![synthetic(len, tlen)?]));
+            }
+            v
+        }
+    })
+}
+
+/// Multiply-adds ×2 of the IG tail: per layer l and batch row, FFN-out of layer l, the blocks
+/// above it, the head at the target rows; backward counted as twice the forward.
+fn ig_flops(model: &Transformer<B>, queries: &[Vec<Query>], cfg: &AttributionConfig) -> f64 {
+    let d = model.dims();
+    let (dm, dff, v, nl) = (d.d_model as f64, d.d_ff as f64, d.vocab_size as f64, d.n_layers as f64);
+    let mut total = 0.0;
+    for prompt in queries {
+        for q in prompt {
+            let s = q.ids.len() as f64;
+            let block = s * (8.0 * dm * dm + 4.0 * dm * dff + 4.0 * s * dm);
+            let ffn_out = s * 2.0 * dm * dff;
+            let head = q.positions.len() as f64 * 2.0 * dm * v;
+            let layers_above: f64 = (0..d.n_layers).map(|l| nl - l as f64 - 1.0).sum();
+            total += 3.0 * cfg.steps as f64 * (nl * (ffn_out + head) + layers_above * block);
+        }
+    }
+    total
+}
+
+/// Peak resident set size in MB (Linux), or null.
+fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}

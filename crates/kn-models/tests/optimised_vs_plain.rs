@@ -1,0 +1,89 @@
+//! The optimised integrated gradients (layers below l computed once, head at the target rows,
+//! causal models running only the last row against cached keys/values) give the scores of the
+//! straightforward computation: a full forward pass per batch from the embeddings, with a hook
+//! replacing the layer's activations. Tolerance: 1e-5 relative to the largest score.
+
+mod common;
+
+use burn::tensor::{activation::softmax, Tensor, TensorData};
+use common::*;
+use kn_core::{attribute, forward_hooked, AttributionConfig, FfnHook, KnowledgeModel, ModelInput, Query};
+use kn_models::load_dir;
+
+/// Replaces layer `layer`'s activations at `pos` with `x` (`[k, d_ff]`), for a batch of `k`.
+struct Put {
+    layer: usize,
+    pos: usize,
+    x: Tensor<AB, 2>,
+}
+
+impl FfnHook<AB> for Put {
+    fn on_ffn(&mut self, layer: usize, act: Tensor<AB, 3>) -> Tensor<AB, 3> {
+        let d_ff = act.dims()[2];
+        let k = self.x.dims()[0];
+        let act = if act.dims()[0] == 1 && k > 1 { act.repeat_dim(0, k) } else { act };
+        if layer != self.layer {
+            return act;
+        }
+        act.slice_assign([0..k, self.pos..self.pos + 1, 0..d_ff], self.x.clone().reshape([k, 1, d_ff]))
+    }
+}
+
+/// Plain IG with EAI's rule, one full forward per batch.
+fn plain_scores(model: &impl KnowledgeModel<AB>, q: &Query, steps: usize) -> Vec<f32> {
+    let dims = model.dims();
+    let dev = Default::default();
+    let input = ModelInput::<AB>::from_ids(&q.ids, &dev);
+    let (pos, target) = (q.positions[0], q.target_ids[0] as usize);
+    let mut cap = kn_core::Capture::default();
+    forward_hooked(model, &input, &mut cap);
+    let mut out = Vec::new();
+    for l in 0..dims.n_layers {
+        let a = values(cap.acts[l].clone().slice([0..1, pos..pos + 1, 0..dims.d_ff]).inner());
+        let alphas: Vec<f32> = (0..steps).map(|i| i as f32 / (steps - 1) as f32).collect();
+        let scaled: Vec<f32> = alphas.iter().flat_map(|al| a.iter().map(move |v| v * al)).collect();
+        let x = Tensor::<AB, 2>::from_data(TensorData::new(scaled, [steps, dims.d_ff]), &dev).require_grad();
+        // Each batch row is its own sequence: the input broadcasts over the batch.
+        let logits = forward_hooked(model, &input, &mut Put { layer: l, pos, x: x.clone() });
+        let v = dims.vocab_size;
+        let p = softmax(logits.slice([0..steps, pos..pos + 1, 0..v]).reshape([steps, v]), 1)
+            .slice([0..steps, target..target + 1]);
+        let grads = p.sum().backward();
+        let g = values(x.grad(&grads).unwrap().sum_dim(0));
+        out.extend(a.iter().zip(&g).map(|(ai, gi)| ai * gi / steps as f32));
+    }
+    out
+}
+
+fn check(name: &str, q: Query) {
+    let (model, _) = load_dir::<AB>(&fixture(name), &[], &Default::default()).unwrap();
+    let steps = 8;
+    let cfg = AttributionConfig { steps, batch_size: 4, ..Default::default() };
+    let fast: Vec<f32> = attribute(&model, std::slice::from_ref(&q), &cfg).unwrap().scores.concat();
+    let slow_cfg = AttributionConfig { reuse_prefix: false, ..cfg };
+    let cached_only: Vec<f32> = attribute(&model, std::slice::from_ref(&q), &slow_cfg).unwrap().scores.concat();
+    let plain = plain_scores(&model, &q, steps);
+    let max = plain.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+    let (d1, d2) = (max_abs_diff(&fast, &plain), max_abs_diff(&cached_only, &plain));
+    eprintln!("{name}: optimised vs plain {d1:.2e}, without prefix reuse {d2:.2e} (largest score {max:.2e})");
+    assert!(d1 <= 1e-5 * max && d2 <= 1e-5 * max, "{name}: {d1} / {d2} vs {max}");
+}
+
+#[test]
+fn bert_optimised_scores_equal_the_plain_computation() {
+    check("tiny-bert", Query { ids: vec![2, 5, 22, 8, 26, 9, 4, 3], positions: vec![6], target_ids: vec![25] });
+}
+
+#[test]
+fn gpt2_optimised_scores_equal_the_plain_computation() {
+    check("tiny-gpt2", Query { ids: vec![5, 17, 33, 2, 80, 41], positions: vec![5], target_ids: vec![12] });
+}
+
+#[test]
+fn gpt_neo_optimised_scores_equal_the_plain_computation() {
+    // Longer than the local window (4), so the cached keys are cut by the window.
+    check(
+        "tiny-gpt-neo",
+        Query { ids: vec![5, 17, 33, 2, 80, 41, 7, 9, 11], positions: vec![8], target_ids: vec![12] },
+    );
+}

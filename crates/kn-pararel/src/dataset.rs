@@ -1,0 +1,209 @@
+//! The PARAREL fact sets, built from the raw ParaRel / T-REx / Dai et al. files.
+//!
+//! - EAI set (EleutherAI's `pararel_evaluate.py`): for each of the 39 relations with a ParaRel
+//!   pattern file, every T-REx triple, prompts = patterns with `[X]` → subject, `[Y]` → `[MASK]`.
+//! - Paper set (Dai et al.): the 34 relations of `dai2022/query_pairs.json` with their patterns.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// The 39 relations of the EAI set (ParaRel pattern files).
+pub const EAI_RELATIONS: &[&str] = &[
+    "P1001", "P101", "P103", "P106", "P108", "P127", "P1303", "P131", "P136", "P1376", "P138", "P140", "P1412", "P159",
+    "P17", "P176", "P178", "P19", "P190", "P20", "P264", "P27", "P276", "P279", "P30", "P36", "P361", "P364", "P37",
+    "P39", "P407", "P413", "P449", "P463", "P47", "P495", "P530", "P740", "P937",
+];
+
+/// Which fact set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Which {
+    /// EleutherAI's set (39 relations, 27,610 facts, 224,674 prompts).
+    Eai,
+    /// The paper's set (34 relations, 27,738 facts, 253,448 prompts).
+    Dai,
+}
+
+/// One fact: the EAI json record, plus the subject.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fact {
+    /// Prompts, each with one `[MASK]` where the object goes.
+    pub sentences: Vec<String>,
+    /// Relation id (`P19`).
+    pub relation_name: String,
+    /// The object (the answer).
+    pub obj_label: String,
+    /// The subject.
+    #[serde(default)]
+    pub sub_label: String,
+}
+
+/// `{uuid: fact}`, ordered by id.
+pub type Dataset = BTreeMap<String, Fact>;
+
+/// Errors reading the raw files.
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    /// A file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// A line or file is not the JSON expected.
+    #[error("{path}:{line}: {reason}")]
+    Parse {
+        /// File.
+        path: PathBuf,
+        /// 1-based line (0: whole file).
+        line: usize,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+#[derive(Deserialize)]
+struct PatternLine {
+    pattern: String,
+}
+
+#[derive(Deserialize)]
+struct TrexLine {
+    sub_label: String,
+    obj_label: String,
+    uuid: String,
+}
+
+fn read(path: &Path) -> Result<String, DataError> {
+    std::fs::read_to_string(path).map_err(|source| DataError::Io { path: path.to_path_buf(), source })
+}
+
+fn jsonl<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Vec<T>, DataError> {
+    read(path)?
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| {
+            serde_json::from_str(l).map_err(|e| DataError::Parse {
+                path: path.to_path_buf(),
+                line: i + 1,
+                reason: e.to_string(),
+            })
+        })
+        .collect()
+}
+
+/// A pattern instantiated: `[X]` → subject, `[Y]` → `[MASK]`.
+pub fn instantiate(pattern: &str, subject: &str) -> String {
+    pattern.replace("[X]", subject).replace("[Y]", "[MASK]")
+}
+
+fn patterns(path: &Path) -> Result<Vec<String>, DataError> {
+    Ok(jsonl::<PatternLine>(path)?.into_iter().map(|p| p.pattern).collect())
+}
+
+/// Builds a fact set from a folder laid out like the shared `pararel` data
+/// (`patterns/`, `trex/`, `dai2022/`).
+pub fn build(dir: &Path, which: Which) -> Result<Dataset, DataError> {
+    let mut out = Dataset::new();
+    match which {
+        Which::Eai => {
+            for rel in EAI_RELATIONS {
+                let pats = patterns(&dir.join("patterns").join(format!("{rel}.jsonl")))?;
+                for t in jsonl::<TrexLine>(&dir.join("trex").join(format!("{rel}.jsonl")))? {
+                    let sentences = pats.iter().map(|p| instantiate(p, &t.sub_label)).collect();
+                    out.insert(
+                        t.uuid,
+                        Fact {
+                            sentences,
+                            relation_name: rel.to_string(),
+                            obj_label: t.obj_label,
+                            sub_label: t.sub_label,
+                        },
+                    );
+                }
+            }
+        }
+        Which::Dai => {
+            let path = dir.join("dai2022").join("query_pairs.json");
+            let pairs: BTreeMap<String, Vec<(String, String)>> = serde_json::from_str(&read(&path)?)
+                .map_err(|e| DataError::Parse { path: path.clone(), line: 0, reason: e.to_string() })?;
+            for (rel, list) in pairs {
+                let pats = patterns(&dir.join("dai2022").join("patterns").join(format!("{rel}.jsonl")))?;
+                for (i, (sub, obj)) in list.into_iter().enumerate() {
+                    let sentences = pats.iter().map(|p| instantiate(p, &sub)).collect();
+                    out.insert(
+                        format!("dai-{rel}-{i:05}"),
+                        Fact { sentences, relation_name: rel.clone(), obj_label: obj, sub_label: sub },
+                    );
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Facts and prompts per relation.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counts {
+    /// Relations.
+    pub relations: usize,
+    /// Facts.
+    pub facts: usize,
+    /// Prompts.
+    pub prompts: usize,
+    /// `relation → (facts, prompts)`.
+    pub per_relation: BTreeMap<String, (usize, usize)>,
+}
+
+/// Counts of a dataset.
+pub fn counts(d: &Dataset) -> Counts {
+    let mut c = Counts::default();
+    for f in d.values() {
+        let e = c.per_relation.entry(f.relation_name.clone()).or_default();
+        e.0 += 1;
+        e.1 += f.sentences.len();
+        c.facts += 1;
+        c.prompts += f.sentences.len();
+    }
+    c.relations = c.per_relation.len();
+    c
+}
+
+/// The prompt of a causal model for a sentence whose `[MASK]` ends it (before final
+/// punctuation): the text before the mask. `None` when something other than punctuation follows.
+pub fn causal_prompt(sentence: &str) -> Option<String> {
+    let (before, after) = sentence.split_once("[MASK]")?;
+    if after.contains("[MASK]") || !after.trim().chars().all(|c| c.is_ascii_punctuation()) {
+        return None;
+    }
+    let p = before.trim_end();
+    (!p.is_empty()).then(|| p.to_string())
+}
+
+/// The left-to-right version of a dataset: each fact keeps the prompts usable by a causal LM
+/// (the object ends the sentence), rewritten without `[MASK]`; facts with none are dropped.
+pub fn causal(d: &Dataset) -> Dataset {
+    d.iter()
+        .filter_map(|(id, f)| {
+            let sentences: Vec<String> = f.sentences.iter().filter_map(|s| causal_prompt(s)).collect();
+            (!sentences.is_empty()).then(|| (id.clone(), Fact { sentences, ..f.clone() }))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn causal_prompts_need_the_object_last() {
+        assert_eq!(causal_prompt("Paris is the capital of [MASK] ."), Some("Paris is the capital of".into()));
+        assert_eq!(causal_prompt("[MASK] is the capital of France."), None);
+        assert_eq!(causal_prompt("The capital of France, [MASK], is big"), None);
+    }
+}

@@ -1,0 +1,220 @@
+//! Aggregates results into the paper's and EleutherAI's metrics, per relation and overall, as
+//! JSON, a markdown table and the paper's Figures 3 and 4 (bar charts per relation, SVG).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::evaluate::{FactResult, Pair, Stats};
+
+/// One cell: both metrics over a set of prompts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Metric {
+    /// The paper's: `100 · mean(Δp) / mean(p)` (ratio of means).
+    pub paper_pct: f64,
+    /// EleutherAI's: mean over prompts of `100 · Δp / p` (mean of ratios).
+    pub eai_pct: f64,
+    /// Prompts counted.
+    pub n_prompts: usize,
+}
+
+#[derive(Default)]
+struct Acc {
+    before: f64,
+    after: f64,
+    pct: f64,
+    n: usize,
+}
+
+impl Acc {
+    fn add(&mut self, s: &Stats) {
+        for ((b, a), p) in s.prob_before.iter().zip(&s.prob_after).zip(&s.pct_change) {
+            if p.is_finite() {
+                self.before += f64::from(*b);
+                self.after += f64::from(*a);
+                self.pct += f64::from(*p);
+                self.n += 1;
+            }
+        }
+    }
+
+    fn metric(&self) -> Metric {
+        if self.n == 0 {
+            return Metric::default();
+        }
+        Metric {
+            paper_pct: 100.0 * (self.after - self.before) / self.before,
+            eai_pct: self.pct / self.n as f64,
+            n_prompts: self.n,
+        }
+    }
+}
+
+/// Metrics of one group of facts (a relation, or all).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Row {
+    /// Facts evaluated.
+    pub facts: usize,
+    /// Facts skipped (multi-token objects, ...).
+    pub skipped: usize,
+    /// Mean refined neurons per evaluated fact.
+    pub neurons_per_fact: f64,
+    /// Suppression of the refined neurons, related prompts.
+    pub suppress_related: Metric,
+    /// Suppression, unrelated prompts.
+    pub suppress_unrelated: Metric,
+    /// Enhancement, related.
+    pub enhance_related: Metric,
+    /// Enhancement, unrelated.
+    pub enhance_unrelated: Metric,
+    /// Activation baseline, suppression, related.
+    pub baseline_suppress_related: Metric,
+    /// Activation baseline, enhancement, related.
+    pub baseline_enhance_related: Metric,
+}
+
+#[derive(Default)]
+struct RowAcc {
+    facts: usize,
+    skipped: usize,
+    neurons: usize,
+    cells: [Acc; 6],
+}
+
+impl RowAcc {
+    fn add(&mut self, r: &FactResult) {
+        if r.skipped.is_some() {
+            self.skipped += 1;
+            return;
+        }
+        self.facts += 1;
+        self.neurons += r.neurons.len();
+        let pairs: [(&Pair, bool); 4] = [
+            (&r.suppression, true),
+            (&r.enhancement, true),
+            (&r.baseline_suppression, false),
+            (&r.baseline_enhancement, false),
+        ];
+        self.cells[0].add(&pairs[0].0.related);
+        self.cells[1].add(&pairs[0].0.unrelated);
+        self.cells[2].add(&pairs[1].0.related);
+        self.cells[3].add(&pairs[1].0.unrelated);
+        self.cells[4].add(&pairs[2].0.related);
+        self.cells[5].add(&pairs[3].0.related);
+    }
+
+    fn row(&self) -> Row {
+        let m = |i: usize| self.cells[i].metric();
+        Row {
+            facts: self.facts,
+            skipped: self.skipped,
+            neurons_per_fact: if self.facts == 0 { 0.0 } else { self.neurons as f64 / self.facts as f64 },
+            suppress_related: m(0),
+            suppress_unrelated: m(1),
+            enhance_related: m(2),
+            enhance_unrelated: m(3),
+            baseline_suppress_related: m(4),
+            baseline_enhance_related: m(5),
+        }
+    }
+}
+
+/// The whole report.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Report {
+    /// Per relation.
+    pub relations: BTreeMap<String, Row>,
+    /// All facts pooled.
+    pub overall: Row,
+}
+
+/// Aggregates records.
+pub fn report(results: &[FactResult]) -> Report {
+    let mut per: BTreeMap<String, RowAcc> = BTreeMap::new();
+    let mut all = RowAcc::default();
+    for r in results {
+        per.entry(r.relation_name.clone()).or_default().add(r);
+        all.add(r);
+    }
+    Report { relations: per.into_iter().map(|(k, v)| (k, v.row())).collect(), overall: all.row() }
+}
+
+/// Markdown table.
+pub fn markdown(rep: &Report) -> String {
+    let mut s = String::from(
+        "Δp in % of p: paper metric (ratio of means) / EAI metric (mean of ratios).\n\n\
+         | relation | facts | skipped | neurons/fact | suppress related | suppress unrelated | enhance related | enhance unrelated | baseline suppress | baseline enhance |\n\
+         |---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    let cell = |m: &Metric| format!("{:+.2} / {:+.2}", m.paper_pct, m.eai_pct);
+    let rows = rep.relations.iter().map(|(k, r)| (k.as_str(), r)).chain(std::iter::once(("**all**", &rep.overall)));
+    for (name, r) in rows {
+        let _ = writeln!(
+            s,
+            "| {name} | {} | {} | {:.2} | {} | {} | {} | {} | {} | {} |",
+            r.facts,
+            r.skipped,
+            r.neurons_per_fact,
+            cell(&r.suppress_related),
+            cell(&r.suppress_unrelated),
+            cell(&r.enhance_related),
+            cell(&r.enhance_unrelated),
+            cell(&r.baseline_suppress_related),
+            cell(&r.baseline_enhance_related),
+        );
+    }
+    s
+}
+
+/// A grouped bar chart per relation (related vs unrelated), the layout of the paper's
+/// Figure 3 (suppression) and Figure 4 (enhancement), as SVG.
+pub fn figure_svg(rep: &Report, title: &str, pick: impl Fn(&Row) -> (f64, f64)) -> String {
+    let rels: Vec<(&String, (f64, f64))> =
+        rep.relations.iter().filter(|(_, r)| r.facts > 0).map(|(k, r)| (k, pick(r))).collect();
+    let (w, h, left, top, bottom) = (60.0 + 34.0 * rels.len().max(1) as f64, 420.0, 60.0, 40.0, 70.0);
+    let max = rels.iter().flat_map(|(_, (a, b))| [a.abs(), b.abs()]).fold(1.0f64, f64::max);
+    let plot_h = h - top - bottom;
+    let zero = top + plot_h / 2.0;
+    let y = |v: f64| zero - v / max * plot_h / 2.0;
+    let mut s = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"11\">\n\
+         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n<text x=\"{}\" y=\"20\" text-anchor=\"middle\" font-size=\"14\">{title}</text>\n\
+         <line x1=\"{left}\" y1=\"{zero}\" x2=\"{}\" y2=\"{zero}\" stroke=\"black\"/>\n<line x1=\"{left}\" y1=\"{top}\" x2=\"{left}\" y2=\"{}\" stroke=\"black\"/>\n",
+        w / 2.0,
+        w - 10.0,
+        h - bottom
+    );
+    for tick in [-1.0, -0.5, 0.5, 1.0] {
+        let v = tick * max;
+        let _ = writeln!(s, "<text x=\"{}\" y=\"{}\" text-anchor=\"end\">{v:+.0}%</text>", left - 4.0, y(v) + 4.0);
+    }
+    for (i, (name, (rel, unrel))) in rels.iter().enumerate() {
+        let x = left + 10.0 + 34.0 * i as f64;
+        for (dx, v, color) in [(0.0, *rel, "#1f77b4"), (13.0, *unrel, "#ff7f0e")] {
+            let (y0, y1) = if v >= 0.0 { (y(v), zero) } else { (zero, y(v)) };
+            let _ = writeln!(
+                s,
+                "<rect x=\"{}\" y=\"{y0:.1}\" width=\"12\" height=\"{:.1}\" fill=\"{color}\"/>",
+                x + dx,
+                (y1 - y0).max(0.5)
+            );
+        }
+        let _ = writeln!(
+            s,
+            "<text transform=\"translate({},{}) rotate(-60)\" text-anchor=\"end\">{name}</text>",
+            x + 12.0,
+            h - bottom + 14.0
+        );
+    }
+    let _ = write!(
+        s,
+        "<rect x=\"{}\" y=\"28\" width=\"10\" height=\"10\" fill=\"#1f77b4\"/><text x=\"{}\" y=\"37\">related</text>\n\
+         <rect x=\"{}\" y=\"28\" width=\"10\" height=\"10\" fill=\"#ff7f0e\"/><text x=\"{}\" y=\"37\">unrelated</text>\n</svg>\n",
+        left + 10.0,
+        left + 24.0,
+        left + 90.0,
+        left + 104.0
+    );
+    s
+}

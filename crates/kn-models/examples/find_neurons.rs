@@ -13,7 +13,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let name = std::env::args().nth(1).unwrap_or_else(|| "bert-base-uncased".into());
     let bundle = load_model::<B>(&name, &LoadOptions::default(), &Default::default())?;
     let (model, tok) = (&bundle.model, bundle.tokenizer.as_ref().ok_or("no tokenizer")?);
-    let prompts = ["the capital of france is [MASK]", "[MASK] is the capital of france", "the eiffel tower is situated in [MASK]"];
+    let prompts = [
+        "the capital of france is [MASK]",
+        "[MASK] is the capital of france",
+        "the eiffel tower is situated in [MASK]",
+    ];
     let cfg = AttributionConfig::default(); // 20 steps, batch 20, EAI quadrature, probability
     let mut coarse_sets = Vec::new();
     for p in prompts {
@@ -23,6 +27,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let refined = refine(&coarse_sets, Sharing::Fixed(0.5), &[], 0.0)?;
     let q = prompt_queries(tok, &model.dims(), model.objective(), prompts[0], "paris", Default::default(), false)?;
     let effect = suppress(model, &q.queries, &refined.neurons)?;
-    println!("{}", serde_json::json!({"neurons": refined.neurons, "before": effect.before.gt_prob, "after": effect.after.gt_prob}));
+    println!(
+        "{}",
+        serde_json::json!({"neurons": refined.neurons, "before": effect.before.gt_prob, "after": effect.after.gt_prob})
+    );
     Ok(())
 }

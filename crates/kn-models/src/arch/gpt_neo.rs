@@ -15,30 +15,17 @@
 
 use burn::tensor::backend::Backend;
 
-use kn_core::Objective;
-
-use super::{detect_prefix, Layout, Loader};
+use super::{load_gpt, Layout, Loader};
 use crate::error::LoadError;
-use crate::nn::{Attention, Block, Embeddings, LmHead, NormPlacement};
+use crate::nn::Attention;
 use crate::transformer::Transformer;
 
 /// Builds GPT-Neo with its LM head.
 pub fn load<B: Backend>(l: &mut Loader<'_, B>) -> Result<Transformer<B>, LoadError> {
-    let c = l.cfg.clone();
-    let (d, v) = (c.d_model, c.vocab_size);
-    let p = detect_prefix(l.weights, "transformer.", "wte.weight");
-    let wte = l.raw(&format!("{p}wte.weight"), &[v, d])?;
-    let embeddings = Embeddings {
-        word: wte.clone().into_tensor(l.device),
-        position: l.matrix(&format!("{p}wpe.weight"), c.max_positions, d)?,
-        token_type: None,
-        norm: None,
-    };
-    let mut blocks = Vec::with_capacity(c.n_layers);
-    for i in 0..c.n_layers {
-        let n = format!("{p}h.{i}");
+    load_gpt(l, Layout::OutIn, |l, n, i| {
+        let (d, c) = (l.cfg.d_model, l.cfg.clone());
         let a = format!("{n}.attn.attention");
-        let attn = Attention {
+        Ok(Attention {
             q: l.linear(&format!("{a}.q_proj"), d, d, Layout::OutIn, false)?,
             k: l.linear(&format!("{a}.k_proj"), d, d, Layout::OutIn, false)?,
             v: l.linear(&format!("{a}.v_proj"), d, d, Layout::OutIn, false)?,
@@ -46,22 +33,6 @@ pub fn load<B: Backend>(l: &mut Loader<'_, B>) -> Result<Transformer<B>, LoadErr
             n_heads: c.n_heads,
             scale: c.attn_scale[i],
             kind: c.attention[i],
-        };
-        blocks.push(Block {
-            norm: NormPlacement::Pre,
-            ln_attn: l.layer_norm(&format!("{n}.ln_1"))?,
-            ln_ffn: l.layer_norm(&format!("{n}.ln_2"))?,
-            attn,
-            ffn_in: l.linear(&format!("{n}.mlp.c_fc"), d, c.d_ff, Layout::OutIn, true)?,
-            act: c.activation,
-            ffn_out: l.linear(&format!("{n}.mlp.c_proj"), c.d_ff, d, Layout::OutIn, true)?,
-        });
-    }
-    let head = LmHead {
-        final_norm: Some(l.layer_norm(&format!("{p}ln_f"))?),
-        transform: None,
-        unembed: l.unembedding("lm_head.weight", &wte)?,
-        bias: None,
-    };
-    Ok(Transformer { embeddings, blocks, head, objective: Objective::CausalLm })
+        })
+    })
 }

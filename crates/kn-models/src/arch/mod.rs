@@ -9,7 +9,10 @@ use burn::tensor::backend::Backend;
 
 use crate::config::ArchConfig;
 use crate::error::LoadError;
-use crate::nn::{LayerNorm, Linear};
+use kn_core::Objective;
+
+use crate::nn::{Attention, Block, Embeddings, LayerNorm, Linear, LmHead, NormPlacement};
+use crate::transformer::Transformer;
 use crate::weights::{RawTensor, WeightMap};
 
 /// How a checkpoint stores a projection matrix.
@@ -92,4 +95,45 @@ pub fn detect_prefix(weights: &WeightMap, with: &'static str, probe: &str) -> &'
     } else {
         ""
     }
+}
+
+/// The GPT family (GPT-2, GPT-Neo): `wte` + `wpe`, pre-LN blocks `h.N` with `ln_1`/`ln_2` and
+/// `mlp.c_fc`/`mlp.c_proj` stored in `mlp` layout, `ln_f`, a head tied to `wte` unless
+/// `lm_head.weight` is present. `attn(loader, "h.N" with prefix, N)` loads the attention, the
+/// only part that differs.
+pub fn load_gpt<B: Backend>(
+    l: &mut Loader<'_, B>,
+    mlp: Layout,
+    attn: impl Fn(&mut Loader<'_, B>, &str, usize) -> Result<Attention<B>, LoadError>,
+) -> Result<Transformer<B>, LoadError> {
+    let c = l.cfg.clone();
+    let (d, v) = (c.d_model, c.vocab_size);
+    let p = detect_prefix(l.weights, "transformer.", "wte.weight");
+    let wte = l.raw(&format!("{p}wte.weight"), &[v, d])?;
+    let embeddings = Embeddings {
+        word: wte.clone().into_tensor(l.device),
+        position: l.matrix(&format!("{p}wpe.weight"), c.max_positions, d)?,
+        token_type: None,
+        norm: None,
+    };
+    let mut blocks = Vec::with_capacity(c.n_layers);
+    for i in 0..c.n_layers {
+        let n = format!("{p}h.{i}");
+        blocks.push(Block {
+            norm: NormPlacement::Pre,
+            ln_attn: l.layer_norm(&format!("{n}.ln_1"))?,
+            ln_ffn: l.layer_norm(&format!("{n}.ln_2"))?,
+            attn: attn(l, &n, i)?,
+            ffn_in: l.linear(&format!("{n}.mlp.c_fc"), d, c.d_ff, mlp, true)?,
+            act: c.activation,
+            ffn_out: l.linear(&format!("{n}.mlp.c_proj"), c.d_ff, d, mlp, true)?,
+        });
+    }
+    let head = LmHead {
+        final_norm: Some(l.layer_norm(&format!("{p}ln_f"))?),
+        transform: None,
+        unembed: l.unembedding("lm_head.weight", &wte)?,
+        bias: None,
+    };
+    Ok(Transformer { embeddings, blocks, head, objective: Objective::CausalLm })
 }

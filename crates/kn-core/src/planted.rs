@@ -210,17 +210,20 @@ impl<B: Backend> KnowledgeModel<B> for PlantedModel<B> {
     }
 }
 
-/// A tiny deterministic generator (no dependency, same numbers on every platform).
-struct Lcg(u64);
+/// A tiny deterministic generator (no dependency, same numbers on every platform), shared by
+/// the planted model and random checkpoints.
+#[derive(Debug, Clone)]
+pub struct Lcg(pub u64);
 
 impl Lcg {
-    fn uniform(&mut self) -> f32 {
+    /// Uniform in (0, 1).
+    pub fn uniform(&mut self) -> f32 {
         self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         ((self.0 >> 40) as f32 + 0.5) / (1u64 << 24) as f32
     }
 
     /// Standard normal (Box–Muller).
-    fn normal(&mut self) -> f32 {
+    pub fn normal(&mut self) -> f32 {
         let (u1, u2) = (self.uniform(), self.uniform());
         (-2.0 * u1.ln()).sqrt() * (std::f32::consts::TAU * u2).cos()
     }

@@ -89,30 +89,21 @@ pub struct WeightMap {
 /// State of a synthetic weight map.
 #[derive(Debug)]
 struct Synthetic {
-    state: u64,
+    rng: kn_core::planted::Lcg,
     std: f32,
     handed_out: Vec<(String, RawTensor)>,
 }
 
 impl Synthetic {
-    fn normal(&mut self) -> f32 {
-        let mut uniform = || {
-            self.state = self.state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            ((self.state >> 40) as f32 + 0.5) / (1u64 << 24) as f32
-        };
-        let (u1, u2) = (uniform(), uniform());
-        (-2.0 * u1.ln()).sqrt() * (std::f32::consts::TAU * u2).cos()
-    }
-
     fn make(&mut self, name: &str, shape: &[usize]) -> RawTensor {
         let n: usize = shape.iter().product();
         let norm_gain = shape.len() == 1
             && (name.ends_with("LayerNorm.weight") || name.contains(".ln_") || name.ends_with("ln_f.weight"));
         let data: Vec<f32> = if norm_gain {
-            (0..n).map(|_| 1.0 + 0.1 * self.normal()).collect()
+            (0..n).map(|_| 1.0 + 0.1 * self.rng.normal()).collect()
         } else {
             let std = self.std;
-            (0..n).map(|_| std * self.normal()).collect()
+            (0..n).map(|_| std * self.rng.normal()).collect()
         };
         let t = RawTensor { shape: shape.to_vec(), data };
         self.handed_out.push((name.to_string(), t.clone()));
@@ -145,7 +136,11 @@ impl WeightMap {
         Self {
             tensors: HashMap::new(),
             ignore_prefixes: Vec::new(),
-            synthetic: Some(Synthetic { state: seed ^ 0x9e37_79b9_7f4a_7c15, std, handed_out: Vec::new() }),
+            synthetic: Some(Synthetic {
+                rng: kn_core::planted::Lcg(seed ^ 0x9e37_79b9_7f4a_7c15),
+                std,
+                handed_out: Vec::new(),
+            }),
         }
     }
 

@@ -30,9 +30,3 @@ pub fn run(cli: Cli) -> Result<()> {
         Cmd::Models => models::run(),
     }
 }
-
-/// Prints a JSON value on stdout.
-pub fn emit(value: &serde_json::Value) -> Result<()> {
-    println!("{}", serde_json::to_string(value)?);
-    Ok(())
-}

@@ -5,8 +5,8 @@ use kn_core::{predict::top_k, KnowledgeModel, ModelInput, Objective};
 use kn_models::prompt::encode_prompt;
 use serde_json::json;
 
+use crate::args::write_json;
 use crate::cli::PredictArgs;
-use crate::commands::emit;
 
 /// Runs the command.
 pub fn run(a: PredictArgs) -> Result<()> {
@@ -47,11 +47,14 @@ pub fn run(a: PredictArgs) -> Result<()> {
     let preds = top_k(model, &input, pos, a.top_k)?;
     let token = |id: u32| bundle.tokenizer.as_ref().and_then(|t| t.id_to_token(id));
     let predictions: Vec<_> = preds.iter().map(|p| json!({"token": token(p.id), "id": p.id, "prob": p.prob})).collect();
-    emit(&json!({
+    write_json(
+        &json!({
         "model": a.model.model,
         "objective": objective,
         "position": pos,
         "input_ids": ids,
         "predictions": predictions,
-    }))
+        }),
+        None,
+    )
 }

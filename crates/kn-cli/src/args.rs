@@ -60,6 +60,11 @@ pub struct IgArgs {
     /// joint probability.
     #[arg(long)]
     pub mean_pieces: bool,
+    /// Memory bound of one backward pass (row·block evaluations, ~90 KB each at bert-base
+    /// width): layers that fit are differentiated together. Lower it to save memory; 1 = one
+    /// layer per pass.
+    #[arg(long, default_value_t = 4096)]
+    pub max_rows_per_pass: usize,
 }
 
 impl IgArgs {
@@ -83,6 +88,7 @@ impl IgArgs {
             objective: if self.log_prob { ObjectiveFn::LogProb } else { ObjectiveFn::Prob },
             pieces: if self.mean_pieces { PieceCombination::Mean } else { PieceCombination::Joint },
             reuse_prefix: true,
+            max_rows_per_pass: self.max_rows_per_pass,
         };
         cfg.validate()?;
         Ok(cfg)

@@ -25,11 +25,11 @@ pub enum Cmd {
     Predict(PredictArgs),
     /// Attribution score of every FFN neuron for a prompt and its target (integrated gradients).
     ///
-    /// Example: kn-cli attribute -m bert-base-uncased --prompt "The capital of france is [MASK]" --target paris --out scores.json
+    /// Example: kn-cli attribute -m bert-base-uncased --prompt "The capital of france is [MASK]" --target paris --out scores.json --heatmap scores.png
     Attribute(AttributeArgs),
     /// Refined knowledge neurons of one fact, from several prompts expressing it.
     ///
-    /// Example: kn-cli neurons -m bert-base-uncased --target paris --prompts paris.txt --p 0.5 --adaptive-threshold 0.3 > neurons.json
+    /// Example: kn-cli neurons -m bert-base-uncased --target paris --prompts paris.txt --p 0.5 --adaptive-threshold 0.3 --plot layers.png > neurons.json
     Neurons(NeuronsArgs),
     /// Set the neurons' activations to 0 at the target position; report before/after.
     ///
@@ -82,6 +82,15 @@ pub struct AttributeArgs {
     /// How many top neurons to list under "top".
     #[arg(long, default_value_t = 20)]
     pub top: usize,
+    /// Draw the [layer × neuron] score map into this file (.png or .svg): top neurons labelled.
+    #[arg(long)]
+    pub heatmap: Option<PathBuf>,
+    /// Neurons to outline on the heatmap: a neurons JSON file (`kn-cli neurons` output) or inline `[[l, i], ...]`.
+    #[arg(long, requires = "heatmap")]
+    pub mark: Option<String>,
+    /// No progress bar on stderr (it is also hidden when stderr is not a terminal).
+    #[arg(long, short)]
+    pub quiet: bool,
     /// Write the JSON here instead of stdout.
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -123,7 +132,10 @@ pub struct NeuronsArgs {
     /// Remove a neuron coarse for more than this fraction of the negative prompts (0: any).
     #[arg(long, default_value_t = 0.0)]
     pub negative_share: f32,
-    /// No per-prompt progress on stderr.
+    /// Draw a per-layer bar chart of the refined (and coarse) neurons into this file (.png or .svg).
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
+    /// No progress bar on stderr (it is also hidden when stderr is not a terminal).
     #[arg(long, short)]
     pub quiet: bool,
     /// Write the JSON here instead of stdout.

@@ -6,6 +6,7 @@ mod args;
 mod cli;
 mod commands;
 mod model_args;
+mod pictures;
 
 use std::process::ExitCode;
 

@@ -99,6 +99,27 @@ fn paris_walkthrough_on_the_tiny_bert() {
     assert_eq!(a["scores"].as_array().unwrap().len(), 3);
     assert_eq!(a["scores"][0].as_array().unwrap().len(), 64);
     assert!(a["base_prob"].as_f64().unwrap() > 0.0);
+
+    // Pictures: the heatmap (refined neurons outlined) and the per-layer chart, in both formats.
+    let (heat_png, heat_svg, layers_png) =
+        (dir.path().join("heat.png"), dir.path().join("heat.svg"), dir.path().join("layers.png"));
+    for heat in [&heat_png, &heat_svg] {
+        let h = heat.to_str().unwrap();
+        let o = kn(&["attribute", "-m", &m, "--prompt", text, "--target", "paris", "--heatmap", h, "--mark", n, "-q"]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert!(o.stderr.is_empty(), "no progress bar when stderr is not a terminal");
+    }
+    assert!(std::fs::read(&heat_png).unwrap().starts_with(b"\x89PNG\r\n\x1a\n"));
+    let svg = std::fs::read_to_string(&heat_svg).unwrap();
+    let top = a["top"][0]["neuron"].as_array().unwrap();
+    let label = format!("L{}:{}", top[0], top[1]);
+    assert!(svg.contains(&format!(">{label}</text>")), "the best neuron {label} is labelled");
+    let outlines = svg.matches("fill=\"none\" stroke=\"#000000\"").count();
+    let refined = v["neurons"].as_array().unwrap().len();
+    assert!(outlines >= refined, "{outlines} outlines for {refined} refined neurons");
+    let l = layers_png.to_str().unwrap();
+    ok_json(&["neurons", "-m", &m, "--target", "paris", "--prompts", prompts.to_str().unwrap(), "-q", "--plot", l]);
+    assert!(std::fs::read(&layers_png).unwrap().len() > 1000);
 }
 
 /// A copy of tiny-bert in a temp folder, with `edit` applied to its files.
@@ -208,6 +229,18 @@ fn bad_input_gives_one_line_errors() {
     run(neurons("[[0, 100000]]"), "out of range");
     run(neurons("[[0, 1], [2]]"), "expected [[layer, index]");
     run(neurons("/no/such/neurons.json"), "neither a file nor inline JSON");
+    // Pictures: unknown format, unwritable file, marks outside the model.
+    let attr = |extra: &[&str]| {
+        let mut v: Vec<String> = ["attribute", "-m", bert.as_str(), "--prompt", p, "--target", "paris"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+    run(attr(&["--heatmap", "/tmp/scores.jpg"]), "use .svg or .png");
+    run(attr(&["--heatmap", "/no/such/dir/scores.png"]), "/no/such/dir/scores.png");
+    run(attr(&["--heatmap", "/tmp/kn-heat.png", "--mark", "[[7, 1]]"]), "outside this model");
     // 24-26: ids and presets.
     run(vec!["predict".into(), "-m".into(), fixture("tiny-gpt2"), "--ids".into(), "1,2,99999".into()], "99999");
     run(vec!["init-random".into(), "--preset".into(), "gpt-17".into(), "--out".into(), "/tmp/x".into()], "gpt-17");

@@ -27,9 +27,9 @@ pub use attribution::{Attribution, AttributionConfig, Method, ObjectiveFn, Piece
 pub use edit::{edit, erase, EditRule, Fill, WeightUndo};
 pub use error::KnError;
 pub use hooks::{Capture, FfnHook, NoHook};
-pub use ig::attribute;
+pub use ig::{attribute, attribute_observed};
 pub use intervene::{enhance, measure, suppress, Effect, Outcome, ScaleNeurons, Scope};
-pub use model::{forward_hooked, run_layers, KnowledgeModel, ModelDims, ModelInput, Objective};
+pub use model::{forward_hooked, gather_rows, run_layers, KnowledgeModel, ModelDims, ModelInput, Objective};
 pub use neuron::NeuronId;
 pub use quadrature::Quadrature;
 pub use query::Query;

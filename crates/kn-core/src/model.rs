@@ -137,6 +137,9 @@ pub trait KnowledgeModel<B: Backend> {
 
     /// FFN output projection and the rest of block `layer`, given its (possibly patched) activations.
     ///
+    /// Must act on each position independently (projection, residual, layer norm): callers run
+    /// it on selected rows only.
+    ///
     /// # Shapes
     /// - `resid_mid`: `[batch, seq, d_model]`, `act`: `[batch, seq, d_ff]`; output: `[batch, seq, d_model]`
     fn ffn_output(&self, layer: usize, resid_mid: Tensor<B, 3>, act: Tensor<B, 3>) -> Tensor<B, 3>;
@@ -186,6 +189,22 @@ pub trait KnowledgeModel<B: Backend> {
         None
     }
 
+    /// The attention half of block `layer` at the positions `rows` only, every position of
+    /// `resid` still serving as keys and values. Used where only some rows are read afterwards
+    /// (the last block before the head). The default runs the whole sequence and selects.
+    ///
+    /// # Shapes
+    /// - `resid`: `[batch, seq, d_model]`; output: `[batch, rows.len(), d_model]`
+    fn attention_half_rows(
+        &self,
+        layer: usize,
+        resid: Tensor<B, 3>,
+        rows: &[usize],
+        input: &ModelInput<B>,
+    ) -> Tensor<B, 3> {
+        gather_rows(self.attention_half(layer, resid, input), rows)
+    }
+
     /// Plain forward pass.
     ///
     /// # Shapes
@@ -228,4 +247,16 @@ pub fn run_layers<B: Backend, M: KnowledgeModel<B> + ?Sized>(
         resid = model.ffn_output(layer, mid, act);
     }
     resid
+}
+
+/// The rows `rows` of the sequence axis, in that order.
+///
+/// # Shapes
+/// - `t`: `[batch, seq, d]`; output: `[batch, rows.len(), d]`
+pub fn gather_rows<B: Backend>(t: Tensor<B, 3>, rows: &[usize]) -> Tensor<B, 3> {
+    let [b, _, d] = t.dims();
+    if let [p] = rows {
+        return t.slice([0..b, *p..*p + 1, 0..d]);
+    }
+    Tensor::cat(rows.iter().map(|&p| t.clone().slice([0..b, p..p + 1, 0..d])).collect(), 1)
 }

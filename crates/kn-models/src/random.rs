@@ -75,7 +75,7 @@ pub fn write_random_checkpoint(config: &Value, seed: u64, dir: &Path) -> Result<
     };
     std::fs::create_dir_all(dir).map_err(io(dir))?;
     let device = Default::default();
-    let (_, tensors) = random_model::<burn::backend::NdArray<f32>>(config, seed, &device)?;
+    let (_, tensors) = random_model::<crate::backend::Inner>(config, seed, &device)?;
     let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
         .into_iter()
         .map(|(name, t)| (name, t.shape, t.data.iter().flat_map(|v| v.to_le_bytes()).collect()))
@@ -108,7 +108,7 @@ mod tests {
         for preset in ["tiny-bert", "tiny-gpt2"] {
             let dir = tmp.path().join(preset);
             write_random_checkpoint(&preset_config(preset).unwrap(), 1, &dir).unwrap();
-            let (m, cfg) = load_dir::<burn::backend::NdArray<f32>>(&dir, &[], &Default::default()).unwrap();
+            let (m, cfg) = load_dir::<crate::backend::Inner>(&dir, &[], &Default::default()).unwrap();
             assert_eq!(m.blocks.len(), cfg.n_layers);
         }
     }

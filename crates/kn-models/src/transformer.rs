@@ -74,6 +74,16 @@ impl<B: Backend> KnowledgeModel<B> for Transformer<B> {
         self.embeddings.word.device()
     }
 
+    fn attention_half_rows(
+        &self,
+        layer: usize,
+        resid: Tensor<B, 3>,
+        rows: &[usize],
+        input: &ModelInput<B>,
+    ) -> Tensor<B, 3> {
+        self.blocks[layer].attention_half_rows(resid, rows, input)
+    }
+
     fn attention_half_suffix(
         &self,
         layer: usize,

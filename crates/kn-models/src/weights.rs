@@ -160,6 +160,11 @@ impl WeightMap {
         self.tensors.contains_key(name)
     }
 
+    /// Whether this map invents its tensors (random models) instead of reading a checkpoint.
+    pub fn is_synthetic(&self) -> bool {
+        self.synthetic.is_some()
+    }
+
     /// Names still in the map.
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.tensors.keys().map(String::as_str)

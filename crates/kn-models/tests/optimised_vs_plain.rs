@@ -87,3 +87,26 @@ fn gpt_neo_optimised_scores_equal_the_plain_computation() {
         Query { ids: vec![5, 17, 33, 2, 80, 41, 7, 9, 11], positions: vec![8], target_ids: vec![12] },
     );
 }
+
+#[test]
+fn bert_two_masks_optimised_scores_equal_the_plain_computation() {
+    // Two target rows: layer l's FFN and the last block run on both rows only.
+    // The plain reference above handles one position; the full-sequence path (no reuse) is the
+    // reference here, itself checked against it in the single-position tests.
+    let (model, _) = load_dir::<AB>(&fixture("tiny-bert"), &[], &Default::default()).unwrap();
+    let q = Query { ids: vec![2, 5, 4, 8, 26, 9, 4, 3], positions: vec![2, 6], target_ids: vec![25, 11] };
+    let cfg = AttributionConfig { steps: 8, batch_size: 4, ..Default::default() };
+    let fast = attribute(&model, std::slice::from_ref(&q), &cfg).unwrap().scores.concat();
+    let full_cfg = AttributionConfig { reuse_prefix: false, ..cfg };
+    let full = attribute(&model, std::slice::from_ref(&q), &full_cfg).unwrap().scores.concat();
+    let max = full.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+    let d = max_abs_diff(&fast, &full);
+    eprintln!("tiny-bert, two masks: optimised vs full sequence {d:.2e} (largest score {max:.2e})");
+    assert!(max > 0.0 && d <= 1e-5 * max, "{d} vs {max}");
+}
+
+#[test]
+fn gpt2_inner_position_optimised_scores_equal_the_plain_computation() {
+    // A causal query read before the last position takes the row-wise path with the causal mask.
+    check("tiny-gpt2", Query { ids: vec![5, 17, 33, 2, 80, 41], positions: vec![3], target_ids: vec![12] });
+}

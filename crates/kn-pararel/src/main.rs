@@ -303,14 +303,18 @@ fn report_cmd(dir: &std::path::Path) -> Result<()> {
     let rep = report::report(&r);
     std::fs::write(dir.join("report.json"), serde_json::to_string_pretty(&rep)?)?;
     std::fs::write(dir.join("report.md"), report::markdown(&rep))?;
-    let fig3 = report::figure_svg(&rep, "Suppressing knowledge neurons: Δp (%)", |r| {
+    let fig3 = report::figure(&rep, "Suppressing knowledge neurons", |r| {
         (r.suppress_related.paper_pct, r.suppress_unrelated.paper_pct)
     });
-    let fig4 = report::figure_svg(&rep, "Enhancing knowledge neurons: Δp (%)", |r| {
+    let fig4 = report::figure(&rep, "Enhancing knowledge neurons", |r| {
         (r.enhance_related.paper_pct, r.enhance_unrelated.paper_pct)
     });
-    std::fs::write(dir.join("fig3-suppression.svg"), fig3)?;
-    std::fs::write(dir.join("fig4-enhancement.svg"), fig4)?;
+    for (bars, name) in [(fig3, "fig3-suppression"), (fig4, "fig4-enhancement")] {
+        let scene = bars.scene()?;
+        for ext in ["svg", "png"] {
+            kn_plot::save(&scene, &dir.join(format!("{name}.{ext}")))?;
+        }
+    }
     println!("{}", serde_json::to_string(&json!({"overall": rep.overall, "relations": rep.relations.len()}))?);
     Ok(())
 }

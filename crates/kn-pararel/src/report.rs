@@ -167,54 +167,20 @@ pub fn markdown(rep: &Report) -> String {
     s
 }
 
-/// A grouped bar chart per relation (related vs unrelated), the layout of the paper's
-/// Figure 3 (suppression) and Figure 4 (enhancement), as SVG.
-pub fn figure_svg(rep: &Report, title: &str, pick: impl Fn(&Row) -> (f64, f64)) -> String {
+/// A grouped bar chart per relation (related vs unrelated): the layout of the paper's
+/// Figure 3 (suppression) and Figure 4 (enhancement).
+pub fn figure(rep: &Report, title: &str, pick: impl Fn(&Row) -> (f64, f64)) -> kn_plot::Bars {
     let rels: Vec<(&String, (f64, f64))> =
         rep.relations.iter().filter(|(_, r)| r.facts > 0).map(|(k, r)| (k, pick(r))).collect();
-    let (w, h, left, top, bottom) = (60.0 + 34.0 * rels.len().max(1) as f64, 420.0, 60.0, 40.0, 70.0);
-    let max = rels.iter().flat_map(|(_, (a, b))| [a.abs(), b.abs()]).fold(1.0f64, f64::max);
-    let plot_h = h - top - bottom;
-    let zero = top + plot_h / 2.0;
-    let y = |v: f64| zero - v / max * plot_h / 2.0;
-    let mut s = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"11\">\n\
-         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n<text x=\"{}\" y=\"20\" text-anchor=\"middle\" font-size=\"14\">{title}</text>\n\
-         <line x1=\"{left}\" y1=\"{zero}\" x2=\"{}\" y2=\"{zero}\" stroke=\"black\"/>\n<line x1=\"{left}\" y1=\"{top}\" x2=\"{left}\" y2=\"{}\" stroke=\"black\"/>\n",
-        w / 2.0,
-        w - 10.0,
-        h - bottom
-    );
-    for tick in [-1.0, -0.5, 0.5, 1.0] {
-        let v = tick * max;
-        let _ = writeln!(s, "<text x=\"{}\" y=\"{}\" text-anchor=\"end\">{v:+.0}%</text>", left - 4.0, y(v) + 4.0);
+    kn_plot::Bars {
+        title: title.to_string(),
+        categories: rels.iter().map(|(k, _)| (*k).clone()).collect(),
+        series: vec![
+            kn_plot::Series { name: "related".into(), values: rels.iter().map(|(_, v)| v.0).collect() },
+            kn_plot::Series { name: "unrelated".into(), values: rels.iter().map(|(_, v)| v.1).collect() },
+        ],
+        y_label: "change in probability (paper metric)".into(),
+        x_label: "relation".into(),
+        unit: "%".into(),
     }
-    for (i, (name, (rel, unrel))) in rels.iter().enumerate() {
-        let x = left + 10.0 + 34.0 * i as f64;
-        for (dx, v, color) in [(0.0, *rel, "#1f77b4"), (13.0, *unrel, "#ff7f0e")] {
-            let (y0, y1) = if v >= 0.0 { (y(v), zero) } else { (zero, y(v)) };
-            let _ = writeln!(
-                s,
-                "<rect x=\"{}\" y=\"{y0:.1}\" width=\"12\" height=\"{:.1}\" fill=\"{color}\"/>",
-                x + dx,
-                (y1 - y0).max(0.5)
-            );
-        }
-        let _ = writeln!(
-            s,
-            "<text transform=\"translate({},{}) rotate(-60)\" text-anchor=\"end\">{name}</text>",
-            x + 12.0,
-            h - bottom + 14.0
-        );
-    }
-    let _ = write!(
-        s,
-        "<rect x=\"{}\" y=\"28\" width=\"10\" height=\"10\" fill=\"#1f77b4\"/><text x=\"{}\" y=\"37\">related</text>\n\
-         <rect x=\"{}\" y=\"28\" width=\"10\" height=\"10\" fill=\"#ff7f0e\"/><text x=\"{}\" y=\"37\">unrelated</text>\n</svg>\n",
-        left + 10.0,
-        left + 24.0,
-        left + 90.0,
-        left + 104.0
-    );
-    s
 }

@@ -1,12 +1,11 @@
 //! The run loop: this shard's facts, skipping those already done, one record per fact.
 
-use std::io::IsTerminal;
 use std::path::Path;
-use std::time::Instant;
 
 use anyhow::Result;
 use burn::tensor::backend::AutodiffBackend;
 use kn_core::KnowledgeModel;
+use kn_progress::{Bar, Mode};
 
 use crate::dataset::{Dataset, Fact};
 use crate::encode::Encoder;
@@ -71,33 +70,15 @@ pub fn run<B: AutodiffBackend, M: KnowledgeModel<B>>(
         .collect();
     let resumed = mine.iter().filter(|id| out.done.contains(id.as_str())).count();
     let todo: Vec<&String> = mine.iter().filter(|id| !out.done.contains(id.as_str())).copied().collect();
-    let show = !quiet;
-    let tty = std::io::stderr().is_terminal();
-    let start = Instant::now();
-    for (k, id) in todo.iter().enumerate() {
+    let mut bar =
+        Bar::new(format!("shard {}/{}", shard.index, shard.count), mine.len() as u64, "facts", Mode::detect(quiet, 50));
+    bar.skip(resumed as u64);
+    for id in &todo {
         let fact = &data[id.as_str()];
         let unrelated = unrelated_of(data, &ids, id, cfg.seed, cfg.unrelated_any);
         let r = evaluate(model, enc, id, fact, unrelated, cfg)?;
         out.append(&r)?;
-        if show {
-            let done = k + 1;
-            let rate = done as f64 / start.elapsed().as_secs_f64().max(1e-9);
-            let eta = (todo.len() - done) as f64 / rate;
-            let bar = "#".repeat(30 * done / todo.len().max(1));
-            let line = format!(
-                "[{bar:<30}] {}/{} facts ({resumed} resumed), {rate:.2} facts/s, ETA {eta:.0} s",
-                done + resumed,
-                mine.len()
-            );
-            if tty {
-                eprint!("\r{line}");
-            } else if done == todo.len() || done % 50 == 0 {
-                eprintln!("{line}");
-            }
-        }
-    }
-    if show && tty {
-        eprintln!();
+        bar.inc(1);
     }
     Ok(RunSummary { shard_facts: mine.len(), resumed, evaluated: todo.len() })
 }

@@ -63,6 +63,10 @@ fn planted_run_report_and_figures() {
         assert!(text.len() > 100, "{f} is too small");
     }
     assert!(std::fs::read_to_string(out.join("fig3-suppression.svg")).unwrap().contains("<rect"));
+    for f in ["fig3-suppression.png", "fig4-enhancement.png"] {
+        let png = std::fs::read(out.join(f)).unwrap();
+        assert!(png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 1000, "{f} is not a PNG picture");
+    }
     let e = kn(&["export", out.to_str().unwrap(), "--model-name", "planted"]);
     let n: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(e["neurons"].as_str().unwrap()).unwrap()).unwrap();

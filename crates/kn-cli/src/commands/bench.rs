@@ -155,20 +155,43 @@ fn cases(
     })
 }
 
-/// Multiply-adds ×2 of the IG tail: per layer l and batch row, FFN-out of layer l, the blocks
-/// above it, the head at the target rows; backward counted as twice the forward.
+/// Floating-point operations of the matrix products the IG tail performs, as `kn_core` runs
+/// it: per layer l and quadrature point, layer l's FFN output at the target rows, the full
+/// blocks between, the last block's keys/values on every row and the rest at the target rows,
+/// and the head at the target rows (causal models: one row per block against cached keys).
+/// The backward pass differentiates the activations only (weights are constants), so it costs
+/// about as much as the forward: the total is twice the forward count.
 fn ig_flops(model: &Transformer<B>, queries: &[Vec<Query>], cfg: &AttributionConfig) -> f64 {
     let d = model.dims();
-    let (dm, dff, v, nl) = (d.d_model as f64, d.d_ff as f64, d.vocab_size as f64, d.n_layers as f64);
+    let (dm, dff, v) = (d.d_model as f64, d.d_ff as f64, d.vocab_size as f64);
+    let last = d.n_layers - 1;
     let mut total = 0.0;
     for prompt in queries {
         for q in prompt {
             let s = q.ids.len() as f64;
-            let block = s * (8.0 * dm * dm + 4.0 * dm * dff + 4.0 * s * dm);
-            let ffn_out = s * 2.0 * dm * dff;
-            let head = q.positions.len() as f64 * 2.0 * dm * v;
-            let layers_above: f64 = (0..d.n_layers).map(|l| nl - l as f64 - 1.0).sum();
-            total += 3.0 * cfg.steps as f64 * (nl * (ffn_out + head) + layers_above * block);
+            let n = q.positions.len() as f64;
+            let causal = model.objective() == Objective::CausalLm && q.positions == [q.ids.len() - 1];
+            // One block: q/k/v/o projections, scores and context, FFN in and out.
+            let block = |rows: f64, kv_rows: f64| {
+                2.0 * (2.0 * dm * dm * rows
+                    + 2.0 * dm * dm * kv_rows
+                    + 2.0 * rows * kv_rows * dm
+                    + 2.0 * dm * dff * rows)
+            };
+            let mut fwd = 0.0;
+            for l in 0..d.n_layers {
+                fwd += n * 2.0 * dm * dff + n * 2.0 * dm * v;
+                if l == last {
+                    continue;
+                }
+                if causal {
+                    // The last row only; keys/values of the prefix are cached.
+                    fwd += (last - l) as f64 * (block(1.0, 1.0) + 4.0 * (s - 1.0) * dm);
+                } else {
+                    fwd += (last - l - 1) as f64 * block(s, s) + block(n, s);
+                }
+            }
+            total += 2.0 * cfg.steps as f64 * fwd;
         }
     }
     total

@@ -1,13 +1,13 @@
 //! `kn-cli neurons`: refined knowledge neurons of a fact from several prompts.
 
-use std::io::IsTerminal;
-
 use anyhow::{bail, Result};
-use kn_core::{attribute, coarse, refine, NeuronId, Sharing};
+use kn_core::{attribute, attribute_observed, coarse, refine, KnowledgeModel, NeuronId, Sharing};
+use kn_progress::{Bar, Mode};
 use serde_json::json;
 
 use crate::args::{read_lines, write_json};
 use crate::cli::NeuronsArgs;
+use crate::pictures;
 
 /// Runs the command.
 pub fn run(a: NeuronsArgs) -> Result<()> {
@@ -25,15 +25,16 @@ pub fn run(a: NeuronsArgs) -> Result<()> {
     if !a.adaptive_p && !(0.0..1.0).contains(&a.p) {
         bail!("--p {} is outside [0, 1)", a.p);
     }
-    let progress = !a.quiet && std::io::stderr().is_terminal();
     let bundle = a.model.load()?;
+    let layers = bundle.model.dims().n_layers;
     let mut per_prompt = Vec::with_capacity(prompts.len());
-    for (k, p) in prompts.iter().enumerate() {
-        if progress {
-            eprintln!("[{}/{}] attributing {p:?}", k + 1, prompts.len());
-        }
-        let pq = a.target_opts.queries(&bundle, p, &a.target)?;
-        per_prompt.push(coarse(&attribute(&bundle.model, &pq.queries, &cfg)?, rule)?);
+    let queries = prompts.iter().map(|p| a.target_opts.queries(&bundle, p, &a.target)).collect::<Result<Vec<_>>>()?;
+    let units: usize = queries.iter().map(|pq| pq.queries.len() * layers).sum();
+    let mut bar = Bar::new("attributing", units as u64, "layers", Mode::terminal_only(a.quiet));
+    for (k, pq) in queries.iter().enumerate() {
+        bar.set_label(format!("prompt {}/{}", k + 1, prompts.len()));
+        let attr = attribute_observed(&bundle.model, &pq.queries, &cfg, &mut |_| bar.inc(1))?;
+        per_prompt.push(coarse(&attr, rule)?);
     }
     let mut negatives: Vec<Vec<NeuronId>> = Vec::new();
     if let Some(f) = &a.negative {
@@ -46,6 +47,10 @@ pub fn run(a: NeuronsArgs) -> Result<()> {
         }
     }
     let refined = refine(&per_prompt, sharing, &negatives, a.negative_share)?;
+    if let Some(path) = &a.plot {
+        let title = format!("Knowledge neurons of '{}' per layer ({} prompts)", a.target, prompts.len());
+        pictures::layer_bars(layers, &refined.neurons, &per_prompt, &title, path)?;
+    }
     write_json(
         &json!({
             "neurons": refined.neurons,

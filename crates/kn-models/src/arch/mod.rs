@@ -89,8 +89,11 @@ impl<B: Backend> Loader<'_, B> {
 }
 
 /// The prefix under which a checkpoint stores the base model: `with` if `probe` exists under it.
+///
+/// A synthetic map (random models) takes the prefix: the names of a checkpoint saved by
+/// `transformers`' `*ForMaskedLM` / `*ForCausalLM`, which is what `init-random` writes.
 pub fn detect_prefix(weights: &WeightMap, with: &'static str, probe: &str) -> &'static str {
-    if weights.contains(&format!("{with}{probe}")) {
+    if weights.is_synthetic() || weights.contains(&format!("{with}{probe}")) {
         with
     } else {
         ""

@@ -7,7 +7,7 @@
 
 use burn::tensor::{activation::softmax, backend::Backend, Tensor};
 
-use kn_core::ModelInput;
+use kn_core::{gather_rows, ModelInput};
 
 use super::{AttentionKind, Linear};
 
@@ -49,6 +49,29 @@ impl<B: Backend> Attention<B> {
         }
         let ctx = softmax(scores, 3).matmul(v);
         self.o.forward(ctx.swap_dims(1, 2).reshape([b, s, d]))
+    }
+
+    /// Attention output at the positions `rows` only; keys and values from every position.
+    ///
+    /// # Shapes
+    /// - `x`: `[batch, seq, d_model]`; output: `[batch, rows.len(), d_model]`
+    pub fn forward_rows(&self, x: Tensor<B, 3>, rows: &[usize], input: &ModelInput<B>) -> Tensor<B, 3> {
+        let [b, s, d] = x.dims();
+        let n = rows.len();
+        let q = self.heads(self.q.forward(gather_rows(x.clone(), rows)));
+        let k = self.heads(self.k.forward(x.clone()));
+        let v = self.heads(self.v.forward(x.clone()));
+        let mut scores = q.matmul(k.swap_dims(2, 3));
+        if self.scale != 1.0 {
+            scores = scores * self.scale;
+        }
+        if let Some(bias) = self.kind.bias(input, s, s, 0, &x.device()) {
+            let [bb, one, _, _] = bias.dims();
+            let picked = rows.iter().map(|&r| bias.clone().slice([0..bb, 0..one, r..r + 1, 0..s])).collect();
+            scores = scores + Tensor::cat(picked, 2);
+        }
+        let ctx = softmax(scores, 3).matmul(v);
+        self.o.forward(ctx.swap_dims(1, 2).reshape([b, n, d]))
     }
 
     /// Attention output of the last `n` positions, the keys and values of the earlier `p`

@@ -2,7 +2,7 @@
 
 use burn::tensor::{backend::Backend, Tensor};
 
-use kn_core::ModelInput;
+use kn_core::{gather_rows, ModelInput};
 
 use super::{Activation, Attention, LayerNorm, Linear};
 
@@ -43,6 +43,23 @@ impl<B: Backend> Block<B> {
         match self.norm {
             NormPlacement::Post => self.ln_attn.forward(x.clone() + self.attn.forward(x, input)),
             NormPlacement::Pre => x.clone() + self.attn.forward(self.ln_attn.forward(x), input),
+        }
+    }
+
+    /// [`Block::attention_half`] at the positions `rows` only.
+    ///
+    /// # Shapes
+    /// - `x`: `[batch, seq, d_model]`; output: `[batch, rows.len(), d_model]`
+    pub fn attention_half_rows(&self, x: Tensor<B, 3>, rows: &[usize], input: &ModelInput<B>) -> Tensor<B, 3> {
+        match self.norm {
+            NormPlacement::Post => {
+                let a = self.attn.forward_rows(x.clone(), rows, input);
+                self.ln_attn.forward(gather_rows(x, rows) + a)
+            }
+            NormPlacement::Pre => {
+                let a = self.attn.forward_rows(self.ln_attn.forward(x.clone()), rows, input);
+                gather_rows(x, rows) + a
+            }
         }
     }
 

@@ -71,9 +71,7 @@ impl AttentionKind {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burn::backend::NdArray;
-
-    type B = NdArray<f32>;
+    type B = crate::backend::Inner;
 
     fn visible(kind: AttentionKind, n: usize) -> Vec<Vec<bool>> {
         let dev = Default::default();

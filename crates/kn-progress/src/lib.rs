@@ -1,0 +1,179 @@
+//! Progress of long work on stderr: a bar with count, rate and ETA, redrawn in place on a
+//! terminal. When stderr is not a terminal (logs, CI) it prints a plain line every `log_every`
+//! units and at the end; with `quiet` it prints nothing.
+
+use std::io::{IsTerminal, Write};
+use std::time::{Duration, Instant};
+
+/// How a [`Bar`] shows itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Redrawn in place (stderr is a terminal).
+    Terminal,
+    /// One line every so many units (stderr is a file or pipe).
+    Lines {
+        /// Units between two lines.
+        every: u64,
+    },
+    /// Nothing.
+    Hidden,
+}
+
+impl Mode {
+    /// `Terminal` when stderr is a terminal and not `quiet`, else `Hidden`.
+    pub fn terminal_only(quiet: bool) -> Self {
+        if !quiet && std::io::stderr().is_terminal() {
+            Self::Terminal
+        } else {
+            Self::Hidden
+        }
+    }
+
+    /// `Hidden` if `quiet`, else `Terminal` or `Lines { every }` by what stderr is.
+    pub fn detect(quiet: bool, every: u64) -> Self {
+        if quiet {
+            Self::Hidden
+        } else if std::io::stderr().is_terminal() {
+            Self::Terminal
+        } else {
+            Self::Lines { every: every.max(1) }
+        }
+    }
+}
+
+/// A progress bar over `total` units of work.
+#[derive(Debug)]
+pub struct Bar {
+    label: String,
+    unit: String,
+    total: u64,
+    done: u64,
+    /// Units counted as done before this process started (resumed runs): not in the rate.
+    skipped: u64,
+    mode: Mode,
+    start: Instant,
+    last_draw: Option<Instant>,
+}
+
+impl Bar {
+    /// A bar for `total` units called `unit` ("layers", "facts").
+    pub fn new(label: impl Into<String>, total: u64, unit: impl Into<String>, mode: Mode) -> Self {
+        Self {
+            label: label.into(),
+            unit: unit.into(),
+            total,
+            done: 0,
+            skipped: 0,
+            mode,
+            start: Instant::now(),
+            last_draw: None,
+        }
+    }
+
+    /// Counts `n` units as already done (resumed work), outside the rate and ETA.
+    pub fn skip(&mut self, n: u64) {
+        self.skipped += n;
+    }
+
+    /// Replaces the label (the prompt being worked on, say).
+    pub fn set_label(&mut self, label: impl Into<String>) {
+        self.label = label.into();
+    }
+
+    /// Marks `n` more units done and redraws if due.
+    pub fn inc(&mut self, n: u64) {
+        self.done += n;
+        let finished = self.skipped + self.done >= self.total;
+        match self.mode {
+            Mode::Hidden => {}
+            Mode::Terminal => {
+                let due = self.last_draw.is_none_or(|t| t.elapsed() >= Duration::from_millis(100));
+                if due || finished {
+                    self.last_draw = Some(Instant::now());
+                    let mut err = std::io::stderr().lock();
+                    let _ = write!(err, "\r\x1b[2K{}", self.line());
+                    if finished {
+                        let _ = writeln!(err);
+                    }
+                    let _ = err.flush();
+                }
+            }
+            Mode::Lines { every } => {
+                if finished || self.done % every == 0 {
+                    eprintln!("{}", self.line());
+                }
+            }
+        }
+    }
+
+    /// The text of the bar as it is now.
+    pub fn line(&self) -> String {
+        let count = self.skipped + self.done;
+        let width = 24usize;
+        let filled = if self.total == 0 { width } else { (width as u64 * count.min(self.total) / self.total) as usize };
+        let secs = self.start.elapsed().as_secs_f64();
+        let rate = if secs > 0.0 { self.done as f64 / secs } else { 0.0 };
+        let eta = if rate > 0.0 { format_secs(self.total.saturating_sub(count) as f64 / rate) } else { "?".into() };
+        let skipped = if self.skipped > 0 { format!(" ({} resumed)", self.skipped) } else { String::new() };
+        format!(
+            "{} [{}{}] {count}/{} {}{skipped}, {} /s, elapsed {}, ETA {eta}",
+            self.label,
+            "#".repeat(filled),
+            "-".repeat(width - filled),
+            self.total,
+            self.unit,
+            format_rate(rate),
+            format_secs(secs),
+        )
+    }
+}
+
+/// `1.23`, `0.0412`: three significant digits.
+fn format_rate(r: f64) -> String {
+    if r >= 100.0 {
+        format!("{r:.0}")
+    } else if r >= 1.0 {
+        format!("{r:.2}")
+    } else {
+        format!("{r:.3}")
+    }
+}
+
+/// `42s`, `3m05s`, `2h07m`.
+pub fn format_secs(s: f64) -> String {
+    let s = s.max(0.0).round() as u64;
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m{:02}s", s / 60, s % 60),
+        _ => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_counts_resumed_units_but_not_in_the_rate() {
+        let mut b = Bar::new("facts", 10, "facts", Mode::Hidden);
+        b.skip(4);
+        b.inc(2);
+        let line = b.line();
+        assert!(line.starts_with("facts [##############----------] 6/10 facts (4 resumed), "), "{line}");
+        assert!(line.contains("ETA "), "{line}");
+    }
+
+    #[test]
+    fn durations_read_naturally() {
+        assert_eq!(format_secs(42.4), "42s");
+        assert_eq!(format_secs(185.0), "3m05s");
+        assert_eq!(format_secs(7620.0), "2h07m");
+        assert_eq!(format_rate(0.04123), "0.041");
+    }
+
+    #[test]
+    fn empty_work_is_a_full_bar() {
+        let b = Bar::new("x", 0, "u", Mode::Hidden);
+        assert!(b.line().contains("[########################] 0/0"));
+    }
+}

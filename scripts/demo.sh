@@ -25,7 +25,8 @@ The eiffel tower is situated in [MASK]
 [MASK], france's capital, is one of the most popular tourist destinations in the world
 PROMPTS
 TEXT="Sarah was visiting [MASK], the capital of france"
-$kn neurons -m "$M" --target paris --prompts "$out/paris.txt" --p 0.5 --adaptive-threshold 0.3 --out "$out/paris-neurons.json"
+$kn neurons -m "$M" --target paris --prompts "$out/paris.txt" --p 0.5 --adaptive-threshold 0.3 --out "$out/paris-neurons.json" \
+  --plot "$out/paris-layers.png"
 echo "refined neurons: $(head -c 300 "$out/paris-neurons.json")" >&2
 $kn suppress -m "$M" --prompt "$TEXT" --target paris --neurons "$out/paris-neurons.json"
 $kn suppress -m "$M" --prompt "[MASK] is the official language of the solomon islands" --target english --neurons "$out/paris-neurons.json"
@@ -38,8 +39,11 @@ echo "== AntiBERTy (trained BERT): which residue goes at the mask, and its knowl
 A="$models/antiberty-model"
 IGN=(--ignore-prefix cls.species. --ignore-prefix cls.chain. --ignore-prefix cls.graft.)
 $kn predict -m "$A" "${IGN[@]}" --prompt "E V Q L V E S G G G L V Q P G G S L R L S C A A S [MASK] F T F S S Y A M S" --top-k 3
-$kn neurons -m "$A" "${IGN[@]}" --target G --steps 10 --batch-size 10 --out "$out/antiberty-neurons.json" \
+$kn neurons -m "$A" "${IGN[@]}" --target G --steps 10 --batch-size 10 --out "$out/antiberty-neurons.json" --plot "$out/antiberty-layers.svg" \
   --prompt "E V Q L V E S G G G L V Q P G G S L R L S C A A S [MASK] F T F S S Y A M S" \
   --prompt "G G L V Q P G G S L R L S C A A S [MASK] F T F S S Y A M S W V R Q" \
   --prompt "L R L S C A A S [MASK] F T F S S Y A M S W V R Q A P G K G L E W V S"
 $kn suppress -m "$A" "${IGN[@]}" --prompt "E V Q L V E S G G G L V Q P G G S L R L S C A A S [MASK] F T F S S Y A M S" --target G --neurons "$out/antiberty-neurons.json"
+$kn attribute -m "$A" "${IGN[@]}" --prompt "E V Q L V E S G G G L V Q P G G S L R L S C A A S [MASK] F T F S S Y A M S" --target G \
+  --steps 10 --batch-size 10 --out "$out/antiberty-scores.json" --heatmap "$out/antiberty-heatmap.png" --mark "$out/antiberty-neurons.json"
+echo "pictures: $out/paris-layers.png $out/antiberty-layers.svg $out/antiberty-heatmap.png" >&2

@@ -1,8 +1,7 @@
 //! Loading a complete model (config, weights, tokenizer) from a folder or a Hub name.
 
+use crate::nn::DualMatmul;
 use std::path::{Path, PathBuf};
-
-use burn::tensor::backend::Backend;
 
 use crate::arch::{self, Loader};
 use crate::config::{Arch, ArchConfig, HfConfig};
@@ -26,7 +25,7 @@ pub struct LoadOptions {
 
 /// A loaded model with what describes it.
 #[derive(Debug, Clone)]
-pub struct ModelBundle<B: Backend> {
+pub struct ModelBundle<B: DualMatmul> {
     /// The network.
     pub model: Transformer<B>,
     /// Its tokenizer, when the folder has one (some checkpoints ship only ids).
@@ -38,7 +37,11 @@ pub struct ModelBundle<B: Backend> {
 }
 
 /// Resolves `name` (a folder or a Hub id) and loads model and tokenizer on `device`.
-pub fn load_model<B: Backend>(name: &str, opts: &LoadOptions, device: &B::Device) -> Result<ModelBundle<B>, LoadError> {
+pub fn load_model<B: DualMatmul>(
+    name: &str,
+    opts: &LoadOptions,
+    device: &B::Device,
+) -> Result<ModelBundle<B>, LoadError> {
     let dir = resolve(name, &opts.hub)?;
     let (model, config) = load_dir(&dir, &opts.ignore_prefixes, device)?;
     let tok_dir = opts.tokenizer_dir.clone().unwrap_or_else(|| dir.clone());
@@ -52,7 +55,7 @@ pub fn load_model<B: Backend>(name: &str, opts: &LoadOptions, device: &B::Device
 
 /// Loads config.json and the weights of a model folder, failing on any missing, misshapen or
 /// unexpected tensor.
-pub fn load_dir<B: Backend>(
+pub fn load_dir<B: DualMatmul>(
     dir: &Path,
     ignore_prefixes: &[String],
     device: &B::Device,
@@ -72,7 +75,7 @@ pub fn load_dir<B: Backend>(
 }
 
 /// Builds the architecture of `cfg` from `weights` (which keeps what was not used).
-pub fn build<B: Backend>(
+pub fn build<B: DualMatmul>(
     cfg: &ArchConfig,
     weights: &mut WeightMap,
     device: &B::Device,

@@ -2,9 +2,9 @@
 //! for benchmarks and demos where the Hub cannot be reached: same config.json and tensor names
 //! as the real ones, random values.
 
+use crate::nn::DualMatmul;
 use std::path::Path;
 
-use burn::tensor::backend::Backend;
 use safetensors::tensor::{Dtype, TensorView};
 use serde_json::{json, Value};
 
@@ -55,7 +55,7 @@ pub fn preset_config(name: &str) -> Option<Value> {
 
 /// A model of `config` with random weights (N(0, 0.02), as Hugging Face initialises), and the
 /// tensors it was built from under their Hugging Face names.
-pub fn random_model<B: Backend>(
+pub fn random_model<B: DualMatmul>(
     config: &Value,
     seed: u64,
     device: &B::Device,

@@ -1,6 +1,7 @@
 //! The one transformer every architecture is loaded into.
 
-use burn::tensor::{backend::Backend, Tensor};
+use crate::nn::DualMatmul;
+use burn::tensor::Tensor;
 
 use kn_core::{KnowledgeModel, ModelDims, ModelInput, Objective};
 
@@ -9,7 +10,7 @@ use crate::nn::{Block, Embeddings, LmHead};
 /// A language model as embeddings, blocks and a head; BERT, GPT-2 and GPT-Neo differ only in
 /// the data these hold (norm placement, activation, masks, head).
 #[derive(Debug, Clone)]
-pub struct Transformer<B: Backend> {
+pub struct Transformer<B: DualMatmul> {
     /// Input embeddings.
     pub embeddings: Embeddings<B>,
     /// Transformer blocks.
@@ -20,13 +21,13 @@ pub struct Transformer<B: Backend> {
     pub objective: Objective,
 }
 
-impl<B: Backend> KnowledgeModel<B> for Transformer<B> {
+impl<B: DualMatmul> KnowledgeModel<B> for Transformer<B> {
     fn dims(&self) -> ModelDims {
         let [vocab_size, d_model] = self.embeddings.word.dims();
         ModelDims {
             n_layers: self.blocks.len(),
             d_model,
-            d_ff: self.blocks.first().map_or(0, |b| b.ffn_in.weight.dims()[1]),
+            d_ff: self.blocks.first().map_or(0, |b| b.ffn_in.weight().dims()[1]),
             vocab_size,
             max_positions: self.embeddings.position.dims()[0],
         }
@@ -57,11 +58,11 @@ impl<B: Backend> KnowledgeModel<B> for Transformer<B> {
     }
 
     fn ffn_out_weight(&self, layer: usize) -> Tensor<B, 2> {
-        self.blocks[layer].ffn_out.weight.clone()
+        self.blocks[layer].ffn_out.weight()
     }
 
     fn set_ffn_out_weight(&mut self, layer: usize, weight: Tensor<B, 2>) {
-        self.blocks[layer].ffn_out.weight = weight;
+        self.blocks[layer].ffn_out.set_weight(weight);
     }
 
     fn token_embedding(&self, id: u32) -> Tensor<B, 1> {

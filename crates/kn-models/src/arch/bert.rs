@@ -10,7 +10,7 @@
 //! | `bert.encoder.layer.N.output.dense` / `.LayerNorm` | `ffn_out` (transposed) / `ln_ffn` (post) |
 //! | `cls.predictions.transform.*`, `cls.predictions.bias` | `head` (decoder tied to word embeddings) |
 
-use burn::tensor::backend::Backend;
+use crate::nn::DualMatmul;
 
 use kn_core::Objective;
 
@@ -21,7 +21,7 @@ use crate::nn::{Attention, Block, Embeddings, LmHead, NormPlacement};
 use crate::transformer::Transformer;
 
 /// Builds BERT with its MLM head.
-pub fn load<B: Backend>(l: &mut Loader<'_, B>) -> Result<Transformer<B>, LoadError> {
+pub fn load<B: DualMatmul>(l: &mut Loader<'_, B>) -> Result<Transformer<B>, LoadError> {
     let c = l.cfg.clone();
     let (d, v) = (c.d_model, c.vocab_size);
     let p = detect_prefix(l.weights, "bert.", "embeddings.word_embeddings.weight");

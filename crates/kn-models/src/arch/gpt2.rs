@@ -10,7 +10,7 @@
 //! | `transformer.h.N.mlp.c_fc` / `c_proj` | `ffn_in` / `ffn_out` (no transpose) |
 //! | `transformer.ln_f`, `lm_head.weight` (or tied `wte`) | `head` |
 
-use burn::tensor::backend::Backend;
+use crate::nn::DualMatmul;
 
 use super::{load_gpt, Layout, Loader};
 use crate::error::LoadError;
@@ -18,14 +18,17 @@ use crate::nn::{Attention, Linear};
 use crate::transformer::Transformer;
 
 /// Builds GPT-2 with its LM head.
-pub fn load<B: Backend>(l: &mut Loader<'_, B>) -> Result<Transformer<B>, LoadError> {
+pub fn load<B: DualMatmul>(l: &mut Loader<'_, B>) -> Result<Transformer<B>, LoadError> {
     load_gpt(l, Layout::InOut, |l, n, i| {
         let (d, c) = (l.cfg.d_model, l.cfg.clone());
         let w = l.raw(&format!("{n}.attn.c_attn.weight"), &[d, 3 * d])?;
         let b = l.raw(&format!("{n}.attn.c_attn.bias"), &[3 * d])?;
-        let part = |k: usize| Linear {
-            weight: w.columns(k * d, (k + 1) * d).into_tensor(l.device),
-            bias: Some(b.range(k * d, (k + 1) * d).into_tensor(l.device)),
+        let part = |k: usize| {
+            Linear::from_raw(
+                w.columns(k * d, (k + 1) * d),
+                Some(b.range(k * d, (k + 1) * d).into_tensor(l.device)),
+                l.device,
+            )
         };
         Ok(Attention {
             q: part(0),

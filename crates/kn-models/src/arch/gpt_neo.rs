@@ -13,7 +13,7 @@
 //! Attention is not scaled by 1/sqrt(d_head), and layers alternate global / local attention as
 //! config.json says (the difference lives in `ArchConfig`).
 
-use burn::tensor::backend::Backend;
+use crate::nn::DualMatmul;
 
 use super::{load_gpt, Layout, Loader};
 use crate::error::LoadError;
@@ -21,7 +21,7 @@ use crate::nn::Attention;
 use crate::transformer::Transformer;
 
 /// Builds GPT-Neo with its LM head.
-pub fn load<B: Backend>(l: &mut Loader<'_, B>) -> Result<Transformer<B>, LoadError> {
+pub fn load<B: DualMatmul>(l: &mut Loader<'_, B>) -> Result<Transformer<B>, LoadError> {
     load_gpt(l, Layout::OutIn, |l, n, i| {
         let (d, c) = (l.cfg.d_model, l.cfg.clone());
         let a = format!("{n}.attn.attention");

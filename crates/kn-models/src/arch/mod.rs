@@ -5,7 +5,7 @@ pub mod bert;
 pub mod gpt2;
 pub mod gpt_neo;
 
-use burn::tensor::backend::Backend;
+use crate::nn::DualMatmul;
 
 use crate::config::ArchConfig;
 use crate::error::LoadError;
@@ -25,7 +25,7 @@ pub enum Layout {
 }
 
 /// A cursor over a [`WeightMap`] that builds burn modules on `device`, under a name prefix.
-pub struct Loader<'a, B: Backend> {
+pub struct Loader<'a, B: DualMatmul> {
     /// The checkpoint's remaining tensors.
     pub weights: &'a mut WeightMap,
     /// Target device.
@@ -34,7 +34,7 @@ pub struct Loader<'a, B: Backend> {
     pub cfg: &'a ArchConfig,
 }
 
-impl<B: Backend> Loader<'_, B> {
+impl<B: DualMatmul> Loader<'_, B> {
     /// A raw tensor with a shape check.
     pub fn raw(&mut self, name: &str, shape: &[usize]) -> Result<RawTensor, LoadError> {
         self.weights.take(name, shape)
@@ -64,7 +64,7 @@ impl<B: Backend> Loader<'_, B> {
             Layout::InOut => self.raw(&format!("{name}.weight"), &[d_in, d_out])?,
         };
         let bias = if bias { Some(self.vector(&format!("{name}.bias"), d_out)?) } else { None };
-        Ok(Linear { weight: w.into_tensor(self.device), bias })
+        Ok(Linear::from_raw(w, bias, self.device))
     }
 
     /// A LayerNorm at `name` (`weight`/`bias`, or the old `gamma`/`beta`).
@@ -81,10 +81,10 @@ impl<B: Backend> Loader<'_, B> {
 
     /// The transposed unembedding `[d_model, vocab]`: `explicit` if the checkpoint has it
     /// (an untied or duplicated head), else the tied token embedding `tied` (`[vocab, d_model]`).
-    pub fn unembedding(&mut self, explicit: &str, tied: &RawTensor) -> Result<burn::tensor::Tensor<B, 2>, LoadError> {
+    pub fn unembedding(&mut self, explicit: &str, tied: &RawTensor) -> Result<Linear<B>, LoadError> {
         let (v, d) = (self.cfg.vocab_size, self.cfg.d_model);
         let w = self.weights.take_opt(explicit, &[v, d])?.unwrap_or_else(|| tied.clone());
-        Ok(w.transpose().into_tensor(self.device))
+        Ok(Linear::from_raw(w.transpose(), None, self.device))
     }
 }
 
@@ -104,7 +104,7 @@ pub fn detect_prefix(weights: &WeightMap, with: &'static str, probe: &str) -> &'
 /// `mlp.c_fc`/`mlp.c_proj` stored in `mlp` layout, `ln_f`, a head tied to `wte` unless
 /// `lm_head.weight` is present. `attn(loader, "h.N" with prefix, N)` loads the attention, the
 /// only part that differs.
-pub fn load_gpt<B: Backend>(
+pub fn load_gpt<B: DualMatmul>(
     l: &mut Loader<'_, B>,
     mlp: Layout,
     attn: impl Fn(&mut Loader<'_, B>, &str, usize) -> Result<Attention<B>, LoadError>,

@@ -5,7 +5,8 @@
 //! <https://github.com/huggingface/transformers/blob/v4.46.0/src/transformers/models/gpt2/modeling_gpt2.py>,
 //! <https://github.com/huggingface/transformers/blob/v4.46.0/src/transformers/models/gpt_neo/modeling_gpt_neo.py>.
 
-use burn::tensor::{activation::softmax, backend::Backend, Tensor};
+use super::DualMatmul;
+use burn::tensor::{activation::softmax, Tensor};
 
 use kn_core::{gather_rows, ModelInput};
 
@@ -13,7 +14,7 @@ use super::{AttentionKind, Linear};
 
 /// Self-attention with separate q/k/v/o projections (GPT-2's fused `c_attn` is split at load).
 #[derive(Debug, Clone)]
-pub struct Attention<B: Backend> {
+pub struct Attention<B: DualMatmul> {
     /// Query projection.
     pub q: Linear<B>,
     /// Key projection.
@@ -30,7 +31,7 @@ pub struct Attention<B: Backend> {
     pub kind: AttentionKind,
 }
 
-impl<B: Backend> Attention<B> {
+impl<B: DualMatmul> Attention<B> {
     /// Attention over the whole sequence.
     ///
     /// # Shapes

@@ -1,6 +1,7 @@
 //! One transformer block, with norm placement as data (no boolean that swaps field meanings).
 
-use burn::tensor::{backend::Backend, Tensor};
+use super::DualMatmul;
+use burn::tensor::Tensor;
 
 use kn_core::{gather_rows, ModelInput};
 
@@ -17,7 +18,7 @@ pub enum NormPlacement {
 
 /// Attention + FFN, split at the FFN post-activation (the knowledge-neuron site).
 #[derive(Debug, Clone)]
-pub struct Block<B: Backend> {
+pub struct Block<B: DualMatmul> {
     /// Norm placement.
     pub norm: NormPlacement,
     /// The norm of the attention sub-layer (before it for Pre, after the residual for Post).
@@ -34,7 +35,7 @@ pub struct Block<B: Backend> {
     pub ffn_out: Linear<B>,
 }
 
-impl<B: Backend> Block<B> {
+impl<B: DualMatmul> Block<B> {
     /// Residual stream after the attention sub-layer.
     ///
     /// # Shapes

@@ -1,6 +1,7 @@
 //! Token, position and segment embeddings.
 
-use burn::tensor::{backend::Backend, Int, Tensor};
+use super::DualMatmul;
+use burn::tensor::{Int, Tensor};
 
 use kn_core::ModelInput;
 
@@ -8,7 +9,7 @@ use super::LayerNorm;
 
 /// `LN?(E_tok[ids] + E_pos[0..s] + E_type[types])`.
 #[derive(Debug, Clone)]
-pub struct Embeddings<B: Backend> {
+pub struct Embeddings<B: DualMatmul> {
     /// Token embeddings, `[vocab, d_model]`.
     pub word: Tensor<B, 2>,
     /// Learned absolute positions, `[max_positions, d_model]`.
@@ -19,7 +20,7 @@ pub struct Embeddings<B: Backend> {
     pub norm: Option<LayerNorm<B>>,
 }
 
-impl<B: Backend> Embeddings<B> {
+impl<B: DualMatmul> Embeddings<B> {
     /// Embeds a batch of sequences.
     ///
     /// # Shapes

@@ -1,12 +1,13 @@
 //! Final norm and language-model head.
 
-use burn::tensor::{backend::Backend, Tensor};
+use super::DualMatmul;
+use burn::tensor::Tensor;
 
 use super::{Activation, LayerNorm, Linear};
 
 /// BERT's MLM transform (`cls.predictions.transform`): dense, activation, norm.
 #[derive(Debug, Clone)]
-pub struct HeadTransform<B: Backend> {
+pub struct HeadTransform<B: DualMatmul> {
     /// Dense `[d_model, d_model]`.
     pub dense: Linear<B>,
     /// Activation.
@@ -17,18 +18,18 @@ pub struct HeadTransform<B: Backend> {
 
 /// `logits = T(LN_f(h)) · W_U + b`.
 #[derive(Debug, Clone)]
-pub struct LmHead<B: Backend> {
+pub struct LmHead<B: DualMatmul> {
     /// Final norm of pre-LN models (GPT `ln_f`).
     pub final_norm: Option<LayerNorm<B>>,
     /// MLM transform (BERT).
     pub transform: Option<HeadTransform<B>>,
     /// Unembedding, `[d_model, vocab]` (the transposed, usually tied, token embedding).
-    pub unembed: Tensor<B, 2>,
+    pub unembed: Linear<B>,
     /// Output bias, `[vocab]` (BERT).
     pub bias: Option<Tensor<B, 1>>,
 }
 
-impl<B: Backend> LmHead<B> {
+impl<B: DualMatmul> LmHead<B> {
     /// Logits for every given row.
     ///
     /// # Shapes
@@ -40,7 +41,10 @@ impl<B: Backend> LmHead<B> {
         if let Some(t) = &self.transform {
             h = t.norm.forward(t.act.forward(t.dense.forward(h)));
         }
-        let unembed = Linear { weight: self.unembed.clone(), bias: self.bias.clone() };
-        unembed.forward(h)
+        let logits = self.unembed.forward(h);
+        match &self.bias {
+            Some(b) => logits + b.clone().unsqueeze::<3>(),
+            None => logits,
+        }
     }
 }

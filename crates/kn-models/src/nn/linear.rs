@@ -1,20 +1,54 @@
 //! Affine map with the weight stored `[in, out]` (burn's layout).
 
-use burn::tensor::{backend::Backend, Tensor};
+use burn::tensor::{Tensor, TensorData, TensorPrimitive};
+
+use super::DualMatmul;
+use crate::weights::RawTensor;
 
 /// `y = x W + b` with `W: [d_in, d_out]`.
 ///
 /// Loaders transpose PyTorch `nn.Linear` weights (`[out, in]`) once at load time; GPT-2's
-/// `Conv1D` is already `[in, out]`.
+/// `Conv1D` is already `[in, out]`. On backends that want it ([`DualMatmul::KEEP_TRANSPOSE`])
+/// `Wᵀ` is kept too, for the backward pass.
 #[derive(Debug, Clone)]
-pub struct Linear<B: Backend> {
+pub struct Linear<B: DualMatmul> {
     /// Weight, `[d_in, d_out]`.
-    pub weight: Tensor<B, 2>,
+    weight: Tensor<B, 2>,
+    /// `Wᵀ`, `[d_out, d_in]`, contiguous; `None` on backends that read transposes in place.
+    weight_t: Option<Tensor<B, 2>>,
     /// Bias, `[d_out]`.
     pub bias: Option<Tensor<B, 1>>,
 }
 
-impl<B: Backend> Linear<B> {
+impl<B: DualMatmul> Linear<B> {
+    /// From a host weight `[d_in, d_out]` (transposed on the host when the backend keeps `Wᵀ`).
+    pub fn from_raw(w: RawTensor, bias: Option<Tensor<B, 1>>, device: &B::Device) -> Self {
+        let weight_t = B::KEEP_TRANSPOSE.then(|| w.clone().transpose().into_tensor(device));
+        Self { weight: w.into_tensor(device), weight_t, bias }
+    }
+
+    /// From a weight `[d_in, d_out]` already on the device.
+    pub fn new(weight: Tensor<B, 2>, bias: Option<Tensor<B, 1>>) -> Self {
+        let weight_t = B::KEEP_TRANSPOSE.then(|| contiguous_transpose(&weight));
+        Self { weight, weight_t, bias }
+    }
+
+    /// From `W` and its transpose `Wᵀ` (both given, e.g. a tied embedding and its transpose).
+    pub fn with_transpose(weight: Tensor<B, 2>, weight_t: Tensor<B, 2>, bias: Option<Tensor<B, 1>>) -> Self {
+        Self { weight, weight_t: B::KEEP_TRANSPOSE.then_some(weight_t), bias }
+    }
+
+    /// The weight, `[d_in, d_out]`.
+    pub fn weight(&self) -> Tensor<B, 2> {
+        self.weight.clone()
+    }
+
+    /// Replaces the weight (same shape), keeping `Wᵀ` in step.
+    pub fn set_weight(&mut self, weight: Tensor<B, 2>) {
+        self.weight_t = B::KEEP_TRANSPOSE.then(|| contiguous_transpose(&weight));
+        self.weight = weight;
+    }
+
     /// Applies the map to every row.
     ///
     /// # Shapes
@@ -22,11 +56,33 @@ impl<B: Backend> Linear<B> {
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let [b, s, d_in] = x.dims();
         let d_out = self.weight.dims()[1];
-        let y = x.reshape([b * s, d_in]).matmul(self.weight.clone());
+        let x = x.reshape([b * s, d_in]);
+        let y = match &self.weight_t {
+            Some(wt) => Tensor::from_primitive(TensorPrimitive::Float(B::dual_matmul(
+                x.into_primitive().tensor(),
+                self.weight.clone().into_primitive().tensor(),
+                wt.clone().into_primitive().tensor(),
+            ))),
+            None => x.matmul(self.weight.clone()),
+        };
         let y = match &self.bias {
             Some(bias) => y + bias.clone().unsqueeze::<2>(),
             None => y,
         };
         y.reshape([b, s, d_out])
     }
+}
+
+/// `wᵀ` materialised (row-major), not a strided view.
+fn contiguous_transpose<B: DualMatmul>(w: &Tensor<B, 2>) -> Tensor<B, 2> {
+    let [r, c] = w.dims();
+    let data = w.clone().into_data();
+    let values: Vec<f32> = data.iter::<f32>().collect();
+    let mut t = vec![0.0f32; values.len()];
+    for i in 0..r {
+        for j in 0..c {
+            t[j * r + i] = values[i * c + j];
+        }
+    }
+    Tensor::from_data(TensorData::new(t, [c, r]), &w.device())
 }

@@ -4,6 +4,7 @@
 pub mod activation;
 pub mod attention;
 pub mod block;
+pub mod dual;
 pub mod embedding;
 pub mod head;
 pub mod linear;
@@ -13,6 +14,7 @@ pub mod norm;
 pub use activation::Activation;
 pub use attention::Attention;
 pub use block::{Block, NormPlacement};
+pub use dual::DualMatmul;
 pub use embedding::Embeddings;
 pub use head::LmHead;
 pub use linear::Linear;

@@ -1,0 +1,133 @@
+//! `x · W` for constant weights, with `Wᵀ` stored beside `W` where the backend profits.
+//!
+//! Reverse-mode autodiff computes the input gradient of `y = x · W` as `g · Wᵀ`. burn's
+//! autodiff passes a transposed *view* of `W`, and burn-ndarray copies every non-contiguous
+//! matmul operand before multiplying: for IG on CPU those strided copies of the weight
+//! matrices cost as much as the products themselves (and more on the one-row causal path).
+//! [`DualMatmul::dual_matmul`] differentiates `x` only (weights are constants in attribution)
+//! and multiplies the gradient by the stored, contiguous `Wᵀ`. Backends whose matmul reads
+//! transposed operands in place (libtorch, wgpu) store no transpose.
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::Autodiff;
+use burn::tensor::backend::Backend;
+use burn::tensor::ops::{FloatTensor, FloatTensorOps};
+
+/// A backend that can multiply by a constant weight given both `W` and `Wᵀ`.
+pub trait DualMatmul: Backend {
+    /// Whether models on this backend should keep `Wᵀ` (costs the weights' memory once more).
+    const KEEP_TRANSPOSE: bool;
+
+    /// `x · w`, where `wt` is `wᵀ` stored contiguously and `w` is never differentiated.
+    ///
+    /// # Shapes
+    /// - `x`: `[m, k]`, `w`: `[k, n]`, `wt`: `[n, k]`; output: `[m, n]`
+    fn dual_matmul(x: FloatTensor<Self>, w: FloatTensor<Self>, wt: FloatTensor<Self>) -> FloatTensor<Self>;
+}
+
+#[cfg(feature = "ndarray")]
+impl DualMatmul for burn::backend::NdArray<f32> {
+    const KEEP_TRANSPOSE: bool = true;
+
+    fn dual_matmul(x: FloatTensor<Self>, w: FloatTensor<Self>, _wt: FloatTensor<Self>) -> FloatTensor<Self> {
+        Self::float_matmul(x, w)
+    }
+}
+
+#[cfg(feature = "tch")]
+impl DualMatmul for burn::backend::LibTorch<f32> {
+    const KEEP_TRANSPOSE: bool = false;
+
+    fn dual_matmul(x: FloatTensor<Self>, w: FloatTensor<Self>, _wt: FloatTensor<Self>) -> FloatTensor<Self> {
+        Self::float_matmul(x, w)
+    }
+}
+
+#[cfg(feature = "wgpu")]
+impl DualMatmul for burn::backend::Wgpu<f32, i32> {
+    const KEEP_TRANSPOSE: bool = false;
+
+    fn dual_matmul(x: FloatTensor<Self>, w: FloatTensor<Self>, _wt: FloatTensor<Self>) -> FloatTensor<Self> {
+        Self::float_matmul(x, w)
+    }
+}
+
+/// The backward step: `grad_x = grad_y · Wᵀ`.
+#[derive(Debug)]
+struct InputGrad;
+
+impl<B: Backend> Backward<B, 1> for InputGrad {
+    /// `Wᵀ`.
+    type State = FloatTensor<B>;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+        let [parent] = ops.parents;
+        let grad = grads.consume::<B>(&ops.node);
+        if let Some(node) = parent {
+            grads.register::<B>(node.id, B::float_matmul(grad, ops.state));
+        }
+    }
+}
+
+impl<B: DualMatmul, C: CheckpointStrategy> DualMatmul for Autodiff<B, C> {
+    const KEEP_TRANSPOSE: bool = B::KEEP_TRANSPOSE;
+
+    fn dual_matmul(x: FloatTensor<Self>, w: FloatTensor<Self>, wt: FloatTensor<Self>) -> FloatTensor<Self> {
+        if w.is_tracked() {
+            // Someone differentiates the weights: the general product handles both operands.
+            return Self::float_matmul(x, w);
+        }
+        match InputGrad.prepare::<C>([x.node.clone()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => prep.finish(wt.primitive, B::float_matmul(x.primitive, w.primitive)),
+            OpsKind::UnTracked(prep) => prep.finish(B::float_matmul(x.primitive, w.primitive)),
+        }
+    }
+}
+
+#[cfg(all(test, feature = "ndarray"))]
+mod tests {
+    use burn::tensor::{Tensor, TensorData};
+
+    use crate::nn::Linear;
+
+    type AB = crate::backend::AutodiffBackend;
+
+    fn tensor<const D: usize>(n: usize, shape: [usize; D], seed: f32) -> Tensor<AB, D> {
+        let v: Vec<f32> = (0..n).map(|i| ((i as f32 * 0.37 + seed).sin() * 10.0).round() / 10.0).collect();
+        Tensor::from_data(TensorData::new(v, shape), &Default::default())
+    }
+
+    #[test]
+    fn input_gradient_equals_the_general_matmul() {
+        let w = tensor(12, [4, 3], 1.0);
+        let lin = Linear::new(w.clone(), None);
+        let x = tensor(8, [1, 2, 4], 2.0).require_grad();
+        let g = tensor(6, [1, 2, 3], 3.0);
+        let y = lin.forward(x.clone());
+        let grads = (y.clone() * g.clone()).sum().backward();
+        let fast = x.grad(&grads).unwrap();
+        let x2 = tensor(8, [1, 2, 4], 2.0).require_grad();
+        let y2 = x2.clone().reshape([2, 4]).matmul(w).reshape([1, 2, 3]);
+        let grads2 = (y2.clone() * g).sum().backward();
+        let plain = x2.grad(&grads2).unwrap();
+        assert_eq!(y.into_data().to_vec::<f32>().unwrap(), y2.into_data().to_vec::<f32>().unwrap());
+        assert_eq!(fast.into_data().to_vec::<f32>().unwrap(), plain.into_data().to_vec::<f32>().unwrap());
+    }
+
+    #[test]
+    fn set_weight_keeps_the_transpose_in_step() {
+        let mut lin = Linear::new(tensor(12, [4, 3], 1.0), None);
+        let w2 = tensor(12, [4, 3], 5.0);
+        lin.set_weight(w2.clone());
+        let x = tensor(4, [1, 1, 4], 2.0).require_grad();
+        let grads = lin.forward(x.clone()).sum().backward();
+        let g = x.grad(&grads).unwrap().into_data().to_vec::<f32>().unwrap();
+        // d/dx Σ_j (x·W)_j = row sums of W.
+        let w = w2.inner().into_data().to_vec::<f32>().unwrap();
+        let expected: Vec<f32> = (0..4).map(|i| w[i * 3..i * 3 + 3].iter().sum()).collect();
+        assert_eq!(g, expected);
+    }
+}

@@ -3,11 +3,11 @@
 //!
 //! Run: `cargo run --release -p kn-models --example find_neurons -- data/fixtures/tiny-bert`
 
-use burn::backend::{Autodiff, NdArray};
 use kn_core::{attribute, coarse, refine, suppress, AttributionConfig, KnowledgeModel, Sharing, Threshold};
 use kn_models::{load_model, prompt::prompt_queries, LoadOptions};
 
-type B = Autodiff<NdArray<f32>>;
+/// The backend the cargo features chose (ndarray by default), with autodiff.
+type B = kn_models::backend::AutodiffBackend;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let name = std::env::args().nth(1).unwrap_or_else(|| "bert-base-uncased".into());

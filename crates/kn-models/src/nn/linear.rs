@@ -1,6 +1,6 @@
 //! Affine map with the weight stored `[in, out]` (burn's layout).
 
-use burn::tensor::{Tensor, TensorData, TensorPrimitive};
+use burn::tensor::{Tensor, TensorPrimitive};
 
 use super::DualMatmul;
 use crate::weights::RawTensor;
@@ -31,11 +31,6 @@ impl<B: DualMatmul> Linear<B> {
     pub fn new(weight: Tensor<B, 2>, bias: Option<Tensor<B, 1>>) -> Self {
         let weight_t = B::KEEP_TRANSPOSE.then(|| contiguous_transpose(&weight));
         Self { weight, weight_t, bias }
-    }
-
-    /// From `W` and its transpose `Wᵀ` (both given, e.g. a tied embedding and its transpose).
-    pub fn with_transpose(weight: Tensor<B, 2>, weight_t: Tensor<B, 2>, bias: Option<Tensor<B, 1>>) -> Self {
-        Self { weight, weight_t: B::KEEP_TRANSPOSE.then_some(weight_t), bias }
     }
 
     /// The weight, `[d_in, d_out]`.
@@ -75,14 +70,7 @@ impl<B: DualMatmul> Linear<B> {
 
 /// `wᵀ` materialised (row-major), not a strided view.
 fn contiguous_transpose<B: DualMatmul>(w: &Tensor<B, 2>) -> Tensor<B, 2> {
-    let [r, c] = w.dims();
-    let data = w.clone().into_data();
-    let values: Vec<f32> = data.iter::<f32>().collect();
-    let mut t = vec![0.0f32; values.len()];
-    for i in 0..r {
-        for j in 0..c {
-            t[j * r + i] = values[i * c + j];
-        }
-    }
-    Tensor::from_data(TensorData::new(t, [c, r]), &w.device())
+    let shape = w.dims().to_vec();
+    let data = w.clone().into_data().iter::<f32>().collect();
+    RawTensor { shape, data }.transpose().into_tensor(&w.device())
 }

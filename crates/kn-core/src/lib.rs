@@ -22,6 +22,7 @@ pub mod predict;
 pub mod quadrature;
 pub mod query;
 pub mod select;
+mod tail;
 
 pub use attribution::{Attribution, AttributionConfig, Method, ObjectiveFn, PieceCombination};
 pub use edit::{edit, erase, EditRule, Fill, WeightUndo};

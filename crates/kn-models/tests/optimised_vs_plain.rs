@@ -59,14 +59,33 @@ fn check(name: &str, q: Query) {
     let (model, _) = load_dir::<AB>(&fixture(name), &[], &Default::default()).unwrap();
     let steps = 8;
     let cfg = AttributionConfig { steps, batch_size: 4, ..Default::default() };
-    let fast: Vec<f32> = attribute(&model, std::slice::from_ref(&q), &cfg).unwrap().scores.concat();
+    let fast_run = attribute(&model, std::slice::from_ref(&q), &cfg).unwrap();
+    let fast: Vec<f32> = fast_run.scores.concat();
     let slow_cfg = AttributionConfig { reuse_prefix: false, ..cfg };
-    let cached_only: Vec<f32> = attribute(&model, std::slice::from_ref(&q), &slow_cfg).unwrap().scores.concat();
+    let slow_run = attribute(&model, std::slice::from_ref(&q), &slow_cfg).unwrap();
+    let cached_only: Vec<f32> = slow_run.scores.concat();
     let plain = plain_scores(&model, &q, steps);
     let max = plain.iter().fold(0.0f32, |m, x| m.max(x.abs()));
     let (d1, d2) = (max_abs_diff(&fast, &plain), max_abs_diff(&cached_only, &plain));
     eprintln!("{name}: optimised vs plain {d1:.2e}, without prefix reuse {d2:.2e} (largest score {max:.2e})");
     assert!(d1 <= 1e-5 * max && d2 <= 1e-5 * max, "{name}: {d1} / {d2} vs {max}");
+    // Layers' tails stacked in groups of other sizes give the same scores. Layer l of these
+    // 3-layer models costs 4 points x tail rows x (3 - l) blocks: budget 1 runs each layer
+    // alone; 20 groups layers {0, 1} then {2} on the causal path (1 tail row); 100 groups
+    // {0} then {1, 2} on the row-wise paths (6-8 rows) and all three on the causal path.
+    for budget in [1, 20, 100] {
+        let grouped = AttributionConfig { max_rows_per_pass: budget, ..cfg };
+        let g = attribute(&model, std::slice::from_ref(&q), &grouped).unwrap().scores.concat();
+        let d = max_abs_diff(&g, &plain);
+        assert!(d <= 1e-5 * max, "{name}, max_rows_per_pass {budget}: {d} vs {max}");
+    }
+    // The baseline and unmodified objectives (completeness) agree with the full-sequence path.
+    let (fc, sc) = (fast_run.completeness.unwrap(), slow_run.completeness.unwrap());
+    for (a, b) in fc.iter().zip(&sc) {
+        for (x, y) in [(a.f_full, b.f_full), (a.f_zero, b.f_zero)] {
+            assert!((x - y).abs() <= 1e-5 * x.abs().max(y.abs()).max(1e-6), "{name}: objective {x} vs {y}");
+        }
+    }
 }
 
 #[test]

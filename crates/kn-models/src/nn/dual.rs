@@ -14,52 +14,87 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::Autodiff;
 use burn::tensor::backend::Backend;
-use burn::tensor::ops::{FloatTensor, FloatTensorOps};
+use burn::tensor::Shape;
+use burn::tensor::ops::FloatTensor;
+use burn::tensor::TensorMetadata;
 
 /// A backend that can multiply by a constant weight given both `W` and `Wᵀ`.
 pub trait DualMatmul: Backend {
     /// Whether models on this backend should keep `Wᵀ` (costs the weights' memory once more).
     const KEEP_TRANSPOSE: bool;
 
+    /// `x · w` over the last axis of `x`, for a 2-D `w`: the leading axes of `x` are rows.
+    ///
+    /// The default reshapes to 2-D and uses the backend's product; burn-ndarray's reshape and
+    /// matmul copy every operand, so the ndarray backend multiplies the arrays in place.
+    ///
+    /// # Shapes
+    /// - `x`: `[.., k]` (rank ≥ 2), `w`: `[k, n]`; output: `[.., n]`
+    fn rows_matmul(x: FloatTensor<Self>, w: FloatTensor<Self>) -> FloatTensor<Self> {
+        reshaped_matmul::<Self>(x, w)
+    }
+
     /// `x · w`, where `wt` is `wᵀ` stored contiguously and `w` is never differentiated.
     ///
     /// # Shapes
-    /// - `x`: `[m, k]`, `w`: `[k, n]`, `wt`: `[n, k]`; output: `[m, n]`
-    fn dual_matmul(x: FloatTensor<Self>, w: FloatTensor<Self>, wt: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// - `x`: `[.., k]` (rank ≥ 2), `w`: `[k, n]`, `wt`: `[n, k]`; output: `[.., n]`
+    fn dual_matmul(x: FloatTensor<Self>, w: FloatTensor<Self>, _wt: FloatTensor<Self>) -> FloatTensor<Self> {
+        Self::rows_matmul(x, w)
+    }
 }
 
 #[cfg(feature = "ndarray")]
 impl DualMatmul for burn::backend::NdArray<f32> {
     const KEEP_TRANSPOSE: bool = true;
 
-    fn dual_matmul(x: FloatTensor<Self>, w: FloatTensor<Self>, _wt: FloatTensor<Self>) -> FloatTensor<Self> {
-        Self::float_matmul(x, w)
+    fn rows_matmul(x: FloatTensor<Self>, w: FloatTensor<Self>) -> FloatTensor<Self> {
+        use burn_ndarray::NdArrayTensor;
+        use ndarray::{Ix2, IxDyn};
+        if let (NdArrayTensor::F32(xs), NdArrayTensor::F32(ws)) = (&x, &w) {
+            let (xv, wv) = (xs.view(), ws.view());
+            let mut dims = xv.shape().to_vec();
+            let k = dims.pop().unwrap_or(1);
+            let rows: usize = dims.iter().product();
+            // Both reshapes are views; they fail only for a strided `x` or a non-2-D `w`.
+            if let (Ok(x2), Ok(w2)) = (xv.into_shape_with_order((rows, k)), wv.into_dimensionality::<Ix2>()) {
+                if w2.nrows() == k {
+                    dims.push(w2.ncols());
+                    if let Ok(y) = x2.dot(&w2).into_shape_with_order(IxDyn(&dims)) {
+                        return NdArrayTensor::from(y.into_shared());
+                    }
+                }
+            }
+        }
+        reshaped_matmul::<Self>(x, w)
     }
 }
 
 #[cfg(feature = "tch")]
 impl DualMatmul for burn::backend::LibTorch<f32> {
     const KEEP_TRANSPOSE: bool = false;
-
-    fn dual_matmul(x: FloatTensor<Self>, w: FloatTensor<Self>, _wt: FloatTensor<Self>) -> FloatTensor<Self> {
-        Self::float_matmul(x, w)
-    }
 }
 
 #[cfg(feature = "wgpu")]
 impl DualMatmul for burn::backend::Wgpu<f32, i32> {
     const KEEP_TRANSPOSE: bool = false;
+}
 
-    fn dual_matmul(x: FloatTensor<Self>, w: FloatTensor<Self>, _wt: FloatTensor<Self>) -> FloatTensor<Self> {
-        Self::float_matmul(x, w)
-    }
+/// [`DualMatmul::rows_matmul`] through the backend's own reshape and 2-D product.
+fn reshaped_matmul<B: Backend>(x: FloatTensor<B>, w: FloatTensor<B>) -> FloatTensor<B> {
+    let mut dims = x.shape().to_vec();
+    let k = dims.pop().unwrap_or(1);
+    let rows: usize = dims.iter().product();
+    let n = w.shape().last().copied().unwrap_or(1);
+    let y = B::float_matmul(B::float_reshape(x, Shape::from([rows, k])), w);
+    dims.push(n);
+    B::float_reshape(y, Shape::from(dims))
 }
 
 /// The backward step: `grad_x = grad_y · Wᵀ`.
 #[derive(Debug)]
 struct InputGrad;
 
-impl<B: Backend> Backward<B, 1> for InputGrad {
+impl<B: DualMatmul> Backward<B, 1> for InputGrad {
     /// `Wᵀ`.
     type State = FloatTensor<B>;
 
@@ -67,7 +102,7 @@ impl<B: Backend> Backward<B, 1> for InputGrad {
         let [parent] = ops.parents;
         let grad = grads.consume::<B>(&ops.node);
         if let Some(node) = parent {
-            grads.register::<B>(node.id, B::float_matmul(grad, ops.state));
+            grads.register::<B>(node.id, B::rows_matmul(grad, ops.state));
         }
     }
 }
@@ -78,11 +113,11 @@ impl<B: DualMatmul, C: CheckpointStrategy> DualMatmul for Autodiff<B, C> {
     fn dual_matmul(x: FloatTensor<Self>, w: FloatTensor<Self>, wt: FloatTensor<Self>) -> FloatTensor<Self> {
         if w.is_tracked() {
             // Someone differentiates the weights: the general product handles both operands.
-            return Self::float_matmul(x, w);
+            return Self::rows_matmul(x, w);
         }
         match InputGrad.prepare::<C>([x.node.clone()]).compute_bound().stateful() {
-            OpsKind::Tracked(prep) => prep.finish(wt.primitive, B::float_matmul(x.primitive, w.primitive)),
-            OpsKind::UnTracked(prep) => prep.finish(B::float_matmul(x.primitive, w.primitive)),
+            OpsKind::Tracked(prep) => prep.finish(wt.primitive, B::rows_matmul(x.primitive, w.primitive)),
+            OpsKind::UnTracked(prep) => prep.finish(B::rows_matmul(x.primitive, w.primitive)),
         }
     }
 }

@@ -49,22 +49,17 @@ impl<B: DualMatmul> Linear<B> {
     /// # Shapes
     /// - `x`: `[batch, seq, d_in]`; output: `[batch, seq, d_out]`
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let [b, s, d_in] = x.dims();
-        let d_out = self.weight.dims()[1];
-        let x = x.reshape([b * s, d_in]);
+        let w = self.weight.clone().into_primitive().tensor();
+        let x = x.into_primitive().tensor();
         let y = match &self.weight_t {
-            Some(wt) => Tensor::from_primitive(TensorPrimitive::Float(B::dual_matmul(
-                x.into_primitive().tensor(),
-                self.weight.clone().into_primitive().tensor(),
-                wt.clone().into_primitive().tensor(),
-            ))),
-            None => x.matmul(self.weight.clone()),
+            Some(wt) => B::dual_matmul(x, w, wt.clone().into_primitive().tensor()),
+            None => B::rows_matmul(x, w),
         };
-        let y = match &self.bias {
-            Some(bias) => y + bias.clone().unsqueeze::<2>(),
+        let y = Tensor::<B, 3>::from_primitive(TensorPrimitive::Float(y));
+        match &self.bias {
+            Some(bias) => y + bias.clone().unsqueeze::<3>(),
             None => y,
-        };
-        y.reshape([b, s, d_out])
+        }
     }
 }
 

@@ -1,0 +1,222 @@
+//! The part of the forward pass that depends on one layer's FFN activations (the "tail"), for
+//! several layers at once.
+//!
+//! Integrated gradients replaces layer `l`'s activations at the target positions by scaled
+//! copies and needs the final residual stream at the target rows. Everything below layer `l`
+//! is cached once per query ([`Cached`]); what runs per batch is layer `l`'s FFN output and the
+//! blocks above it. The tails of a group of consecutive layers run as one wavefront: block `j`
+//! runs once on the stacked rows of every tail that started below `j`, so each weight matrix is
+//! read once per group instead of once per layer, and the products are tall enough to run at
+//! the matrix kernel's speed.
+
+use burn::tensor::{backend::AutodiffBackend, Tensor};
+
+use crate::attribution::AttributionConfig;
+use crate::query::Query;
+use crate::{gather_rows, run_layers, KnError, KnowledgeModel, ModelInput, NoHook, Objective};
+
+/// The unmodified pass of one query: per layer, the residual stream entering it, its
+/// attention output and its FFN activations.
+pub(crate) struct Cached<B: AutodiffBackend> {
+    pub(crate) input: ModelInput<B>,
+    /// Residual stream entering each layer, `[1, seq, d_model]`.
+    pub(crate) resids: Vec<Tensor<B, 3>>,
+    /// Each layer's attention output (`resid_mid`), `[1, seq, d_model]`.
+    pub(crate) mids: Vec<Tensor<B, 3>>,
+    /// Each layer's FFN activations, `[1, seq, d_ff]`.
+    pub(crate) acts: Vec<Tensor<B, 3>>,
+}
+
+/// Runs the unmodified forward pass of `q`, keeping what the tails start from.
+pub(crate) fn cache<B: AutodiffBackend, M: KnowledgeModel<B>>(model: &M, q: &Query) -> Cached<B> {
+    let input = ModelInput::from_ids(&q.ids, &model.device());
+    let mut resid = model.embed(&input);
+    let (mut resids, mut mids, mut acts) = (Vec::new(), Vec::new(), Vec::new());
+    for l in 0..model.dims().n_layers {
+        resids.push(resid.clone());
+        let mid = model.attention_half(l, resid, &input);
+        let act = model.ffn_activation(l, mid.clone());
+        resid = model.ffn_output(l, mid.clone(), act.clone());
+        mids.push(mid);
+        acts.push(act);
+    }
+    Cached { input, resids, mids, acts }
+}
+
+/// Rows of the residual stream one quadrature point sends through the blocks above a layer:
+/// 1 for the causal fast path, the sequence length otherwise.
+pub(crate) fn tail_rows<B: AutodiffBackend, M: KnowledgeModel<B>>(
+    model: &M,
+    q: &Query,
+    s: usize,
+    cfg: &AttributionConfig,
+) -> usize {
+    if cfg.reuse_prefix && model.objective() == Objective::CausalLm && q.positions == [s - 1] {
+        1
+    } else {
+        s
+    }
+}
+
+/// The final residual stream at the target rows for each layer of `layers` (consecutive,
+/// ascending) with its activations at the target positions replaced by the matching `xs`
+/// entry, stacked along the batch axis in `layers` order.
+///
+/// With `cfg.reuse_prefix`, only what depends on the replaced activations runs: causal models
+/// run the last position against the cached prefix ([`causal_tails`]), others the whole
+/// sequence through the blocks between and the target rows of the last block ([`rows_tails`]).
+/// Without it, each layer's tail runs the whole sequence on its own (the plain computation the
+/// tests compare against).
+///
+/// # Shapes
+/// - `xs[i]`: `[k_i, n_pos, d_ff]`; output: `[Σ k_i, n_pos, d_model]`
+pub(crate) fn final_rows<B: AutodiffBackend, M: KnowledgeModel<B>>(
+    model: &M,
+    c: &Cached<B>,
+    layers: &[usize],
+    q: &Query,
+    xs: Vec<Tensor<B, 3>>,
+    cfg: &AttributionConfig,
+) -> Result<Tensor<B, 3>, KnError> {
+    let s = c.input.input_ids.dims()[1];
+    let stacked = if !cfg.reuse_prefix {
+        let tails: Vec<Tensor<B, 3>> =
+            layers.iter().zip(xs).map(|(&l, x)| plain_tail(model, c, l, q, x)).collect();
+        (!tails.is_empty()).then(|| Tensor::cat(tails, 0))
+    } else if tail_rows(model, q, s, cfg) == 1 && s > 1 {
+        match causal_tails(model, c, layers, xs.clone()) {
+            Some(resid) => Some(resid),
+            None => rows_tails(model, c, layers, q, xs),
+        }
+    } else {
+        rows_tails(model, c, layers, q, xs)
+    };
+    stacked.ok_or(KnError::Empty { what: "layers of an attribution pass" })
+}
+
+/// One layer's tail over the whole sequence, with nothing reused.
+///
+/// # Shapes
+/// - `x`: `[k, n_pos, d_ff]`; output: `[k, n_pos, d_model]`
+fn plain_tail<B: AutodiffBackend, M: KnowledgeModel<B>>(
+    model: &M,
+    c: &Cached<B>,
+    l: usize,
+    q: &Query,
+    x: Tensor<B, 3>,
+) -> Tensor<B, 3> {
+    let k = x.dims()[0];
+    let [_, _, d_ff] = c.acts[l].dims();
+    let mut act = c.acts[l].clone();
+    let mut mid = c.mids[l].clone();
+    if k > 1 {
+        act = act.repeat_dim(0, k);
+        mid = mid.repeat_dim(0, k);
+    }
+    for (j, &p) in q.positions.iter().enumerate() {
+        act = act.slice_assign([0..k, p..p + 1, 0..d_ff], x.clone().slice([0..k, j..j + 1, 0..d_ff]));
+    }
+    let resid = model.ffn_output(l, mid, act);
+    let resid = run_layers(model, resid, &c.input, l + 1, &mut NoHook);
+    gather_rows(resid, &q.positions)
+}
+
+/// `t` repeated `k` times along the batch axis.
+fn repeat<B: AutodiffBackend>(t: Tensor<B, 3>, k: usize) -> Tensor<B, 3> {
+    if k > 1 {
+        t.repeat_dim(0, k)
+    } else {
+        t
+    }
+}
+
+/// `new` appended to the running batch.
+fn stack<B: AutodiffBackend>(running: Option<Tensor<B, 3>>, new: Tensor<B, 3>) -> Tensor<B, 3> {
+    match running {
+        Some(r) => Tensor::cat(vec![r, new], 0),
+        None => new,
+    }
+}
+
+/// The tails of `layers` as one wavefront over the whole sequence. Layer `l`'s FFN runs on
+/// the target rows only (the other rows keep their cached output), the blocks between run on
+/// every row of every tail started below them, and the last block computes its queries and
+/// FFN at the target rows only.
+///
+/// # Shapes
+/// - `xs[i]`: `[k_i, n_pos, d_ff]`; output: `[Σ k_i, n_pos, d_model]`
+fn rows_tails<B: AutodiffBackend, M: KnowledgeModel<B>>(
+    model: &M,
+    c: &Cached<B>,
+    layers: &[usize],
+    q: &Query,
+    xs: Vec<Tensor<B, 3>>,
+) -> Option<Tensor<B, 3>> {
+    let rows = &q.positions;
+    let last = c.acts.len() - 1;
+    let first = *layers.first()?;
+    let mut starts = layers.iter().copied().zip(xs).peekable();
+    let mut resid: Option<Tensor<B, 3>> = None;
+    for j in first..=last {
+        // Tails started below `j` go through block `j`.
+        resid = resid.map(|r| {
+            let mid = if j == last {
+                model.attention_half_rows(j, r, rows, &c.input)
+            } else {
+                model.attention_half(j, r, &c.input)
+            };
+            let act = model.ffn_activation(j, mid.clone());
+            model.ffn_output(j, mid, act)
+        });
+        // Layer `j`'s own tail starts with its FFN output at the target rows.
+        if let Some((_, x)) = starts.next_if(|(l, _)| *l == j) {
+            let k = x.dims()[0];
+            let out = model.ffn_output(j, repeat(gather_rows(c.mids[j].clone(), rows), k), x);
+            let new = if j == last {
+                out
+            } else {
+                let mut r = repeat(c.resids[j + 1].clone(), k);
+                let d = r.dims()[2];
+                for (i, &p) in rows.iter().enumerate() {
+                    r = r.slice_assign([0..k, p..p + 1, 0..d], out.clone().slice([0..k, i..i + 1, 0..d]));
+                }
+                r
+            };
+            resid = Some(stack(resid, new));
+        }
+    }
+    resid
+}
+
+/// The tails of `layers` as one wavefront at the last position only: in a causal model nothing
+/// before it depends on it, so blocks above `l` run one row per batch entry against the cached
+/// residual stream of the prompt. `None` if the model cannot (then the whole sequence runs).
+///
+/// # Shapes
+/// - `xs[i]`: `[k_i, 1, d_ff]`; output: `[Σ k_i, 1, d_model]`
+fn causal_tails<B: AutodiffBackend, M: KnowledgeModel<B>>(
+    model: &M,
+    c: &Cached<B>,
+    layers: &[usize],
+    xs: Vec<Tensor<B, 3>>,
+) -> Option<Tensor<B, 3>> {
+    let first = *layers.first()?;
+    let [_, s, d] = c.mids[first].dims();
+    let last = s - 1;
+    let mut starts = layers.iter().copied().zip(xs).peekable();
+    let mut resid: Option<Tensor<B, 3>> = None;
+    for j in first..c.resids.len() {
+        if let Some(r) = resid.take() {
+            let prefix = c.resids[j].clone().slice([0..1, 0..last, 0..d]);
+            let mid = model.attention_half_suffix(j, r, prefix, &c.input)?;
+            let act = model.ffn_activation(j, mid.clone());
+            resid = Some(model.ffn_output(j, mid, act));
+        }
+        if let Some((_, x)) = starts.next_if(|(l, _)| *l == j) {
+            let k = x.dims()[0];
+            let mid = repeat(c.mids[j].clone().slice([0..1, last..s, 0..d]), k);
+            resid = Some(stack(resid, model.ffn_output(j, mid, x)));
+        }
+    }
+    resid
+}

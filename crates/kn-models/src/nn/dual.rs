@@ -59,7 +59,7 @@ impl DualMatmul for burn::backend::NdArray<f32> {
             if let (Ok(x2), Ok(w2)) = (xv.into_shape_with_order((rows, k)), wv.into_dimensionality::<Ix2>()) {
                 if w2.nrows() == k {
                     dims.push(w2.ncols());
-                    if let Ok(y) = x2.dot(&w2).into_shape_with_order(IxDyn(&dims)) {
+                    if let Some(Ok(y)) = super::gemm::matmul(x2, w2).map(|y| y.into_shape_with_order(IxDyn(&dims))) {
                         return NdArrayTensor::from(y.into_shared());
                     }
                 }

@@ -6,6 +6,8 @@ pub mod attention;
 pub mod block;
 pub mod dual;
 pub mod embedding;
+#[cfg(feature = "ndarray")]
+mod gemm;
 pub mod head;
 pub mod linear;
 pub mod mask;

@@ -1,6 +1,8 @@
 //! FFN activation functions, by their Hugging Face names.
 
-use burn::tensor::{activation, backend::Backend, Tensor};
+use burn::tensor::{activation, backend::Backend, Tensor, TensorPrimitive};
+
+use super::DualMatmul;
 
 /// The activation after the FFN input projection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -28,7 +30,10 @@ impl Activation {
     ///
     /// # Shapes
     /// - `x` and output: any `[..]`
-    pub fn forward<B: Backend, const D: usize>(self, x: Tensor<B, D>) -> Tensor<B, D> {
+    pub fn forward<B: DualMatmul, const D: usize>(self, x: Tensor<B, D>) -> Tensor<B, D> {
+        if let Some(y) = B::fused_activation(x.clone().into_primitive().tensor(), self) {
+            return Tensor::from_primitive(TensorPrimitive::Float(y));
+        }
         match self {
             Self::GeluErf => gelu_erf(x),
             Self::GeluTanh => gelu_tanh(x),

@@ -18,6 +18,8 @@ use burn::tensor::Shape;
 use burn::tensor::ops::FloatTensor;
 use burn::tensor::TensorMetadata;
 
+use super::Activation;
+
 /// A backend that can multiply by a constant weight given both `W` and `Wᵀ`.
 pub trait DualMatmul: Backend {
     /// Whether models on this backend should keep `Wᵀ` (costs the weights' memory once more).
@@ -32,6 +34,29 @@ pub trait DualMatmul: Backend {
     /// - `x`: `[.., k]` (rank ≥ 2), `w`: `[k, n]`; output: `[.., n]`
     fn rows_matmul(x: FloatTensor<Self>, w: FloatTensor<Self>) -> FloatTensor<Self> {
         reshaped_matmul::<Self>(x, w)
+    }
+
+    /// `act(x)` and, with `derivative`, `act'(x)`, from one fused kernel; `None` where the
+    /// backend has none (the default).
+    ///
+    /// # Shapes
+    /// - `x`, outputs: any `[..]`
+    fn activation_kernel(
+        _x: &FloatTensor<Self>,
+        _act: Activation,
+        _derivative: bool,
+    ) -> Option<(FloatTensor<Self>, Option<FloatTensor<Self>>)> {
+        None
+    }
+
+    /// `act(x)` through [`DualMatmul::activation_kernel`], differentiable on autodiff backends
+    /// (the backward multiplies by the stored `act'(x)`); `None` where there is no kernel and
+    /// the caller composes the activation from primitives.
+    ///
+    /// # Shapes
+    /// - `x`, output: any `[..]`
+    fn fused_activation(x: FloatTensor<Self>, act: Activation) -> Option<FloatTensor<Self>> {
+        Self::activation_kernel(&x, act, false).map(|(y, _)| y)
     }
 
     /// `x · w`, where `wt` is `wᵀ` stored contiguously and `w` is never differentiated.
@@ -66,6 +91,17 @@ impl DualMatmul for burn::backend::NdArray<f32> {
             }
         }
         reshaped_matmul::<Self>(x, w)
+    }
+
+    fn activation_kernel(
+        x: &FloatTensor<Self>,
+        act: Activation,
+        derivative: bool,
+    ) -> Option<(FloatTensor<Self>, Option<FloatTensor<Self>>)> {
+        use burn_ndarray::NdArrayTensor;
+        let NdArrayTensor::F32(xs) = x else { return None };
+        let (y, d) = super::fused::activation(xs.view(), act, derivative)?;
+        Some((NdArrayTensor::from(y.into_shared()), d.map(|d| NdArrayTensor::from(d.into_shared()))))
     }
 }
 
@@ -107,8 +143,35 @@ impl<B: DualMatmul> Backward<B, 1> for InputGrad {
     }
 }
 
+/// The backward step of a fused activation: `grad_x = grad_y ⊙ act'(x)`.
+#[derive(Debug)]
+struct ActivationGrad;
+
+impl<B: DualMatmul> Backward<B, 1> for ActivationGrad {
+    /// `act'(x)`.
+    type State = FloatTensor<B>;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+        let [parent] = ops.parents;
+        let grad = grads.consume::<B>(&ops.node);
+        if let Some(node) = parent {
+            grads.register::<B>(node.id, B::float_mul(grad, ops.state));
+        }
+    }
+}
+
 impl<B: DualMatmul, C: CheckpointStrategy> DualMatmul for Autodiff<B, C> {
     const KEEP_TRANSPOSE: bool = B::KEEP_TRANSPOSE;
+
+    fn fused_activation(x: FloatTensor<Self>, act: Activation) -> Option<FloatTensor<Self>> {
+        match ActivationGrad.prepare::<C>([x.node.clone()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let (y, d) = B::activation_kernel(&x.primitive, act, true)?;
+                Some(prep.finish(d?, y))
+            }
+            OpsKind::UnTracked(prep) => Some(prep.finish(B::activation_kernel(&x.primitive, act, false)?.0)),
+        }
+    }
 
     fn dual_matmul(x: FloatTensor<Self>, w: FloatTensor<Self>, wt: FloatTensor<Self>) -> FloatTensor<Self> {
         if w.is_tracked() {

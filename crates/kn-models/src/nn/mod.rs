@@ -7,6 +7,8 @@ pub mod block;
 pub mod dual;
 pub mod embedding;
 #[cfg(feature = "ndarray")]
+mod fused;
+#[cfg(feature = "ndarray")]
 mod gemm;
 pub mod head;
 pub mod linear;

@@ -35,9 +35,8 @@ mod chosen {
     pub fn device(spec: &str) -> Result<burn::backend::wgpu::WgpuDevice, String> {
         use burn::backend::wgpu::WgpuDevice;
         match spec {
-            "default" | "auto" => Ok(WgpuDevice::DefaultDevice),
+            "default" | "auto" | "gpu" | "cuda" => Ok(WgpuDevice::DefaultDevice),
             "cpu" => Ok(WgpuDevice::Cpu),
-            "gpu" | "cuda" => Ok(WgpuDevice::BestAvailable),
             s => s
                 .strip_prefix("gpu:")
                 .or_else(|| s.strip_prefix("cuda:"))

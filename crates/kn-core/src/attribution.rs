@@ -98,7 +98,7 @@ impl AttributionConfig {
         if self.max_rows_per_pass == 0 {
             return Err(KnError::InvalidSetting("max rows per pass must be positive".into()));
         }
-        if self.steps % self.batch_size != 0 {
+        if !self.steps.is_multiple_of(self.batch_size) {
             return Err(KnError::InvalidSetting(format!(
                 "steps ({}) must be divisible by the batch size ({})",
                 self.steps, self.batch_size

@@ -42,7 +42,7 @@ pub fn top_k<B: Backend, M: KnowledgeModel<B>>(
     k: usize,
 ) -> Result<Vec<Prediction>, KnError> {
     let probs = probs_at(model, input, pos)?;
-    let row = to_vec(probs.slice([0..1]))?;
+    let row = to_vec(probs.narrow(0, 0, 1))?;
     Ok(top_k_of(&row, k))
 }
 

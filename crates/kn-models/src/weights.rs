@@ -26,9 +26,15 @@ impl RawTensor {
     pub fn transpose(self) -> Self {
         let (r, c) = (self.shape[0], self.shape[1]);
         let mut data = vec![0.0f32; r * c];
-        for i in 0..r {
-            for j in 0..c {
-                data[j * r + i] = self.data[i * c + j];
+        // In 32×32 tiles: a row-by-row walk would miss the cache on every write.
+        const TILE: usize = 32;
+        for i0 in (0..r).step_by(TILE) {
+            for j0 in (0..c).step_by(TILE) {
+                for i in i0..(i0 + TILE).min(r) {
+                    for j in j0..(j0 + TILE).min(c) {
+                        data[j * r + i] = self.data[i * c + j];
+                    }
+                }
             }
         }
         Self { shape: vec![c, r], data }
@@ -313,6 +319,15 @@ mod tests {
         let t = raw(&[2, 3]).transpose();
         assert_eq!(t.shape, vec![3, 2]);
         assert_eq!(t.data, vec![0.0, 3.0, 1.0, 4.0, 2.0, 5.0]);
+        // Across tile edges and with ragged tiles.
+        let (r, c) = (70, 45);
+        let t = raw(&[r, c]).transpose();
+        assert_eq!(t.shape, vec![c, r]);
+        for i in 0..r {
+            for j in 0..c {
+                assert_eq!(t.data[j * r + i], (i * c + j) as f32);
+            }
+        }
     }
 
     #[test]

@@ -99,7 +99,7 @@ impl Bar {
                 }
             }
             Mode::Lines { every } => {
-                if finished || self.done % every == 0 {
+                if finished || self.done.is_multiple_of(every) {
                     eprintln!("{}", self.line());
                 }
             }
@@ -110,7 +110,7 @@ impl Bar {
     pub fn line(&self) -> String {
         let count = self.skipped + self.done;
         let width = 24usize;
-        let filled = if self.total == 0 { width } else { (width as u64 * count.min(self.total) / self.total) as usize };
+        let filled = (width as u64 * count.min(self.total)).checked_div(self.total).map_or(width, |f| f as usize);
         let secs = self.start.elapsed().as_secs_f64();
         let rate = if secs > 0.0 { self.done as f64 / secs } else { 0.0 };
         let eta = if rate > 0.0 { format_secs(self.total.saturating_sub(count) as f64 / rate) } else { "?".into() };

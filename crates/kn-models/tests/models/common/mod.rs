@@ -79,3 +79,43 @@ pub fn queries(
     let p = kn_models::prompt::encode_prompt(tok, &dims, model.objective(), prompt, target_ids.len()).expect("prompt");
     kn_core::Query::for_target(model.objective(), &dims, &p.ids, &p.target_positions, &target_ids).expect("query")
 }
+
+/// Parity tolerances of one backend.
+#[derive(Debug, Clone, Copy)]
+pub struct Tolerances {
+    /// Logits against Hugging Face transformers (float32, CPU), absolute.
+    pub logits_abs: f32,
+    /// IG scores against EleutherAI's `knowledge-neurons`, relative to the largest score.
+    pub eai_rel: f32,
+    /// Optimised against plain IG, and the completeness objectives of the two paths, relative
+    /// to the largest score.
+    pub optimised_rel: f32,
+}
+
+/// ndarray (the default build). Largest errors measured on the 2-core CI machine (x86-64,
+/// 2026-11-28): logits 3.1e-6 (tiny fixtures), 4.2e-5 (antiberty), 1.9e-5 (mgm); EAI scores
+/// 5.8e-7; optimised vs plain 2.5e-7.
+#[cfg(not(any(feature = "tch", feature = "wgpu")))]
+pub const TOL: Tolerances = Tolerances { logits_abs: 1e-4, eai_rel: 1e-5, optimised_rel: 1e-5 };
+
+/// tch (libtorch 2.9.0). Largest errors measured on its CPU on the CI machine: logits
+/// 4.1e-6 (tiny fixtures), 1.9e-5 (antiberty), 1.5e-5 (mgm); EAI scores 1.0e-6; optimised vs
+/// plain 4.4e-7.
+/// Untested on CUDA here (no GPU); libtorch leaves TF32 off for float32 products by default,
+/// so the same bounds should hold.
+#[cfg(feature = "tch")]
+pub const TOL: Tolerances = Tolerances { logits_abs: 1e-4, eai_rel: 1e-5, optimised_rel: 1e-5 };
+
+/// wgpu. Largest errors measured on Mesa's lavapipe (a CPU Vulkan driver) on the CI machine:
+/// logits 3.4e-6 (tiny fixtures), 3.4e-5 (antiberty), 1.5e-5 (mgm); EAI scores 1.2e-6;
+/// optimised vs plain 2.5e-7. Untested on a real GPU here, whose drivers may reorder
+/// reductions and fuse multiply-adds differently.
+#[cfg(all(feature = "wgpu", not(feature = "tch")))]
+pub const TOL: Tolerances = Tolerances { logits_abs: 1e-4, eai_rel: 1e-5, optimised_rel: 1e-5 };
+
+/// Prints the error measured against its bound (shown with `--nocapture`, and on failure) and
+/// asserts it.
+pub fn within(what: &str, error: f32, bound: f32) {
+    eprintln!("[{}] {what}: {error:.2e} (tolerance {bound:.0e})", kn_models::backend::NAME);
+    assert!(error <= bound, "[{}] {what}: {error:e} exceeds {bound:e}", kn_models::backend::NAME);
+}

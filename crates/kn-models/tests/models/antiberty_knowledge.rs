@@ -2,9 +2,7 @@
 //! an antibody sequence, the refined neurons found from several contexts, when suppressed,
 //! lower the probability of that residue more than of residues at other positions.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use kn_core::{attribute, coarse, refine, suppress, AttributionConfig, NeuronId, Query, Sharing, Threshold};
 use kn_models::{load_dir, TextTokenizer};
 

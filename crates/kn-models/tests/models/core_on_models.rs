@@ -1,9 +1,7 @@
 //! kn-core on the real architectures: invariants of hooks and weight edits, IG completeness,
 //! multi-token targets, and the refined neurons of EleutherAI's library.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use kn_core::{
     attribute, coarse, edit, erase, forward_hooked, measure, refine, suppress, AttributionConfig, Capture, EditRule,
     FfnHook, Fill, KnowledgeModel, ModelInput, NeuronId, NoHook, Quadrature, Query, Sharing, Threshold,

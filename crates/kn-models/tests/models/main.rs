@@ -1,0 +1,21 @@
+//! kn-models' integration tests, in one test binary: each file is a module, so the backend's
+//! generic code is compiled and linked once rather than once per file (minutes per binary on
+//! the wgpu build).
+//!
+//! - `golden_tiny`, `real_checkpoints`: logits against Hugging Face transformers.
+//! - `eai_reference`: IG scores against EleutherAI's `knowledge-neurons`.
+//! - `optimised_vs_plain`: the optimised IG paths against the straightforward computation.
+//! - `core_on_models`: hooks, interventions, undo, selection on the three architectures.
+//! - `antiberty_knowledge`: knowledge neurons of a real trained model (heavy; the ndarray and
+//!   tch runs only, see scripts/test-backends.sh).
+//! - `tokenizers`: WordPiece and byte-level BPE against the Python tokenizers' ids.
+
+mod common;
+
+mod antiberty_knowledge;
+mod core_on_models;
+mod eai_reference;
+mod golden_tiny;
+mod optimised_vs_plain;
+mod real_checkpoints;
+mod tokenizers;

@@ -261,6 +261,10 @@ pub struct BenchArgs {
     /// Only the first case (one prompt).
     #[arg(long)]
     pub single: bool,
+    /// Times each case this many times and reports the median (this machine's noise is ±10 %);
+    /// every run's seconds are listed too.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub repeat: u32,
 }
 
 /// `kn-cli init-random`.

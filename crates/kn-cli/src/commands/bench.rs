@@ -53,16 +53,21 @@ pub fn run(a: BenchArgs) -> Result<()> {
     let mut results = Vec::new();
     for (label, queries) in cases {
         let flops = ig_flops(&model, &queries, &cfg);
-        let start = Instant::now();
-        for q in &queries {
-            attribute(&model, q, &cfg)?;
+        let mut runs = Vec::new();
+        for _ in 0..a.repeat {
+            let start = Instant::now();
+            for q in &queries {
+                attribute(&model, q, &cfg)?;
+            }
+            runs.push(start.elapsed().as_secs_f64());
+            eprintln!("{label}: {:.2} s", runs[runs.len() - 1]);
         }
-        let secs = start.elapsed().as_secs_f64();
-        eprintln!("{label}: {secs:.2} s");
+        let secs = median(&runs);
         results.push(json!({
             "case": label,
             "prompts": queries.len(),
             "seconds": secs,
+            "runs_seconds": runs,
             "prompts_per_second": queries.len() as f64 / secs,
             "gflop": flops / 1e9,
             "gflop_per_second": flops / 1e9 / secs,
@@ -82,6 +87,18 @@ pub fn run(a: BenchArgs) -> Result<()> {
         })
     );
     Ok(())
+}
+
+/// The median of run times (the mean of the middle two for an even count).
+fn median(runs: &[f64]) -> f64 {
+    let mut v = runs.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    match n {
+        0 => f64::NAN,
+        _ if !n.is_multiple_of(2) => v[n / 2],
+        _ => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
 }
 
 /// Benchmark cases: (label, one query list per prompt).
@@ -195,4 +212,17 @@ fn peak_rss_mb() -> Option<f64> {
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb / 1024.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::median;
+
+    #[test]
+    fn median_of_odd_and_even_counts() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert_eq!(median(&[7.5]), 7.5);
+        assert!(median(&[]).is_nan());
+    }
 }

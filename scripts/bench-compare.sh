@@ -12,6 +12,8 @@ cd "$(dirname "$0")/.."
 KN=${1:-target/release/kn-cli}
 PYTHON=${PYTHON:-python3}
 THREADS=${THREADS:-2}
+# kn-cli reports the median of REPEAT timings per case (the Python side runs each once).
+REPEAT=${REPEAT:-3}
 MODELS=.cache/test-models
 WORK=.cache/bench
 mkdir -p "$WORK"
@@ -24,7 +26,7 @@ if [ ! -f "$WORK/gpt2/model.safetensors" ]; then
   cp "$WORK/gpt2/vocab.bpe" "$WORK/gpt2/merges.txt"
 fi
 echo "kn-cli ($KN):" >&2
-"$KN" bench --model "$WORK/bert"
-"$KN" bench --model "$WORK/gpt2"
+"$KN" bench --model "$WORK/bert" --repeat "$REPEAT"
+"$KN" bench --model "$WORK/gpt2" --repeat "$REPEAT"
 echo "Python knowledge-neurons:" >&2
 OMP_NUM_THREADS=$THREADS "$PYTHON" scripts/bench_python.py --bert "$WORK/bert" --gpt2 "$WORK/gpt2" --threads "$THREADS"

@@ -59,8 +59,9 @@ pub fn run(a: BenchArgs) -> Result<()> {
             for q in &queries {
                 attribute(&model, q, &cfg)?;
             }
-            runs.push(start.elapsed().as_secs_f64());
-            eprintln!("{label}: {:.2} s", runs[runs.len() - 1]);
+            let secs = start.elapsed().as_secs_f64();
+            eprintln!("{label}: {secs:.2} s");
+            runs.push(secs);
         }
         let secs = median(&runs);
         results.push(json!({

@@ -9,6 +9,7 @@ use burn::tensor::{activation::log_softmax, backend::AutodiffBackend, Tensor, Te
 use crate::attribution::{Attribution, AttributionConfig, Completeness, Method, ObjectiveFn, PieceCombination};
 use crate::predict::to_vec;
 use crate::query::Query;
+use crate::schedule::run_passes;
 use crate::tail::{cache, final_rows, tail_rows, Cached};
 use crate::{gather_rows, KnError, KnowledgeModel};
 
@@ -23,75 +24,164 @@ pub fn attribute<B: AutodiffBackend, M: KnowledgeModel<B>>(
 }
 
 /// [`attribute`], calling `on_layer` after each layer of each query (for progress bars):
-/// `queries.len() * n_layers` calls in all, with the layer just finished.
+/// `queries.len() * n_layers` calls in all, with the layer just finished, on the calling
+/// thread, in the order the layers finish.
 pub fn attribute_observed<B: AutodiffBackend, M: KnowledgeModel<B>>(
     model: &M,
     queries: &[Query],
     cfg: &AttributionConfig,
     on_layer: &mut dyn FnMut(usize),
 ) -> Result<Attribution, KnError> {
+    attribute_many_observed(model, &[queries], cfg, on_layer)?.pop().ok_or(KnError::Empty { what: "queries" })
+}
+
+/// [`attribute`] for several prompts at once (each entry: one query, or the teacher-forced
+/// steps of one multi-token target), one [`Attribution`] per prompt, in order.
+///
+/// Each prompt's scores are exactly those [`attribute`] gives it alone. Doing them together
+/// lets the passes of every prompt share one schedule on rayon's pool (one pass per pool
+/// thread, longest first), so the cores stay busy up to the very end instead of after each
+/// prompt.
+pub fn attribute_many<B: AutodiffBackend, M: KnowledgeModel<B>>(
+    model: &M,
+    prompts: &[&[Query]],
+    cfg: &AttributionConfig,
+) -> Result<Vec<Attribution>, KnError> {
+    attribute_many_observed(model, prompts, cfg, &mut |_| {})
+}
+
+/// [`attribute_many`], calling `on_layer` after each layer of each query of each prompt, on the
+/// calling thread, in the order the layers finish.
+pub fn attribute_many_observed<B: AutodiffBackend, M: KnowledgeModel<B>>(
+    model: &M,
+    prompts: &[&[Query]],
+    cfg: &AttributionConfig,
+    on_layer: &mut dyn FnMut(usize),
+) -> Result<Vec<Attribution>, KnError> {
     cfg.validate()?;
-    if queries.is_empty() {
+    if prompts.is_empty() || prompts.iter().any(|p| p.is_empty()) {
         return Err(KnError::Empty { what: "queries" });
     }
     let dims = model.dims();
-    let mut total = vec![vec![0.0f32; dims.d_ff]; dims.n_layers];
-    let mut comp_sum: Vec<(f32, f32)> = vec![(0.0, 0.0); dims.n_layers];
-    let mut token_probs = Vec::new();
     let points = match cfg.method {
         Method::IntegratedGradients => cfg.quadrature.points(cfg.steps),
         Method::GradientTimesActivation => vec![(1.0, 1.0)],
         Method::MaxActivations => Vec::new(),
     };
-    for q in queries {
-        q.check(&dims)?;
-        let cached = cache(model, q);
-        // The unmodified objective and piece probabilities, from the cached pass.
-        let base = target_logprobs(model, cached.out.clone(), q);
-        let f_full = scalar(objective_of_logprobs(base.clone(), cfg))?;
-        token_probs.extend(to_vec(base.exp())?);
-        let acts: Vec<Vec<f32>> = (0..dims.n_layers)
-            .map(|l| to_vec(gather_rows(cached.acts[l].clone(), &q.positions)))
-            .collect::<Result<_, _>>()?;
-        let rows = tail_rows(model, q, cached.acts[0].dims()[1], cfg);
-        for group in layer_groups(dims.n_layers, rows * cfg.batch_size.min(points.len().max(1)), cfg.max_rows_per_pass)
-        {
-            let mut grads: Vec<Vec<f32>> = group.iter().map(|&l| vec![0.0f32; acts[l].len()]).collect();
-            if cfg.method != Method::MaxActivations {
-                for chunk in points.chunks(cfg.batch_size) {
-                    let gc = weighted_grads(model, &cached, &group, q, &acts, chunk, cfg)?;
-                    for (g, c) in grads.iter_mut().zip(gc) {
-                        g.iter_mut().zip(c).for_each(|(x, y)| *x += y);
-                    }
-                }
+    // The unmodified pass of every query, and the passes each one needs.
+    let mut prepared: Vec<Vec<Prepared<B>>> = Vec::with_capacity(prompts.len());
+    let mut passes: Vec<PassRef> = Vec::new();
+    for (p, queries) in prompts.iter().enumerate() {
+        let mut per_query = Vec::with_capacity(queries.len());
+        for (qi, q) in queries.iter().enumerate() {
+            let prep = prepare(model, q, cfg, points.len())?;
+            let rows = tail_rows(model, q, prep.cached.acts[0].dims()[1], cfg);
+            for (g, group) in prep.groups.iter().enumerate() {
+                let cost = group.iter().map(|&l| rows * (dims.n_layers - l)).sum();
+                passes.push(PassRef { prompt: p, query: qi, group: g, cost });
             }
-            // The objective with each layer's activations zeroed (IG's baseline), one pass.
-            let f_zero = match cfg.method {
-                Method::IntegratedGradients => {
-                    let zeros = group
-                        .iter()
-                        .map(|_| Tensor::zeros([1, q.positions.len(), dims.d_ff], &model.device()))
-                        .collect();
-                    let resid = final_rows(model, &cached, &group, q, zeros, cfg)?;
-                    to_vec(objective_from_resid(model, resid, &local(q), cfg))?
+            per_query.push(prep);
+        }
+        prepared.push(per_query);
+    }
+    // Longest first: the last passes to start are the shortest, so the threads finish together.
+    let mut order: Vec<usize> = (0..passes.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(passes[i].cost));
+    let results = run_passes(
+        &order,
+        model.concurrent_passes(),
+        |i| {
+            let r = &passes[i];
+            let (prep, q) = (&prepared[r.prompt][r.query], &prompts[r.prompt][r.query]);
+            group_pass(model, &prep.cached, &prep.groups[r.group], q, &prep.acts, &points, cfg)
+        },
+        &mut |i, _| {
+            let r = &passes[i];
+            prepared[r.prompt][r.query].groups[r.group].iter().for_each(|&l| on_layer(l));
+        },
+    )?;
+    // Combine in prompt, query and layer order: the same sums in the same order as one prompt,
+    // one group at a time.
+    let mut results = results.into_iter();
+    let mut out = Vec::with_capacity(prompts.len());
+    for (queries, per_query) in prompts.iter().zip(&prepared) {
+        let mut total = vec![vec![0.0f32; dims.d_ff]; dims.n_layers];
+        let mut comp_sum: Vec<(f32, f32)> = vec![(0.0, 0.0); dims.n_layers];
+        let mut token_probs = Vec::new();
+        for (q, prep) in queries.iter().zip(per_query) {
+            token_probs.extend_from_slice(&prep.token_probs);
+            for group in &prep.groups {
+                let pass = results.next().ok_or(KnError::Empty { what: "attribution passes" })?;
+                for (i, (&l, g)) in group.iter().zip(&pass.grads).enumerate() {
+                    let acts = &prep.acts[l];
+                    let layer_scores = match cfg.method {
+                        Method::MaxActivations => sum_positions(acts, q.positions.len(), dims.d_ff),
+                        Method::GradientTimesActivation => times(acts, g, q.positions.len(), dims.d_ff),
+                        Method::IntegratedGradients => {
+                            comp_sum[l].0 += prep.f_full;
+                            comp_sum[l].1 += pass.f_zero.get(i).copied().ok_or(KnError::Empty { what: "objective" })?;
+                            times(acts, g, q.positions.len(), dims.d_ff)
+                        }
+                    };
+                    total[l].iter_mut().zip(layer_scores).for_each(|(t, s)| *t += s);
                 }
-                _ => Vec::new(),
-            };
-            for (i, (&l, g)) in group.iter().zip(&grads).enumerate() {
-                let layer_scores = match cfg.method {
-                    Method::MaxActivations => sum_positions(&acts[l], q.positions.len(), dims.d_ff),
-                    Method::GradientTimesActivation => times(&acts[l], g, q.positions.len(), dims.d_ff),
-                    Method::IntegratedGradients => {
-                        comp_sum[l].0 += f_full;
-                        comp_sum[l].1 += f_zero.get(i).copied().ok_or(KnError::Empty { what: "objective" })?;
-                        times(&acts[l], g, q.positions.len(), dims.d_ff)
-                    }
-                };
-                total[l].iter_mut().zip(layer_scores).for_each(|(t, s)| *t += s);
-                on_layer(l);
             }
         }
+        out.push(finish(queries, total, comp_sum, token_probs, cfg));
     }
+    Ok(out)
+}
+
+/// One query's unmodified pass and what its attribution passes start from.
+struct Prepared<B: AutodiffBackend> {
+    cached: Cached<B>,
+    /// Per layer, the activations at the target positions, `[n_pos * d_ff]`.
+    acts: Vec<Vec<f32>>,
+    /// The unmodified objective.
+    f_full: f32,
+    /// The unmodified probability of each target piece.
+    token_probs: Vec<f32>,
+    /// Layer groups, each differentiated in one pass.
+    groups: Vec<Vec<usize>>,
+}
+
+/// Which pass of which query of which prompt, and its cost in row·block evaluations.
+struct PassRef {
+    prompt: usize,
+    query: usize,
+    group: usize,
+    cost: usize,
+}
+
+/// The unmodified pass of `q` and the layer groups of its attribution.
+fn prepare<B: AutodiffBackend, M: KnowledgeModel<B>>(
+    model: &M,
+    q: &Query,
+    cfg: &AttributionConfig,
+    n_points: usize,
+) -> Result<Prepared<B>, KnError> {
+    let dims = model.dims();
+    q.check(&dims)?;
+    let cached = cache(model, q);
+    let base = target_logprobs(model, cached.out.clone(), q);
+    let f_full = scalar(objective_of_logprobs(base.clone(), cfg))?;
+    let token_probs = to_vec(base.exp())?;
+    let acts: Vec<Vec<f32>> = (0..dims.n_layers)
+        .map(|l| to_vec(gather_rows(cached.acts[l].clone(), &q.positions)))
+        .collect::<Result<_, _>>()?;
+    let rows = tail_rows(model, q, cached.acts[0].dims()[1], cfg);
+    let groups = layer_groups(dims.n_layers, rows * cfg.batch_size.min(n_points.max(1)), cfg.max_rows_per_pass);
+    Ok(Prepared { cached, acts, f_full, token_probs, groups })
+}
+
+/// The attribution of one prompt from its summed scores and completeness terms.
+fn finish(
+    queries: &[Query],
+    total: Vec<Vec<f32>>,
+    comp_sum: Vec<(f32, f32)>,
+    token_probs: Vec<f32>,
+    cfg: &AttributionConfig,
+) -> Attribution {
     let n = queries.len() as f32;
     let scores: Vec<Vec<f32>> = total.into_iter().map(|row| row.into_iter().map(|s| s / n).collect()).collect();
     let completeness = (cfg.method == Method::IntegratedGradients).then(|| {
@@ -106,14 +196,47 @@ pub fn attribute_observed<B: AutodiffBackend, M: KnowledgeModel<B>>(
             .collect()
     });
     let target_ids = queries.iter().flat_map(|q| q.target_ids.iter().copied()).collect();
-    Ok(Attribution {
-        scores,
-        target_ids,
-        base_prob: token_probs.iter().product(),
-        token_probs,
-        config: *cfg,
-        completeness,
-    })
+    Attribution { scores, target_ids, base_prob: token_probs.iter().product(), token_probs, config: *cfg, completeness }
+}
+
+/// What one group of layers contributes: per layer, `Σ_k w_k ∇f(α_k a_l)` at the target
+/// positions (`[n_pos * d_ff]`), and, for IG, the objective with the layer's activations zeroed.
+struct GroupPass {
+    grads: Vec<Vec<f32>>,
+    f_zero: Vec<f32>,
+}
+
+/// The gradient passes of one layer group over every batch of quadrature points, and its
+/// baseline pass.
+fn group_pass<B: AutodiffBackend, M: KnowledgeModel<B>>(
+    model: &M,
+    cached: &Cached<B>,
+    group: &[usize],
+    q: &Query,
+    acts: &[Vec<f32>],
+    points: &[(f32, f32)],
+    cfg: &AttributionConfig,
+) -> Result<GroupPass, KnError> {
+    let mut grads: Vec<Vec<f32>> = group.iter().map(|&l| vec![0.0f32; acts[l].len()]).collect();
+    if cfg.method != Method::MaxActivations {
+        for chunk in points.chunks(cfg.batch_size) {
+            let gc = weighted_grads(model, cached, group, q, acts, chunk, cfg)?;
+            for (g, c) in grads.iter_mut().zip(gc) {
+                g.iter_mut().zip(c).for_each(|(x, y)| *x += y);
+            }
+        }
+    }
+    // The objective with each layer's activations zeroed (IG's baseline), one pass.
+    let f_zero = match cfg.method {
+        Method::IntegratedGradients => {
+            let d_ff = model.dims().d_ff;
+            let zeros = group.iter().map(|_| Tensor::zeros([1, q.positions.len(), d_ff], &model.device())).collect();
+            let resid = final_rows(model, cached, group, q, zeros, cfg)?;
+            to_vec(objective_from_resid(model, resid, &local(q), cfg))?
+        }
+        _ => Vec::new(),
+    };
+    Ok(GroupPass { grads, f_zero })
 }
 
 /// Layers `0..n` in consecutive groups whose tails are differentiated in one backward pass

@@ -21,6 +21,7 @@ pub mod planted;
 pub mod predict;
 pub mod quadrature;
 pub mod query;
+pub mod schedule;
 pub mod select;
 mod tail;
 
@@ -28,7 +29,7 @@ pub use attribution::{Attribution, AttributionConfig, Method, ObjectiveFn, Piece
 pub use edit::{edit, erase, EditRule, Fill, WeightUndo};
 pub use error::KnError;
 pub use hooks::{Capture, FfnHook, NoHook};
-pub use ig::{attribute, attribute_observed};
+pub use ig::{attribute, attribute_many, attribute_many_observed, attribute_observed};
 pub use intervene::{enhance, measure, suppress, Effect, Outcome, ScaleNeurons, Scope};
 pub use model::{forward_hooked, gather_rows, run_layers, KnowledgeModel, ModelDims, ModelInput, Objective};
 pub use neuron::NeuronId;

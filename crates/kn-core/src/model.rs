@@ -107,8 +107,9 @@ impl<B: Backend> ModelInput<B> {
 /// A transformer language model seen through its FFN neurons.
 ///
 /// Implementations normalise weight layouts at load time so that nothing here depends on the
-/// architecture. Every method is a pure function of the weights and its inputs.
-pub trait KnowledgeModel<B: Backend> {
+/// architecture. Every method is a pure function of the weights and its inputs. Models are
+/// `Sync`: attribution runs independent passes over one model on several threads.
+pub trait KnowledgeModel<B: Backend>: Sync {
     /// Sizes of the model.
     fn dims(&self) -> ModelDims;
 
@@ -171,6 +172,14 @@ pub trait KnowledgeModel<B: Backend> {
 
     /// Device the weights live on.
     fn device(&self) -> B::Device;
+
+    /// Whether independent attribution passes should run concurrently, one per thread of
+    /// rayon's pool (see [`crate::schedule`]): worth it where the backend computes on the
+    /// calling CPU thread and leaves cores idle between matrix products. The default is
+    /// `false`: passes run one after another on the calling thread.
+    fn concurrent_passes(&self) -> bool {
+        false
+    }
 
     /// The attention half of block `layer` for the last `n` positions only, given the residual
     /// stream of the earlier positions (`prefix`, unchanged): possible when no earlier

@@ -208,6 +208,11 @@ impl<B: Backend> KnowledgeModel<B> for PlantedModel<B> {
     fn device(&self) -> B::Device {
         self.embed.device()
     }
+
+    /// Concurrent, so that the tests on this model exercise the concurrent schedule.
+    fn concurrent_passes(&self) -> bool {
+        true
+    }
 }
 
 /// A tiny deterministic generator (no dependency, same numbers on every platform), shared by

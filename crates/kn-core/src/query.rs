@@ -68,8 +68,11 @@ impl Query {
         Ok(queries)
     }
 
-    /// Checks positions and length against the model.
+    /// Checks token ids, positions and length against the model.
     pub fn check(&self, dims: &ModelDims) -> Result<(), KnError> {
+        if let Some(&id) = self.target_ids.iter().chain(&self.ids).find(|&&id| id as usize >= dims.vocab_size) {
+            return Err(KnError::TokenOutOfRange { id, vocab: dims.vocab_size });
+        }
         if self.ids.len() > dims.max_positions {
             return Err(KnError::InvalidSetting(format!(
                 "the input has {} tokens; the model accepts at most {}",

@@ -75,6 +75,10 @@ impl<B: DualMatmul> KnowledgeModel<B> for Transformer<B> {
         self.embeddings.word.device()
     }
 
+    fn concurrent_passes(&self) -> bool {
+        B::CONCURRENT_PASSES
+    }
+
     fn attention_half_rows(
         &self,
         layer: usize,

@@ -5,7 +5,7 @@ use anyhow::Result;
 use burn::tensor::backend::AutodiffBackend;
 use kn_core::intervene::{patch_effect, target_scope};
 use kn_core::{
-    attribute, coarse, refine, AttributionConfig, KnowledgeModel, Method, NeuronId, Query, ScaleNeurons, Sharing,
+    attribute_many, coarse, refine, AttributionConfig, KnowledgeModel, Method, NeuronId, Query, ScaleNeurons, Sharing,
     Threshold,
 };
 use serde::{Deserialize, Serialize};
@@ -163,9 +163,12 @@ pub fn evaluate<B: AutodiffBackend, M: KnowledgeModel<B>>(
     let mut per_prompt = Vec::with_capacity(related.len());
     let mut act_sum: Vec<Vec<f32>> = Vec::new();
     let act_cfg = AttributionConfig { method: Method::MaxActivations, ..cfg.attribution };
-    for q in &related {
-        per_prompt.push(coarse(&attribute(model, q, &cfg.attribution)?, cfg.threshold)?);
-        let acts = attribute(model, q, &act_cfg)?;
+    // Every related prompt in one schedule (their passes share the cores).
+    let all: Vec<&[Query]> = related.iter().map(Vec::as_slice).collect();
+    for attr in attribute_many(model, &all, &cfg.attribution)? {
+        per_prompt.push(coarse(&attr, cfg.threshold)?);
+    }
+    for acts in attribute_many(model, &all, &act_cfg)? {
         if act_sum.is_empty() {
             act_sum = acts.scores.clone();
         } else {

@@ -6,7 +6,7 @@
 use std::time::Instant;
 
 use anyhow::{anyhow, Result};
-use kn_core::{attribute, AttributionConfig, KnowledgeModel, Objective, Query};
+use kn_core::{attribute_many, AttributionConfig, KnowledgeModel, Objective, Query};
 use kn_models::random::{preset_config, random_model};
 use kn_models::Transformer;
 use serde_json::json;
@@ -56,9 +56,8 @@ pub fn run(a: BenchArgs) -> Result<()> {
         let mut runs = Vec::new();
         for _ in 0..a.repeat {
             let start = Instant::now();
-            for q in &queries {
-                attribute(&model, q, &cfg)?;
-            }
+            let prompts: Vec<&[Query]> = queries.iter().map(Vec::as_slice).collect();
+            attribute_many(&model, &prompts, &cfg)?;
             let secs = start.elapsed().as_secs_f64();
             eprintln!("{label}: {secs:.2} s");
             runs.push(secs);

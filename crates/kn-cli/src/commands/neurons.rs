@@ -1,7 +1,7 @@
 //! `kn-cli neurons`: refined knowledge neurons of a fact from several prompts.
 
 use anyhow::{bail, Result};
-use kn_core::{attribute, attribute_observed, coarse, refine, KnowledgeModel, NeuronId, Sharing};
+use kn_core::{attribute, attribute_many_observed, coarse, refine, KnowledgeModel, NeuronId, Sharing};
 use kn_progress::{Bar, Mode};
 use serde_json::json;
 
@@ -30,10 +30,10 @@ pub fn run(a: NeuronsArgs) -> Result<()> {
     let mut per_prompt = Vec::with_capacity(prompts.len());
     let queries = prompts.iter().map(|p| a.target_opts.queries(&bundle, p, &a.target)).collect::<Result<Vec<_>>>()?;
     let units: usize = queries.iter().map(|pq| pq.queries.len() * layers).sum();
-    let mut bar = Bar::new("attributing", units as u64, "layers", Mode::terminal_only(a.quiet));
-    for (k, pq) in queries.iter().enumerate() {
-        bar.set_label(format!("prompt {}/{}", k + 1, prompts.len()));
-        let attr = attribute_observed(&bundle.model, &pq.queries, &cfg, &mut |_| bar.inc(1))?;
+    let mut bar = Bar::new(format!("{} prompts", prompts.len()), units as u64, "layers", Mode::terminal_only(a.quiet));
+    // All prompts in one schedule: their passes keep every core busy to the end.
+    let all: Vec<&[kn_core::Query]> = queries.iter().map(|pq| pq.queries.as_slice()).collect();
+    for attr in attribute_many_observed(&bundle.model, &all, &cfg, &mut |_| bar.inc(1))? {
         per_prompt.push(coarse(&attr, rule)?);
     }
     let mut negatives: Vec<Vec<NeuronId>> = Vec::new();

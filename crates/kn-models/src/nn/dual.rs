@@ -25,6 +25,11 @@ pub trait DualMatmul: Backend {
     /// Whether models on this backend should keep `Wᵀ` (costs the weights' memory once more).
     const KEEP_TRANSPOSE: bool;
 
+    /// Whether attribution should run independent passes concurrently on rayon's pool
+    /// ([`kn_core::KnowledgeModel::concurrent_passes`]): for backends that compute on the
+    /// calling thread, so that one pass's element-wise work overlaps another's products.
+    const CONCURRENT_PASSES: bool = false;
+
     /// `x · w` over the last axis of `x`, for a 2-D `w`: the leading axes of `x` are rows.
     ///
     /// The default reshapes to 2-D and uses the backend's product; burn-ndarray's reshape and
@@ -71,6 +76,7 @@ pub trait DualMatmul: Backend {
 #[cfg(feature = "ndarray")]
 impl DualMatmul for burn::backend::NdArray<f32> {
     const KEEP_TRANSPOSE: bool = true;
+    const CONCURRENT_PASSES: bool = true;
 
     fn rows_matmul(x: FloatTensor<Self>, w: FloatTensor<Self>) -> FloatTensor<Self> {
         use burn_ndarray::NdArrayTensor;
@@ -161,6 +167,7 @@ impl<B: DualMatmul> Backward<B, 1> for ActivationGrad {
 
 impl<B: DualMatmul, C: CheckpointStrategy> DualMatmul for Autodiff<B, C> {
     const KEEP_TRANSPOSE: bool = B::KEEP_TRANSPOSE;
+    const CONCURRENT_PASSES: bool = B::CONCURRENT_PASSES;
 
     fn fused_activation(x: FloatTensor<Self>, act: Activation) -> Option<FloatTensor<Self>> {
         match ActivationGrad.prepare::<C>([x.node.clone()]).compute_bound().stateful() {

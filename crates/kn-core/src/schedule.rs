@@ -1,0 +1,202 @@
+//! Independent attribution passes run concurrently on rayon's pool.
+//!
+//! One pass (a layer group's forward and backward over a batch of quadrature points) alternates
+//! matrix products with element-wise work, autodiff bookkeeping and copies. Run one at a time
+//! with multi-threaded products, the pool idles through everything that is not a product (about
+//! a fifth of the time on a 2-core CPU). Here each pool thread runs its own pass, longest first,
+//! so the cores stay busy; [`passes_running`] tells the matrix kernels whether the pool is
+//! already full (then a product runs on its own thread) or has idle threads to split it over.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc;
+
+/// Passes running right now, over every caller.
+static RUNNING: AtomicUsize = AtomicUsize::new(0);
+
+/// How many attribution passes are running on rayon's global pool right now. Matrix kernels
+/// called from a pool thread split a product over the pool only while this is below the
+/// pool's size.
+pub fn passes_running() -> usize {
+    RUNNING.load(Ordering::Relaxed)
+}
+
+/// Counts one running pass for as long as it lives.
+struct Running;
+
+impl Running {
+    fn start() -> Self {
+        RUNNING.fetch_add(1, Ordering::Relaxed);
+        Running
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        RUNNING.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Runs `job(i)` for every index in `order` (a permutation of `0..order.len()`), taking them in
+/// that order: with `concurrent`, at most one per pool thread at a time, else one after another
+/// on the calling thread; calls `done(i, &result)` on the calling
+/// thread as each finishes. After the first error no new job starts and that error is returned.
+/// Results are returned indexed by job, whatever the order they finished in.
+///
+/// Called from outside the pool, the calling thread only waits and reports; called from a pool
+/// thread (inside `ThreadPool::install`, say), it also runs pending jobs while it waits, so that
+/// a pool of any size, one thread included, makes progress.
+pub(crate) fn run_passes<T: Send, E: Send>(
+    order: &[usize],
+    concurrent: bool,
+    job: impl Fn(usize) -> Result<T, E> + Sync,
+    done: &mut dyn FnMut(usize, &T),
+) -> Result<Vec<T>, E> {
+    let n = order.len();
+    if !concurrent || rayon::current_num_threads() < 2 || n < 2 {
+        // One after another on the calling thread.
+        let mut results: Vec<Option<T>> = (0..n).map(|_| None).collect();
+        for &i in order {
+            let v = job(i)?;
+            done(i, &v);
+            if let Some(slot) = results.get_mut(i) {
+                *slot = Some(v);
+            }
+        }
+        return Ok(results.into_iter().flatten().collect());
+    }
+    let mut results: Vec<Option<T>> = (0..n).map(|_| None).collect();
+    let mut first_err = None;
+    let mut receive = |(i, result): (usize, Result<T, E>)| match result {
+        Ok(v) => {
+            done(i, &v);
+            if let Some(slot) = results.get_mut(i) {
+                *slot = Some(v);
+            }
+        }
+        Err(e) => {
+            if first_err.is_none() {
+                first_err = Some(e);
+            }
+        }
+    };
+    let workers = rayon::current_num_threads().clamp(1, n.max(1));
+    let next = AtomicUsize::new(0);
+    let live = AtomicUsize::new(workers);
+    let failed = AtomicBool::new(false);
+    let (tx, rx) = mpsc::channel::<(usize, Result<T, E>)>();
+    rayon::in_place_scope(|s| {
+        for _ in 0..workers {
+            let tx = tx.clone();
+            let (next, live, failed, job) = (&next, &live, &failed, &job);
+            s.spawn(move |_| {
+                while !failed.load(Ordering::Relaxed) {
+                    let k = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(&i) = order.get(k) else { break };
+                    let result = {
+                        let _running = Running::start();
+                        job(i)
+                    };
+                    if result.is_err() {
+                        failed.store(true, Ordering::Relaxed);
+                    }
+                    if tx.send((i, result)).is_err() {
+                        break;
+                    }
+                }
+                // After the last send: once `live` is 0, every result is in the channel.
+                live.fetch_sub(1, Ordering::Release);
+            });
+        }
+        drop(tx);
+        if rayon::current_thread_index().is_none() {
+            // The workers run on the pool; every sender is gone once they have stopped.
+            for message in &rx {
+                receive(message);
+            }
+        } else {
+            // Blocking here could starve the pool of this thread: run its pending jobs instead.
+            loop {
+                while let Ok(message) = rx.try_recv() {
+                    receive(message);
+                }
+                if live.load(Ordering::Acquire) == 0 {
+                    break;
+                }
+                if rayon::yield_now() != Some(rayon::Yield::Executed) {
+                    std::thread::sleep(std::time::Duration::from_micros(200));
+                }
+            }
+        }
+    });
+    while let Ok(message) = rx.try_recv() {
+        receive(message);
+    }
+    if let Some(e) = first_err {
+        return Err(e);
+    }
+    // Without an error every job ran once and reported.
+    Ok(results.into_iter().flatten().collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_job_runs_once_and_results_keep_job_order() {
+        for concurrent in [true, false] {
+            let order: Vec<usize> = (0..23).rev().collect();
+            let mut seen = Vec::new();
+            let out: Vec<usize> =
+                run_passes(&order, concurrent, |i| Ok::<_, ()>(i * 10), &mut |i, v| seen.push((i, *v))).unwrap();
+            assert_eq!(out, (0..23).map(|i| i * 10).collect::<Vec<_>>());
+            if !concurrent {
+                // One after another: reported in the order given.
+                assert_eq!(seen.iter().map(|s| s.0).collect::<Vec<_>>(), order);
+            }
+            seen.sort();
+            assert_eq!(seen, (0..23).map(|i| (i, i * 10)).collect::<Vec<_>>());
+        }
+    }
+
+    #[test]
+    fn an_error_is_returned_and_stops_new_jobs() {
+        let order: Vec<usize> = (0..1000).collect();
+        let started = AtomicUsize::new(0);
+        let r: Result<Vec<()>, String> = run_passes(
+            &order,
+            true,
+            |i| {
+                started.fetch_add(1, Ordering::Relaxed);
+                if i == 3 {
+                    Err(format!("job {i}"))
+                } else {
+                    Ok(())
+                }
+            },
+            &mut |_, _| {},
+        );
+        assert_eq!(r.unwrap_err(), "job 3");
+        // Jobs already taken may finish; no job starts after the failure is seen.
+        assert!(started.load(Ordering::Relaxed) < 1000);
+    }
+
+    #[test]
+    fn callers_on_a_pool_thread_make_progress_on_pools_of_any_size() {
+        for threads in [1, 2, 3] {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            let order: Vec<usize> = (0..17).collect();
+            let mut reported = 0;
+            let out: Vec<usize> =
+                pool.install(|| run_passes(&order, true, |i| Ok::<_, ()>(i + 1), &mut |_, _| reported += 1)).unwrap();
+            assert_eq!(out, (1..18).collect::<Vec<_>>(), "{threads} threads");
+            assert_eq!(reported, 17);
+        }
+    }
+
+    #[test]
+    fn no_jobs_give_no_results() {
+        let out: Vec<u8> = run_passes(&[], true, |_| Ok::<_, ()>(0), &mut |_, _| {}).unwrap();
+        assert!(out.is_empty());
+    }
+}

@@ -332,7 +332,7 @@ fn weighted_grads<B: AutodiffBackend, M: KnowledgeModel<B>>(
     let f = objective_from_resid(model, final_rows(model, c, layers, q, xs.clone(), cfg)?, &local(q), cfg);
     let weights: Vec<f32> = layers.iter().flat_map(|_| points.iter().map(|p| p.1)).collect();
     let w: Tensor<B, 1> = Tensor::from_data(TensorData::new(weights, [k * layers.len()]), &device);
-    let grads = (f * w).sum().backward();
+    let grads = crate::schedule::exclusive_backward(|| (f * w).sum().backward());
     layers
         .iter()
         .zip(xs)

@@ -8,7 +8,7 @@
 //! already full (then a product runs on its own thread) or has idle threads to split it over.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc;
+use std::sync::{mpsc, Mutex, TryLockError};
 
 /// Passes running right now, over every caller.
 static RUNNING: AtomicUsize = AtomicUsize::new(0);
@@ -20,20 +20,66 @@ pub fn passes_running() -> usize {
     RUNNING.load(Ordering::Relaxed)
 }
 
+thread_local! {
+    /// Whether this thread is running a counted pass.
+    static IN_PASS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 /// Counts one running pass for as long as it lives.
 struct Running;
 
 impl Running {
     fn start() -> Self {
         RUNNING.fetch_add(1, Ordering::Relaxed);
+        IN_PASS.with(|p| p.set(true));
         Running
     }
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
+        IN_PASS.with(|p| p.set(false));
         RUNNING.fetch_sub(1, Ordering::Relaxed);
     }
+}
+
+/// One backward pass at a time.
+static BACKWARD: Mutex<()> = Mutex::new(());
+
+/// Runs `f`, an autodiff backward pass, while no other pass runs one. burn-autodiff's cleanup
+/// after a backward pass locks every live graph in turn, so a thread finishing its backward
+/// would otherwise wait out another pass's whole backward (seconds, with a core idle). A pass
+/// waiting here stops counting as running, so the running pass's products are split over the
+/// pool, and runs pool work meanwhile.
+pub(crate) fn exclusive_backward<R>(f: impl FnOnce() -> R) -> R {
+    let guard = match BACKWARD.try_lock() {
+        Ok(g) => g,
+        Err(TryLockError::Poisoned(p)) => p.into_inner(),
+        Err(TryLockError::WouldBlock) => {
+            let counted = IN_PASS.with(|p| p.get());
+            if counted {
+                RUNNING.fetch_sub(1, Ordering::Relaxed);
+            }
+            let g = loop {
+                match BACKWARD.try_lock() {
+                    Ok(g) => break g,
+                    Err(TryLockError::Poisoned(p)) => break p.into_inner(),
+                    Err(TryLockError::WouldBlock) => {
+                        if rayon::yield_now() != Some(rayon::Yield::Executed) {
+                            std::thread::yield_now();
+                        }
+                    }
+                }
+            };
+            if counted {
+                RUNNING.fetch_add(1, Ordering::Relaxed);
+            }
+            g
+        }
+    };
+    let r = f();
+    drop(guard);
+    r
 }
 
 /// Runs `job(i)` for every index in `order` (a permutation of `0..order.len()`), taking them in

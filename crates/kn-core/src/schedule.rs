@@ -52,6 +52,13 @@ static BACKWARD: Mutex<()> = Mutex::new(());
 /// waiting here stops counting as running, so the running pass's products are split over the
 /// pool, and runs pool work meanwhile.
 pub(crate) fn exclusive_backward<R>(f: impl FnOnce() -> R) -> R {
+    if rayon::current_thread_index().is_none() {
+        // Off the pool, block: the holder's products run on the pool meanwhile.
+        let guard = BACKWARD.lock().unwrap_or_else(|p| p.into_inner());
+        let r = f();
+        drop(guard);
+        return r;
+    }
     let guard = match BACKWARD.try_lock() {
         Ok(g) => g,
         Err(TryLockError::Poisoned(p)) => p.into_inner(),
@@ -88,9 +95,8 @@ pub(crate) fn exclusive_backward<R>(f: impl FnOnce() -> R) -> R {
 /// thread as each finishes. After the first error no new job starts and that error is returned.
 /// Results are returned indexed by job, whatever the order they finished in.
 ///
-/// Called from outside the pool, the calling thread only waits and reports; called from a pool
-/// thread (inside `ThreadPool::install`, say), it also runs pending jobs while it waits, so that
-/// a pool of any size, one thread included, makes progress.
+/// Concurrent passes run on as many scoped threads as rayon's pool has threads; the calling
+/// thread waits and reports.
 pub(crate) fn run_passes<T: Send, E: Send>(
     order: &[usize],
     concurrent: bool,
@@ -127,14 +133,18 @@ pub(crate) fn run_passes<T: Send, E: Send>(
     };
     let workers = rayon::current_num_threads().clamp(1, n.max(1));
     let next = AtomicUsize::new(0);
-    let live = AtomicUsize::new(workers);
     let failed = AtomicBool::new(false);
     let (tx, rx) = mpsc::channel::<(usize, Result<T, E>)>();
-    rayon::in_place_scope(|s| {
+    // Workers are threads of their own, not pool jobs: a pool thread waiting inside a pass (in
+    // a join of its products) could otherwise pick up a queued worker job and start a pass
+    // nested in its own backward, which would wait on locks its thread holds (burn-autodiff's
+    // graph locks, `BACKWARD`). The passes' products and element-wise kernels still run on
+    // the pool.
+    std::thread::scope(|s| {
         for _ in 0..workers {
             let tx = tx.clone();
-            let (next, live, failed, job) = (&next, &live, &failed, &job);
-            s.spawn(move |_| {
+            let (next, failed, job) = (&next, &failed, &job);
+            s.spawn(move || {
                 while !failed.load(Ordering::Relaxed) {
                     let k = next.fetch_add(1, Ordering::Relaxed);
                     let Some(&i) = order.get(k) else { break };
@@ -149,34 +159,14 @@ pub(crate) fn run_passes<T: Send, E: Send>(
                         break;
                     }
                 }
-                // After the last send: once `live` is 0, every result is in the channel.
-                live.fetch_sub(1, Ordering::Release);
             });
         }
         drop(tx);
-        if rayon::current_thread_index().is_none() {
-            // The workers run on the pool; every sender is gone once they have stopped.
-            for message in &rx {
-                receive(message);
-            }
-        } else {
-            // Blocking here could starve the pool of this thread: run its pending jobs instead.
-            loop {
-                while let Ok(message) = rx.try_recv() {
-                    receive(message);
-                }
-                if live.load(Ordering::Acquire) == 0 {
-                    break;
-                }
-                if rayon::yield_now() != Some(rayon::Yield::Executed) {
-                    std::thread::sleep(std::time::Duration::from_micros(200));
-                }
-            }
+        // Every sender is gone once the workers have stopped.
+        for message in &rx {
+            receive(message);
         }
     });
-    while let Ok(message) = rx.try_recv() {
-        receive(message);
-    }
     if let Some(e) = first_err {
         return Err(e);
     }

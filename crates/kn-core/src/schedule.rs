@@ -1,11 +1,12 @@
-//! Independent attribution passes run concurrently on rayon's pool.
+//! Independent attribution passes run concurrently.
 //!
 //! One pass (a layer group's forward and backward over a batch of quadrature points) alternates
 //! matrix products with element-wise work, autodiff bookkeeping and copies. Run one at a time
 //! with multi-threaded products, the pool idles through everything that is not a product (about
-//! a fifth of the time on a 2-core CPU). Here each pool thread runs its own pass, longest first,
-//! so the cores stay busy; [`passes_running`] tells the matrix kernels whether the pool is
-//! already full (then a product runs on its own thread) or has idle threads to split it over.
+//! a fifth of the time on a 2-core CPU). Here as many passes as rayon's pool has threads run at
+//! once, longest first, each on a scoped thread of its own that splits its products over the
+//! pool, so one pass's element-wise work overlaps another's products. [`passes_running`] tells
+//! matrix kernels called from a pool thread whether the pool is already busy with passes.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Mutex, TryLockError};

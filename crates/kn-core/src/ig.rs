@@ -39,8 +39,8 @@ pub fn attribute_observed<B: AutodiffBackend, M: KnowledgeModel<B>>(
 /// steps of one multi-token target), one [`Attribution`] per prompt, in order.
 ///
 /// Each prompt's scores are exactly those [`attribute`] gives it alone. Doing them together
-/// lets the passes of every prompt share one schedule on rayon's pool (one pass per pool
-/// thread, longest first), so the cores stay busy up to the very end instead of after each
+/// lets the passes of every prompt share one schedule (as many at once as rayon's pool has
+/// threads, longest first), so the cores stay busy up to the very end instead of after each
 /// prompt.
 pub fn attribute_many<B: AutodiffBackend, M: KnowledgeModel<B>>(
     model: &M,

@@ -173,8 +173,8 @@ pub trait KnowledgeModel<B: Backend>: Sync {
     /// Device the weights live on.
     fn device(&self) -> B::Device;
 
-    /// Whether independent attribution passes should run concurrently, one per thread of
-    /// rayon's pool (see [`crate::schedule`]): worth it where the backend computes on the
+    /// Whether independent attribution passes should run concurrently, as many at once as
+    /// rayon's pool has threads (see [`crate::schedule`]): worth it where the backend computes on the
     /// calling CPU thread and leaves cores idle between matrix products. The default is
     /// `false`: passes run one after another on the calling thread.
     fn concurrent_passes(&self) -> bool {

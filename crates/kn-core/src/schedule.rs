@@ -5,84 +5,34 @@
 //! with multi-threaded products, the pool idles through everything that is not a product (about
 //! a fifth of the time on a 2-core CPU). Here as many passes as rayon's pool has threads run at
 //! once, longest first, each on a scoped thread of its own that splits its products over the
-//! pool, so one pass's element-wise work overlaps another's products. [`passes_running`] tells
-//! matrix kernels called from a pool thread whether the pool is already busy with passes.
+//! pool, so one pass's element-wise work overlaps another's products.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Mutex, TryLockError};
-
-/// Passes running right now, over every caller.
-static RUNNING: AtomicUsize = AtomicUsize::new(0);
-
-/// How many attribution passes are running on rayon's global pool right now. Matrix kernels
-/// called from a pool thread split a product over the pool only while this is below the
-/// pool's size.
-pub fn passes_running() -> usize {
-    RUNNING.load(Ordering::Relaxed)
-}
-
-thread_local! {
-    /// Whether this thread is running a counted pass.
-    static IN_PASS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-/// Counts one running pass for as long as it lives.
-struct Running;
-
-impl Running {
-    fn start() -> Self {
-        RUNNING.fetch_add(1, Ordering::Relaxed);
-        IN_PASS.with(|p| p.set(true));
-        Running
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        IN_PASS.with(|p| p.set(false));
-        RUNNING.fetch_sub(1, Ordering::Relaxed);
-    }
-}
 
 /// One backward pass at a time.
 static BACKWARD: Mutex<()> = Mutex::new(());
 
 /// Runs `f`, an autodiff backward pass, while no other pass runs one. burn-autodiff's cleanup
 /// after a backward pass locks every live graph in turn, so a thread finishing its backward
-/// would otherwise wait out another pass's whole backward (seconds, with a core idle). A pass
-/// waiting here stops counting as running, so the running pass's products are split over the
-/// pool, and runs pool work meanwhile.
+/// would otherwise wait out another pass's whole backward (seconds, with a core idle).
 pub(crate) fn exclusive_backward<R>(f: impl FnOnce() -> R) -> R {
-    if rayon::current_thread_index().is_none() {
+    let guard = if rayon::current_thread_index().is_none() {
         // Off the pool, block: the holder's products run on the pool meanwhile.
-        let guard = BACKWARD.lock().unwrap_or_else(|p| p.into_inner());
-        let r = f();
-        drop(guard);
-        return r;
-    }
-    let guard = match BACKWARD.try_lock() {
-        Ok(g) => g,
-        Err(TryLockError::Poisoned(p)) => p.into_inner(),
-        Err(TryLockError::WouldBlock) => {
-            let counted = IN_PASS.with(|p| p.get());
-            if counted {
-                RUNNING.fetch_sub(1, Ordering::Relaxed);
-            }
-            let g = loop {
-                match BACKWARD.try_lock() {
-                    Ok(g) => break g,
-                    Err(TryLockError::Poisoned(p)) => break p.into_inner(),
-                    Err(TryLockError::WouldBlock) => {
-                        if rayon::yield_now() != Some(rayon::Yield::Executed) {
-                            std::thread::yield_now();
-                        }
+        BACKWARD.lock().unwrap_or_else(|p| p.into_inner())
+    } else {
+        // A pool thread (a pass run one after another from inside the pool) must not block:
+        // the holder's products may need this very thread. It runs pool work while it waits.
+        loop {
+            match BACKWARD.try_lock() {
+                Ok(g) => break g,
+                Err(TryLockError::Poisoned(p)) => break p.into_inner(),
+                Err(TryLockError::WouldBlock) => {
+                    if rayon::yield_now() != Some(rayon::Yield::Executed) {
+                        std::thread::yield_now();
                     }
                 }
-            };
-            if counted {
-                RUNNING.fetch_add(1, Ordering::Relaxed);
             }
-            g
         }
     };
     let r = f();
@@ -91,9 +41,9 @@ pub(crate) fn exclusive_backward<R>(f: impl FnOnce() -> R) -> R {
 }
 
 /// Runs `job(i)` for every index in `order` (a permutation of `0..order.len()`), taking them in
-/// that order: with `concurrent`, at most one per pool thread at a time, else one after another
-/// on the calling thread; calls `done(i, &result)` on the calling
-/// thread as each finishes. After the first error no new job starts and that error is returned.
+/// that order: with `concurrent`, as many at once as rayon's pool has threads, else one after
+/// another on the calling thread; calls `done(i, &result)` on the calling thread as each
+/// finishes. After the first error no new job starts and that error is returned.
 /// Results are returned indexed by job, whatever the order they finished in.
 ///
 /// Concurrent passes run on as many scoped threads as rayon's pool has threads; the calling
@@ -149,10 +99,7 @@ pub(crate) fn run_passes<T: Send, E: Send>(
                 while !failed.load(Ordering::Relaxed) {
                     let k = next.fetch_add(1, Ordering::Relaxed);
                     let Some(&i) = order.get(k) else { break };
-                    let result = {
-                        let _running = Running::start();
-                        job(i)
-                    };
+                    let result = job(i);
                     if result.is_err() {
                         failed.store(true, Ordering::Relaxed);
                     }

@@ -25,7 +25,7 @@ pub trait DualMatmul: Backend {
     /// Whether models on this backend should keep `Wᵀ` (costs the weights' memory once more).
     const KEEP_TRANSPOSE: bool;
 
-    /// Whether attribution should run independent passes concurrently on rayon's pool
+    /// Whether attribution should run independent passes concurrently
     /// ([`kn_core::KnowledgeModel::concurrent_passes`]): for backends that compute on the
     /// calling thread, so that one pass's element-wise work overlaps another's products.
     const CONCURRENT_PASSES: bool = false;

@@ -27,10 +27,7 @@ pub(crate) fn matmul(a: ArrayView2<'_, f32>, b: ArrayView2<'_, f32>) -> Option<A
         return Some(out);
     }
     let threads = rayon::current_num_threads();
-    // On a pool thread while every pool thread runs its own attribution pass, splitting the
-    // product would only queue work behind the other passes.
-    let pool_full = rayon::current_thread_index().is_some() && kn_core::schedule::passes_running() >= threads;
-    let parallelism = if threads > 1 && !pool_full && m.saturating_mul(n).saturating_mul(k) >= PARALLEL_MIN_MACS {
+    let parallelism = if threads > 1 && m.saturating_mul(n).saturating_mul(k) >= PARALLEL_MIN_MACS {
         gemm::Parallelism::Rayon(threads)
     } else {
         gemm::Parallelism::None

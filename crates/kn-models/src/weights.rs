@@ -72,6 +72,7 @@ const KNOWN_UNUSED: &[&str] = &[
     ".attention.bias",
     ".attention.masked_bias",
     "position_ids",
+    ".rotary_emb.inv_freq",
     "pooler.dense.weight",
     "pooler.dense.bias",
     "cls.seq_relationship.weight",
@@ -104,7 +105,9 @@ impl Synthetic {
     fn make(&mut self, name: &str, shape: &[usize]) -> RawTensor {
         let n: usize = shape.iter().product();
         let norm_gain = shape.len() == 1
-            && (name.ends_with("LayerNorm.weight") || name.contains(".ln_") || name.ends_with("ln_f.weight"));
+            && (name.to_ascii_lowercase().ends_with("norm.weight")
+                || name.contains(".ln_")
+                || name.ends_with("ln_f.weight"));
         let data: Vec<f32> = if norm_gain {
             (0..n).map(|_| 1.0 + 0.1 * self.rng.normal()).collect()
         } else {

@@ -28,13 +28,13 @@ pub fn load<B: DualMatmul>(l: &mut Loader<'_, B>) -> Result<Transformer<B>, Load
     let word = l.raw(&format!("{p}embeddings.word_embeddings.weight"), &[v, d])?;
     let embeddings = Embeddings {
         word: word.clone().into_tensor(l.device),
-        position: l.matrix(&format!("{p}embeddings.position_embeddings.weight"), c.max_positions, d)?,
+        position: Some(l.matrix(&format!("{p}embeddings.position_embeddings.weight"), c.max_positions, d)?),
         token_type: Some(l.matrix(
             &format!("{p}embeddings.token_type_embeddings.weight"),
             c.type_vocab_size.unwrap_or(2),
             d,
         )?),
-        norm: Some(l.layer_norm(&format!("{p}embeddings.LayerNorm"))?),
+        norm: Some(l.norm(&format!("{p}embeddings.LayerNorm"))?),
     };
     let mut blocks = Vec::with_capacity(c.n_layers);
     for i in 0..c.n_layers {
@@ -45,15 +45,19 @@ pub fn load<B: DualMatmul>(l: &mut Loader<'_, B>) -> Result<Transformer<B>, Load
             v: l.linear(&format!("{n}.attention.self.value"), d, d, Layout::OutIn, true)?,
             o: l.linear(&format!("{n}.attention.output.dense"), d, d, Layout::OutIn, true)?,
             n_heads: c.n_heads,
+            n_kv_heads: c.n_heads,
+            head_dim: c.head_dim,
             scale: c.attn_scale[i],
             kind: c.attention[i],
+            rope: None,
         };
         blocks.push(Block {
             norm: NormPlacement::Post,
-            ln_attn: l.layer_norm(&format!("{n}.attention.output.LayerNorm"))?,
-            ln_ffn: l.layer_norm(&format!("{n}.output.LayerNorm"))?,
+            ln_attn: l.norm(&format!("{n}.attention.output.LayerNorm"))?,
+            ln_ffn: l.norm(&format!("{n}.output.LayerNorm"))?,
             attn,
             ffn_in: l.linear(&format!("{n}.intermediate.dense"), d, c.d_ff, Layout::OutIn, true)?,
+            ffn_gate: None,
             act: c.activation,
             ffn_out: l.linear(&format!("{n}.output.dense"), c.d_ff, d, Layout::OutIn, true)?,
         });
@@ -61,7 +65,7 @@ pub fn load<B: DualMatmul>(l: &mut Loader<'_, B>) -> Result<Transformer<B>, Load
     let transform = HeadTransform {
         dense: l.linear("cls.predictions.transform.dense", d, d, Layout::OutIn, true)?,
         act: c.activation,
-        norm: l.layer_norm("cls.predictions.transform.LayerNorm")?,
+        norm: l.norm("cls.predictions.transform.LayerNorm")?,
     };
     let bias = l.vector("cls.predictions.bias", v)?;
     // `decoder.bias` is the same parameter as `cls.predictions.bias` in transformers.
@@ -72,5 +76,5 @@ pub fn load<B: DualMatmul>(l: &mut Loader<'_, B>) -> Result<Transformer<B>, Load
         unembed: l.unembedding("cls.predictions.decoder.weight", &word)?,
         bias: Some(bias),
     };
-    Ok(Transformer { embeddings, blocks, head, objective: Objective::MaskedLm })
+    Ok(Transformer { embeddings, blocks, head, objective: Objective::MaskedLm, max_positions: c.max_positions })
 }

@@ -36,8 +36,11 @@ pub fn load<B: DualMatmul>(l: &mut Loader<'_, B>) -> Result<Transformer<B>, Load
             v: part(2),
             o: l.linear(&format!("{n}.attn.c_proj"), d, d, Layout::InOut, true)?,
             n_heads: c.n_heads,
+            n_kv_heads: c.n_heads,
+            head_dim: c.head_dim,
             scale: c.attn_scale[i],
             kind: c.attention[i],
+            rope: None,
         })
     })
 }

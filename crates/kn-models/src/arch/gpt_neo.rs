@@ -31,8 +31,11 @@ pub fn load<B: DualMatmul>(l: &mut Loader<'_, B>) -> Result<Transformer<B>, Load
             v: l.linear(&format!("{a}.v_proj"), d, d, Layout::OutIn, false)?,
             o: l.linear(&format!("{a}.out_proj"), d, d, Layout::OutIn, true)?,
             n_heads: c.n_heads,
+            n_kv_heads: c.n_heads,
+            head_dim: c.head_dim,
             scale: c.attn_scale[i],
             kind: c.attention[i],
+            rope: None,
         })
     })
 }

@@ -4,6 +4,7 @@
 pub mod bert;
 pub mod gpt2;
 pub mod gpt_neo;
+pub mod llama;
 
 use crate::nn::DualMatmul;
 
@@ -11,7 +12,7 @@ use crate::config::ArchConfig;
 use crate::error::LoadError;
 use kn_core::Objective;
 
-use crate::nn::{Attention, Block, Embeddings, LayerNorm, Linear, LmHead, NormPlacement};
+use crate::nn::{Attention, Block, Embeddings, Linear, LmHead, Norm, NormKind, NormPlacement};
 use crate::transformer::Transformer;
 use crate::weights::{RawTensor, WeightMap};
 
@@ -67,23 +68,31 @@ impl<B: DualMatmul> Loader<'_, B> {
         Ok(Linear::from_raw(w, bias, self.device))
     }
 
-    /// A LayerNorm at `name` (`weight`/`bias`, or the old `gamma`/`beta`).
-    pub fn layer_norm(&mut self, name: &str) -> Result<LayerNorm<B>, LoadError> {
+    /// The config's norm at `name`: a LayerNorm (`weight`/`bias`, or the old `gamma`/`beta`)
+    /// or an RMSNorm (`weight` only).
+    pub fn norm(&mut self, name: &str) -> Result<Norm<B>, LoadError> {
         let d = self.cfg.d_model;
+        let kind = self.cfg.norm;
         let (g, b) =
             if self.weights.contains(&format!("{name}.gamma")) { ("gamma", "beta") } else { ("weight", "bias") };
-        Ok(LayerNorm {
-            gamma: self.vector(&format!("{name}.{g}"), d)?,
-            beta: self.vector(&format!("{name}.{b}"), d)?,
-            eps: self.cfg.eps,
-        })
+        let gamma = self.vector(&format!("{name}.{g}"), d)?;
+        let beta = match kind {
+            NormKind::Layer => Some(self.vector(&format!("{name}.{b}"), d)?),
+            NormKind::Rms => None,
+        };
+        Ok(Norm { kind, gamma, beta, eps: self.cfg.eps })
     }
 
     /// The transposed unembedding `[d_model, vocab]`: `explicit` if the checkpoint has it
-    /// (an untied or duplicated head), else the tied token embedding `tied` (`[vocab, d_model]`).
+    /// (an untied or duplicated head), else the tied token embedding `tied` (`[vocab, d_model]`),
+    /// which an untied config (`tie_word_embeddings: false`) does not allow.
     pub fn unembedding(&mut self, explicit: &str, tied: &RawTensor) -> Result<Linear<B>, LoadError> {
         let (v, d) = (self.cfg.vocab_size, self.cfg.d_model);
-        let w = self.weights.take_opt(explicit, &[v, d])?.unwrap_or_else(|| tied.clone());
+        let w = if self.cfg.tie_word_embeddings {
+            self.weights.take_opt(explicit, &[v, d])?.unwrap_or_else(|| tied.clone())
+        } else {
+            self.weights.take(explicit, &[v, d])?
+        };
         Ok(Linear::from_raw(w.transpose(), None, self.device))
     }
 }
@@ -115,7 +124,7 @@ pub fn load_gpt<B: DualMatmul>(
     let wte = l.raw(&format!("{p}wte.weight"), &[v, d])?;
     let embeddings = Embeddings {
         word: wte.clone().into_tensor(l.device),
-        position: l.matrix(&format!("{p}wpe.weight"), c.max_positions, d)?,
+        position: Some(l.matrix(&format!("{p}wpe.weight"), c.max_positions, d)?),
         token_type: None,
         norm: None,
     };
@@ -124,19 +133,20 @@ pub fn load_gpt<B: DualMatmul>(
         let n = format!("{p}h.{i}");
         blocks.push(Block {
             norm: NormPlacement::Pre,
-            ln_attn: l.layer_norm(&format!("{n}.ln_1"))?,
-            ln_ffn: l.layer_norm(&format!("{n}.ln_2"))?,
+            ln_attn: l.norm(&format!("{n}.ln_1"))?,
+            ln_ffn: l.norm(&format!("{n}.ln_2"))?,
             attn: attn(l, &n, i)?,
             ffn_in: l.linear(&format!("{n}.mlp.c_fc"), d, c.d_ff, mlp, true)?,
+            ffn_gate: None,
             act: c.activation,
             ffn_out: l.linear(&format!("{n}.mlp.c_proj"), c.d_ff, d, mlp, true)?,
         });
     }
     let head = LmHead {
-        final_norm: Some(l.layer_norm(&format!("{p}ln_f"))?),
+        final_norm: Some(l.norm(&format!("{p}ln_f"))?),
         transform: None,
         unembed: l.unembedding("lm_head.weight", &wte)?,
         bias: None,
     };
-    Ok(Transformer { embeddings, blocks, head, objective: Objective::CausalLm })
+    Ok(Transformer { embeddings, blocks, head, objective: Objective::CausalLm, max_positions: c.max_positions })
 }

@@ -13,6 +13,8 @@ pub enum Activation {
     GeluTanh,
     /// `max(0, x)`.
     Relu,
+    /// `x σ(x)` (HF `silu` / `swish`; the gate of Llama's SwiGLU FFN).
+    Silu,
 }
 
 impl Activation {
@@ -22,6 +24,7 @@ impl Activation {
             "gelu" => Some(Self::GeluErf),
             "gelu_new" | "gelu_fast" | "gelu_pytorch_tanh" => Some(Self::GeluTanh),
             "relu" => Some(Self::Relu),
+            "silu" | "swish" => Some(Self::Silu),
             _ => None,
         }
     }
@@ -38,6 +41,7 @@ impl Activation {
             Self::GeluErf => gelu_erf(x),
             Self::GeluTanh => gelu_tanh(x),
             Self::Relu => activation::relu(x),
+            Self::Silu => activation::silu(x),
         }
     }
 }

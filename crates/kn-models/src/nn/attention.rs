@@ -1,34 +1,48 @@
-//! Multi-head self-attention, shared by all architectures.
+//! Multi-head self-attention, shared by all architectures: optional rotary positions and
+//! grouped-query attention (fewer key/value heads than query heads) as data.
 //!
-//! Ports `BertSelfAttention`+`BertSelfOutput`, `GPT2Attention` and `GPTNeoSelfAttention`:
+//! Ports `BertSelfAttention`+`BertSelfOutput`, `GPT2Attention`, `GPTNeoSelfAttention` and
+//! `LlamaAttention` (also Mistral's and Qwen2's, which differ only in masks and biases):
 //! <https://github.com/huggingface/transformers/blob/v4.46.0/src/transformers/models/bert/modeling_bert.py>,
 //! <https://github.com/huggingface/transformers/blob/v4.46.0/src/transformers/models/gpt2/modeling_gpt2.py>,
-//! <https://github.com/huggingface/transformers/blob/v4.46.0/src/transformers/models/gpt_neo/modeling_gpt_neo.py>.
+//! <https://github.com/huggingface/transformers/blob/v4.46.0/src/transformers/models/gpt_neo/modeling_gpt_neo.py>,
+//! <https://github.com/huggingface/transformers/blob/v4.57.6/src/transformers/models/llama/modeling_llama.py>.
 
 use super::DualMatmul;
 use burn::tensor::{activation::softmax, Tensor};
 
 use kn_core::{gather_rows, ModelInput};
 
-use super::{AttentionKind, Linear};
+use super::{AttentionKind, Linear, Rotary};
 
 /// Self-attention with separate q/k/v/o projections (GPT-2's fused `c_attn` is split at load).
+///
+/// With grouped-query attention, query head `h` reads key/value head `h / (n_heads /
+/// n_kv_heads)`. The keys and values are not repeated per query head: the queries of a group
+/// are stacked along the sequence axis (`[batch, kv_heads, group · seq, head_dim]`) and
+/// multiplied by their group's keys once.
 #[derive(Debug, Clone)]
 pub struct Attention<B: DualMatmul> {
-    /// Query projection.
+    /// Query projection, `[d_model, n_heads · head_dim]`.
     pub q: Linear<B>,
-    /// Key projection.
+    /// Key projection, `[d_model, n_kv_heads · head_dim]`.
     pub k: Linear<B>,
-    /// Value projection.
+    /// Value projection, `[d_model, n_kv_heads · head_dim]`.
     pub v: Linear<B>,
-    /// Output projection.
+    /// Output projection, `[n_heads · head_dim, d_model]`.
     pub o: Linear<B>,
-    /// Number of heads.
+    /// Number of query heads.
     pub n_heads: usize,
+    /// Number of key/value heads (divides `n_heads`; equal to it without GQA).
+    pub n_kv_heads: usize,
+    /// Width of one head.
+    pub head_dim: usize,
     /// Factor applied to `q·k` (`1/sqrt(d_head)`, or 1 for GPT-Neo).
     pub scale: f64,
     /// Which keys each query sees.
     pub kind: AttentionKind,
+    /// Rotary positions of queries and keys (Llama family); `None` for learned absolute tables.
+    pub rope: Option<Rotary>,
 }
 
 impl<B: DualMatmul> Attention<B> {
@@ -39,7 +53,11 @@ impl<B: DualMatmul> Attention<B> {
     pub fn forward(&self, x: Tensor<B, 3>, input: &ModelInput<B>) -> Tensor<B, 3> {
         let s = x.dims()[1];
         let bias = self.kind.bias(input, s, s, 0, &x.device());
-        self.attend(x.clone(), x, bias)
+        let positions: Vec<usize> = (0..s).collect();
+        let q = self.queries(x.clone(), &positions);
+        let (k, v) = self.keys_values(x, &positions);
+        let probs = self.probs(vec![self.scores(q, k)], bias);
+        self.output(probs.matmul(v), s)
     }
 
     /// Attention output at the positions `rows` only; keys and values from every position.
@@ -52,28 +70,11 @@ impl<B: DualMatmul> Attention<B> {
             let [bb, one, _, _] = bias.dims();
             Tensor::cat(rows.iter().map(|&r| bias.clone().slice([0..bb, 0..one, r..r + 1, 0..s])).collect(), 2)
         });
-        self.attend(gather_rows(x.clone(), rows), x, bias)
-    }
-
-    /// Queries from `queries`, keys and values from `x`, scores shifted by `bias`.
-    ///
-    /// # Shapes
-    /// - `queries`: `[batch, n, d_model]`, `x`: `[batch, seq, d_model]`,
-    ///   `bias`: `[batch_or_1, 1, n, seq]`; output: `[batch, n, d_model]`
-    fn attend(&self, queries: Tensor<B, 3>, x: Tensor<B, 3>, bias: Option<Tensor<B, 4>>) -> Tensor<B, 3> {
-        let [b, n, d] = queries.dims();
-        let q = self.heads(self.q.forward(queries));
-        let k = self.heads(self.k.forward(x.clone()));
-        let v = self.heads(self.v.forward(x));
-        let mut scores = q.matmul(k.swap_dims(2, 3));
-        if self.scale != 1.0 {
-            scores = scores * self.scale;
-        }
-        if let Some(bias) = bias {
-            scores = scores + bias;
-        }
-        let ctx = softmax(scores, 3).matmul(v);
-        self.o.forward(ctx.swap_dims(1, 2).reshape([b, n, d]))
+        let positions: Vec<usize> = (0..s).collect();
+        let q = self.queries(gather_rows(x.clone(), rows), rows);
+        let (k, v) = self.keys_values(x, &positions);
+        let probs = self.probs(vec![self.scores(q, k)], bias);
+        self.output(probs.matmul(v), rows.len())
     }
 
     /// Attention output of the last `n` positions, the keys and values of the earlier `p`
@@ -88,34 +89,101 @@ impl<B: DualMatmul> Attention<B> {
         prefix: Tensor<B, 3>,
         input: &ModelInput<B>,
     ) -> Option<Tensor<B, 3>> {
-        let [b, n, d] = suffix.dims();
+        let n = suffix.dims()[1];
         let p = prefix.dims()[1];
         if self.kind == AttentionKind::Bidirectional || p == 0 {
             return None;
         }
-        let q = self.heads(self.q.forward(suffix.clone()));
-        let k = self.heads(self.k.forward(suffix.clone()));
-        let v = self.heads(self.v.forward(suffix.clone()));
-        let kp = self.heads(self.k.forward(prefix.clone()));
-        let vp = self.heads(self.v.forward(prefix));
-        // Scores against the prefix keys broadcast [1, h, p, dh] over the batch.
-        let mut scores = Tensor::cat(vec![q.clone().matmul(kp.swap_dims(2, 3)), q.matmul(k.swap_dims(2, 3))], 3);
-        if self.scale != 1.0 {
-            scores = scores * self.scale;
-        }
-        if let Some(bias) = self.kind.bias(input, n, p + n, p, &suffix.device()) {
-            scores = scores + bias;
-        }
-        let probs = softmax(scores, 3);
-        let h = self.n_heads;
-        let ctx = probs.clone().slice([0..b, 0..h, 0..n, 0..p]).matmul(vp)
-            + probs.slice([0..b, 0..h, 0..n, p..p + n]).matmul(v);
-        Some(self.o.forward(ctx.swap_dims(1, 2).reshape([b, n, d])))
+        let own: Vec<usize> = (p..p + n).collect();
+        let earlier: Vec<usize> = (0..p).collect();
+        let q = self.queries(suffix.clone(), &own);
+        let (k, v) = self.keys_values(suffix, &own);
+        let (kp, vp) = self.keys_values(prefix, &earlier);
+        // Scores against the prefix keys broadcast [1, kv, p, dh] over the batch.
+        let bias = self.kind.bias(input, n, p + n, p, &q.device());
+        let probs = self.probs(vec![self.scores(q.clone(), kp), self.scores(q, k)], bias);
+        let [b, kv, rows, _] = probs.dims();
+        let ctx = probs.clone().slice([0..b, 0..kv, 0..rows, 0..p]).matmul(vp)
+            + probs.slice([0..b, 0..kv, 0..rows, p..p + n]).matmul(v);
+        Some(self.output(ctx, n))
     }
 
-    /// `[batch, seq, d_model]` → `[batch, heads, seq, d_head]`.
-    fn heads(&self, x: Tensor<B, 3>) -> Tensor<B, 4> {
-        let [b, s, d] = x.dims();
-        x.reshape([b, s, self.n_heads, d / self.n_heads]).swap_dims(1, 2)
+    /// Query heads of `x` (at absolute `positions`), grouped by key/value head.
+    ///
+    /// # Shapes
+    /// - `x`: `[batch, n, d_model]`; output: `[batch, kv_heads, group · n, head_dim]`
+    fn queries(&self, x: Tensor<B, 3>, positions: &[usize]) -> Tensor<B, 4> {
+        let q = self.rotate(self.heads(self.q.forward(x), self.n_heads), positions);
+        let group = self.n_heads / self.n_kv_heads;
+        if group == 1 {
+            return q;
+        }
+        let [b, _, n, dh] = q.dims();
+        q.reshape([b, self.n_kv_heads, group * n, dh])
+    }
+
+    /// Key and value heads of `x` (keys rotated to absolute `positions`).
+    ///
+    /// # Shapes
+    /// - `x`: `[batch, n, d_model]`; outputs: `[batch, kv_heads, n, head_dim]`
+    fn keys_values(&self, x: Tensor<B, 3>, positions: &[usize]) -> (Tensor<B, 4>, Tensor<B, 4>) {
+        let k = self.rotate(self.heads(self.k.forward(x.clone()), self.n_kv_heads), positions);
+        (k, self.heads(self.v.forward(x), self.n_kv_heads))
+    }
+
+    /// Scaled `q · kᵀ`.
+    ///
+    /// # Shapes
+    /// - `q`: `[batch, kv_heads, rows, head_dim]`, `k`: `[batch_or_1, kv_heads, keys, head_dim]`;
+    ///   output: `[batch, kv_heads, rows, keys]`
+    fn scores(&self, q: Tensor<B, 4>, k: Tensor<B, 4>) -> Tensor<B, 4> {
+        let scores = q.matmul(k.swap_dims(2, 3));
+        if self.scale != 1.0 {
+            scores * self.scale
+        } else {
+            scores
+        }
+    }
+
+    /// Softmax over the keys of the concatenated score blocks, shifted by `bias` (built for the
+    /// query rows of one head; repeated for each query head of a group).
+    ///
+    /// # Shapes
+    /// - `blocks[i]`: `[batch, kv_heads, group · n, keys_i]`, `bias`: `[batch_or_1, 1, n, Σ keys_i]`;
+    ///   output: `[batch, kv_heads, group · n, Σ keys_i]`
+    fn probs(&self, mut blocks: Vec<Tensor<B, 4>>, bias: Option<Tensor<B, 4>>) -> Tensor<B, 4> {
+        let mut scores = match blocks.len() {
+            1 => blocks.remove(0),
+            _ => Tensor::cat(blocks, 3),
+        };
+        if let Some(bias) = bias {
+            let group = self.n_heads / self.n_kv_heads;
+            scores = scores + if group > 1 { bias.repeat_dim(2, group) } else { bias };
+        }
+        softmax(scores, 3)
+    }
+
+    /// Merges grouped heads back and applies the output projection.
+    ///
+    /// # Shapes
+    /// - `ctx`: `[batch, kv_heads, group · n, head_dim]`; output: `[batch, n, d_model]`
+    fn output(&self, ctx: Tensor<B, 4>, n: usize) -> Tensor<B, 3> {
+        let [b, _, _, dh] = ctx.dims();
+        let ctx = ctx.reshape([b, self.n_heads, n, dh]);
+        self.o.forward(ctx.swap_dims(1, 2).reshape([b, n, self.n_heads * dh]))
+    }
+
+    /// Rotary positions, when the layer has them.
+    fn rotate(&self, x: Tensor<B, 4>, positions: &[usize]) -> Tensor<B, 4> {
+        match &self.rope {
+            Some(rope) => rope.apply(x, positions),
+            None => x,
+        }
+    }
+
+    /// `[batch, seq, heads · head_dim]` → `[batch, heads, seq, head_dim]`.
+    fn heads(&self, x: Tensor<B, 3>, heads: usize) -> Tensor<B, 4> {
+        let [b, s, _] = x.dims();
+        x.reshape([b, s, heads, self.head_dim]).swap_dims(1, 2)
     }
 }

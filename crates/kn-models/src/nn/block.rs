@@ -5,31 +5,38 @@ use burn::tensor::Tensor;
 
 use kn_core::{gather_rows, ModelInput};
 
-use super::{Activation, Attention, LayerNorm, Linear};
+use super::{Activation, Attention, Linear, Norm};
 
 /// Where the block's layer norms sit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum NormPlacement {
     /// `x = LN(x + f(x))` (BERT).
     Post,
-    /// `x = x + f(LN(x))` (GPT-2, GPT-Neo).
+    /// `x = x + f(LN(x))` (GPT-2, GPT-Neo, the Llama family).
     Pre,
 }
 
 /// Attention + FFN, split at the FFN post-activation (the knowledge-neuron site).
+///
+/// The FFN is `out(act(in(x)))`, or with a gate (SwiGLU, the Llama family)
+/// `out(act(gate(x)) ⊙ in(x))`: either way the neurons are the input of `out`, TransformerLens'
+/// `blocks.{l}.mlp.hook_post`.
 #[derive(Debug, Clone)]
 pub struct Block<B: DualMatmul> {
     /// Norm placement.
     pub norm: NormPlacement,
     /// The norm of the attention sub-layer (before it for Pre, after the residual for Post).
-    pub ln_attn: LayerNorm<B>,
+    pub ln_attn: Norm<B>,
     /// The norm of the FFN sub-layer.
-    pub ln_ffn: LayerNorm<B>,
+    pub ln_ffn: Norm<B>,
     /// Self-attention.
     pub attn: Attention<B>,
-    /// FFN input projection, `[d_model, d_ff]`.
+    /// FFN input projection, `[d_model, d_ff]` (the up projection of a gated FFN).
     pub ffn_in: Linear<B>,
-    /// FFN activation.
+    /// FFN gate projection, `[d_model, d_ff]`, whose activation multiplies `ffn_in`'s output
+    /// (`mlp.gate_proj`); `None` for a plain FFN.
+    pub ffn_gate: Option<Linear<B>>,
+    /// FFN activation (of the gate, when there is one).
     pub act: Activation,
     /// FFN output projection, `[d_ff, d_model]`: row `i` is neuron `i`'s value vector.
     pub ffn_out: Linear<B>,
@@ -91,7 +98,7 @@ impl<B: DualMatmul> Block<B> {
         }
     }
 
-    /// FFN post-activation.
+    /// FFN post-activation: `act(in(h))`, or `act(gate(h)) ⊙ in(h)` with a gate.
     ///
     /// # Shapes
     /// - `mid`: `[batch, seq, d_model]`; output: `[batch, seq, d_ff]`
@@ -100,7 +107,10 @@ impl<B: DualMatmul> Block<B> {
             NormPlacement::Post => mid,
             NormPlacement::Pre => self.ln_ffn.forward(mid),
         };
-        self.act.forward(self.ffn_in.forward(h))
+        match &self.ffn_gate {
+            Some(gate) => self.act.forward(gate.forward(h.clone())) * self.ffn_in.forward(h),
+            None => self.act.forward(self.ffn_in.forward(h)),
+        }
     }
 
     /// Residual stream after the FFN, from its (possibly patched) activations.

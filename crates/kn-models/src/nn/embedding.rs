@@ -5,19 +5,20 @@ use burn::tensor::{Int, Tensor};
 
 use kn_core::ModelInput;
 
-use super::LayerNorm;
+use super::Norm;
 
-/// `LN?(E_tok[ids] + E_pos[0..s] + E_type[types])`.
+/// `LN?(E_tok[ids] + E_pos?[0..s] + E_type?[types])`.
 #[derive(Debug, Clone)]
 pub struct Embeddings<B: DualMatmul> {
     /// Token embeddings, `[vocab, d_model]`.
     pub word: Tensor<B, 2>,
-    /// Learned absolute positions, `[max_positions, d_model]`.
-    pub position: Tensor<B, 2>,
+    /// Learned absolute positions, `[max_positions, d_model]`; `None` where attention rotates
+    /// queries and keys instead (RoPE).
+    pub position: Option<Tensor<B, 2>>,
     /// Segment embeddings, `[type_vocab, d_model]` (BERT).
     pub token_type: Option<Tensor<B, 2>>,
     /// Norm after the sum (BERT).
-    pub norm: Option<LayerNorm<B>>,
+    pub norm: Option<Norm<B>>,
 }
 
 impl<B: DualMatmul> Embeddings<B> {
@@ -32,7 +33,9 @@ impl<B: DualMatmul> Embeddings<B> {
             table.clone().select(0, ids.reshape([b * s])).reshape([b, s, d])
         };
         let mut x = lookup(&self.word, input.input_ids.clone());
-        x = x + self.position.clone().slice([0..s, 0..d]).unsqueeze::<3>();
+        if let Some(position) = &self.position {
+            x = x + position.clone().slice([0..s, 0..d]).unsqueeze::<3>();
+        }
         if let Some(types) = &self.token_type {
             x = match &input.token_type_ids {
                 Some(ids) => x + lookup(types, ids.clone()),

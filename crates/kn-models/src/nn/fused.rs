@@ -80,6 +80,12 @@ fn value_and_slope(act: Activation, v: f32) -> (f32, f32) {
             (v * half_1_plus_t, slope)
         }
         Activation::Relu => (v.max(0.0), if v > 0.0 { 1.0 } else { 0.0 }),
+        Activation::Silu => {
+            // σ(v) = 1/(1 + e^{-v}) (e^{-v} is capped, so σ is 0 far left, never NaN);
+            // silu' = σ (1 + v (1 - σ)).
+            let s = 1.0 / (1.0 + exp(-v));
+            (v * s, s * (1.0 + v * (1.0 - s)))
+        }
     }
 }
 
@@ -158,7 +164,7 @@ mod tests {
     #[test]
     fn slopes_match_finite_differences_and_values_match_the_definitions() {
         let h = 1e-3f64;
-        for act in [Activation::GeluErf, Activation::GeluTanh, Activation::Relu] {
+        for act in [Activation::GeluErf, Activation::GeluTanh, Activation::Relu, Activation::Silu] {
             for i in -40..=40 {
                 let v = i as f32 * 0.1 + 0.013;
                 let (y, d) = value_and_slope(act, v);
@@ -169,6 +175,7 @@ mod tests {
                             0.5 * v * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (v + 0.044715 * v * v * v)).tanh())
                         }
                         Activation::Relu => v.max(0.0),
+                        Activation::Silu => v / (1.0 + (-v).exp()),
                     }
                 };
                 let v64 = v as f64;
@@ -193,6 +200,10 @@ mod tests {
                 (0.5 * v * (1.0 + t), 0.5 * (1.0 + t) + 0.5 * v * (1.0 - t * t) * c * (1.0 + 3.0 * 0.044715 * v * v))
             }
             Activation::Relu => (v.max(0.0), if v > 0.0 { 1.0 } else { 0.0 }),
+            Activation::Silu => {
+                let s = 1.0 / (1.0 + (-v).exp());
+                (v * s, s * (1.0 + v * (1.0 - s)))
+            }
         }
     }
 
@@ -201,7 +212,7 @@ mod tests {
         // Dense over the range that matters, then tails and extremes (no NaN, no overflow).
         let mut xs: Vec<f32> = (-20_000..=20_000).map(|i| i as f32 * 5e-4).collect();
         xs.extend([-1e30f32, -300.0, -88.0, -30.0, -1e-30, 0.0, 1e-30, 30.0, 88.0, 300.0, 1e30]);
-        for act in [Activation::GeluErf, Activation::GeluTanh, Activation::Relu] {
+        for act in [Activation::GeluErf, Activation::GeluTanh, Activation::Relu, Activation::Silu] {
             let mut y = vec![0.0f32; xs.len()];
             let mut d = vec![0.0f32; xs.len()];
             let mut y_base = vec![0.0f32; xs.len()];

@@ -3,7 +3,7 @@
 use super::DualMatmul;
 use burn::tensor::Tensor;
 
-use super::{Activation, LayerNorm, Linear};
+use super::{Activation, Linear, Norm};
 
 /// BERT's MLM transform (`cls.predictions.transform`): dense, activation, norm.
 #[derive(Debug, Clone)]
@@ -13,14 +13,14 @@ pub struct HeadTransform<B: DualMatmul> {
     /// Activation.
     pub act: Activation,
     /// Norm.
-    pub norm: LayerNorm<B>,
+    pub norm: Norm<B>,
 }
 
 /// `logits = T(LN_f(h)) · W_U + b`.
 #[derive(Debug, Clone)]
 pub struct LmHead<B: DualMatmul> {
-    /// Final norm of pre-LN models (GPT `ln_f`).
-    pub final_norm: Option<LayerNorm<B>>,
+    /// Final norm of pre-LN models (GPT `ln_f`, Llama `model.norm`).
+    pub final_norm: Option<Norm<B>>,
     /// MLM transform (BERT).
     pub transform: Option<HeadTransform<B>>,
     /// Unembedding, `[d_model, vocab]` (the transposed, usually tied, token embedding).

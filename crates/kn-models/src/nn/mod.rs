@@ -1,5 +1,5 @@
 //! The building blocks shared by every architecture: one implementation each, with the
-//! differences between BERT, GPT-2 and GPT-Neo expressed as data.
+//! differences between BERT, GPT-2, GPT-Neo and the Llama family expressed as data.
 
 pub mod activation;
 pub mod attention;
@@ -14,6 +14,7 @@ pub mod head;
 pub mod linear;
 pub mod mask;
 pub mod norm;
+pub mod rope;
 
 pub use activation::Activation;
 pub use attention::Attention;
@@ -23,4 +24,5 @@ pub use embedding::Embeddings;
 pub use head::LmHead;
 pub use linear::Linear;
 pub use mask::AttentionKind;
-pub use norm::LayerNorm;
+pub use norm::{Norm, NormKind};
+pub use rope::{RopeScaling, Rotary};

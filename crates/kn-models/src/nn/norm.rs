@@ -1,26 +1,75 @@
-//! Layer normalisation.
+//! Normalisation layers: LayerNorm (BERT, GPT) and RMSNorm (Llama, Mistral, Qwen2), one type
+//! with the kind as data.
 
 use burn::tensor::{backend::Backend, Tensor};
 
-/// LayerNorm over the last axis, with the biased variance (as PyTorch).
+/// How a [`Norm`] normalises a row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NormKind {
+    /// `(x - mean) / sqrt(var + eps) · γ + β`, with the biased variance (PyTorch `nn.LayerNorm`).
+    Layer,
+    /// `x / sqrt(mean(x²) + eps) · γ`, no centring and no shift (HF `LlamaRMSNorm`).
+    Rms,
+}
+
+/// A normalisation over the last axis.
 #[derive(Debug, Clone)]
-pub struct LayerNorm<B: Backend> {
+pub struct Norm<B: Backend> {
+    /// LayerNorm or RMSNorm.
+    pub kind: NormKind,
     /// Scale, `[d]`.
     pub gamma: Tensor<B, 1>,
-    /// Shift, `[d]`.
-    pub beta: Tensor<B, 1>,
-    /// Added to the variance.
+    /// Shift, `[d]` (LayerNorm; RMSNorm has none).
+    pub beta: Option<Tensor<B, 1>>,
+    /// Added to the variance (or the mean square).
     pub eps: f64,
 }
 
-impl<B: Backend> LayerNorm<B> {
+impl<B: Backend> Norm<B> {
     /// Normalises every row.
     ///
     /// # Shapes
     /// - `x` and output: `[batch, seq, d]`
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let (var, mean) = x.clone().var_mean_bias(2);
-        let x = (x - mean) / (var + self.eps).sqrt();
-        x * self.gamma.clone().unsqueeze::<3>() + self.beta.clone().unsqueeze::<3>()
+        let x = match self.kind {
+            NormKind::Layer => {
+                let (var, mean) = x.clone().var_mean_bias(2);
+                (x - mean) / (var + self.eps).sqrt()
+            }
+            NormKind::Rms => {
+                let ms = x.clone().square().mean_dim(2);
+                x / (ms + self.eps).sqrt()
+            }
+        };
+        let x = x * self.gamma.clone().unsqueeze::<3>();
+        match &self.beta {
+            Some(beta) => x + beta.clone().unsqueeze::<3>(),
+            None => x,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::TensorData;
+
+    type B = crate::backend::Inner;
+
+    #[test]
+    fn rms_norm_divides_by_the_root_mean_square() {
+        let dev = Default::default();
+        let x = Tensor::<B, 3>::from_data(TensorData::new(vec![3.0f32, -4.0], [1, 1, 2]), &dev);
+        let norm = Norm {
+            kind: NormKind::Rms,
+            gamma: Tensor::from_data(TensorData::new(vec![1.0f32, 2.0], [2]), &dev),
+            beta: None,
+            eps: 0.0,
+        };
+        let y = norm.forward(x).into_data().to_vec::<f32>().unwrap();
+        // rms = sqrt((9 + 16) / 2) = 3.5355
+        let rms = 12.5f32.sqrt();
+        assert!((y[0] - 3.0 / rms).abs() < 1e-6 && (y[1] + 8.0 / rms).abs() < 1e-6, "{y:?}");
     }
 }

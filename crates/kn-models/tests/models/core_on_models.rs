@@ -22,7 +22,7 @@ impl FfnHook<AB> for Replace {
 
 #[test]
 fn hooks_that_change_nothing_change_nothing() {
-    for name in ["tiny-bert", "tiny-gpt2", "tiny-gpt-neo"] {
+    for name in ["tiny-bert", "tiny-gpt2", "tiny-gpt-neo", "tiny-llama", "tiny-mistral", "tiny-qwen2"] {
         let model = tiny(name);
         let input = ModelInput::<AB>::from_ids(&[3, 5, 7, 9, 11], &Default::default());
         let plain = values(model.forward(&input).inner());
@@ -39,7 +39,7 @@ fn hooks_that_change_nothing_change_nothing() {
 
 #[test]
 fn erase_and_edit_undo_restore_weights_bit_exactly() {
-    for name in ["tiny-bert", "tiny-gpt2", "tiny-gpt-neo"] {
+    for name in ["tiny-bert", "tiny-gpt2", "tiny-gpt-neo", "tiny-llama", "tiny-mistral", "tiny-qwen2"] {
         let mut model = tiny(name);
         let neurons = [NeuronId::new(0, 3), NeuronId::new(1, 7), NeuronId::new(1, 8)];
         let before: Vec<Vec<f32>> = (0..3).map(|l| values(model.ffn_out_weight(l).inner())).collect();
@@ -137,4 +137,20 @@ fn multi_token_targets_work_for_causal_and_masked_models() {
     assert_eq!(q[0].positions.len(), 2);
     let a = attribute(&bert, &q, &AttributionConfig { steps: 4, batch_size: 4, ..Default::default() }).unwrap();
     assert!(a.completeness.unwrap().iter().all(|c| c.f_full > 0.0));
+}
+
+#[test]
+fn suppressing_a_gated_ffn_neuron_zeroes_the_down_projection_input() {
+    // The neuron of a gated FFN is act(gate) * up, the input of down_proj: suppressing every
+    // neuron of a layer must make its FFN output exactly zero (the residual passes through),
+    // whatever the gate and up projections compute.
+    let model = tiny("tiny-llama");
+    let d_ff = model.dims().d_ff;
+    let input = ModelInput::<AB>::from_ids(&[3, 5, 7, 9], &Default::default());
+    let resid = model.embed(&input);
+    let mid = model.attention_half(0, resid, &input);
+    let act = model.ffn_activation(0, mid.clone());
+    assert_eq!(act.dims()[2], d_ff);
+    let out = model.ffn_output(0, mid.clone(), act.zeros_like());
+    assert_eq!(values(out.inner()), values(mid.inner()), "zeroed neurons must leave only the residual");
 }

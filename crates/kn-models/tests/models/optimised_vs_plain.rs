@@ -129,3 +129,23 @@ fn gpt2_inner_position_optimised_scores_equal_the_plain_computation() {
     // A causal query read before the last position takes the row-wise path with the causal mask.
     check("tiny-gpt2", Query { ids: vec![5, 17, 33, 2, 80, 41], positions: vec![3], target_ids: vec![12] });
 }
+
+#[test]
+fn llama_optimised_scores_equal_the_plain_computation() {
+    // Rotary positions on the cached prefix keys, grouped-query attention, gated FFN.
+    check("tiny-llama", Query { ids: vec![5, 17, 33, 2, 80, 41, 7], positions: vec![6], target_ids: vec![12] });
+}
+
+#[test]
+fn mistral_optimised_scores_equal_the_plain_computation() {
+    // Longer than the sliding window (4).
+    check(
+        "tiny-mistral",
+        Query { ids: vec![5, 17, 33, 2, 60, 41, 7, 9, 11], positions: vec![8], target_ids: vec![12] },
+    );
+}
+
+#[test]
+fn llama_inner_position_optimised_scores_equal_the_plain_computation() {
+    check("tiny-llama", Query { ids: vec![5, 17, 33, 2, 80, 41, 7], positions: vec![3], target_ids: vec![12] });
+}

@@ -161,8 +161,8 @@ fn bad_input_gives_one_line_errors() {
     run(predict("./no/such/model", p), "no/such/model");
     let d = broken_bert(|d| std::fs::write(d.join("config.json"), "{ not json").unwrap());
     run(predict(d.path().to_str().unwrap(), p), "config.json");
-    let d = broken_bert(|d| std::fs::write(d.join("config.json"), r#"{"model_type": "llama"}"#).unwrap());
-    run(predict(d.path().to_str().unwrap(), p), "unsupported architecture 'llama'");
+    let d = broken_bert(|d| std::fs::write(d.join("config.json"), r#"{"model_type": "mamba"}"#).unwrap());
+    run(predict(d.path().to_str().unwrap(), p), "unsupported architecture 'mamba'");
     let d = broken_bert(|d| std::fs::remove_file(d.join("model.safetensors")).unwrap());
     run(predict(d.path().to_str().unwrap(), p), "no weights");
     let d = broken_bert(|d| {

@@ -4,10 +4,10 @@
 //! activations; only layer `l`'s FFN output and the layers above it run on the batch of scaled
 //! activations, and the head is evaluated at the target rows only.
 
-use burn::tensor::{activation::log_softmax, backend::AutodiffBackend, Tensor, TensorData};
+use burn::tensor::{backend::AutodiffBackend, Tensor, TensorData};
 
 use crate::attribution::{Attribution, AttributionConfig, Completeness, Method, ObjectiveFn, PieceCombination};
-use crate::predict::to_vec;
+use crate::predict::{log_softmax, to_vec};
 use crate::query::Query;
 use crate::schedule::run_passes;
 use crate::tail::{cache, final_rows, tail_rows, Cached};
@@ -296,7 +296,7 @@ fn target_logprobs<B: AutodiffBackend, M: KnowledgeModel<B>>(
 ) -> Tensor<B, 2> {
     let k = resid.dims()[0];
     let logits = model.logits(gather_rows(resid, &q.positions));
-    let logp = log_softmax(logits, 2);
+    let logp = log_softmax(logits);
     let cols: Vec<Tensor<B, 3>> = q
         .target_ids
         .iter()

@@ -193,7 +193,7 @@ fn probs_rows<B: Backend, M: KnowledgeModel<B>>(
         if p >= s {
             return Err(KnError::PositionOutOfRange { pos: p, seq_len: s });
         }
-        let row = burn::tensor::activation::softmax(logits.clone().slice([0..1, p..p + 1, 0..v]).reshape([v]), 0);
+        let row = crate::predict::log_softmax(logits.clone().slice([0..1, p..p + 1, 0..v]).reshape([v])).exp();
         out.push(to_vec(row)?);
     }
     Ok(out)

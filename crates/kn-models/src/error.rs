@@ -55,6 +55,14 @@ pub enum LoadError {
         /// The decoder's message.
         reason: String,
     },
+    /// A GGUF file that cannot be read or describes something unsupported.
+    #[error("GGUF {path}: {reason}")]
+    Gguf {
+        /// The file (or the folder that holds several).
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
     /// A tensor with a dtype we cannot convert to f32.
     #[error("tensor '{name}' has unsupported dtype {dtype}")]
     UnsupportedDtype {

@@ -1,8 +1,8 @@
 //! # kn-models
 //!
-//! BERT, GPT-2 and GPT-Neo ported to [burn](https://burn.dev), loading Hugging Face checkpoints
-//! (safetensors or PyTorch `.bin`, sharded or not) from a folder or by Hub name, with their
-//! tokenizers. Every architecture is loaded into one [`Transformer`] that implements
+//! BERT, GPT-2, GPT-Neo and the Llama family (Llama 2/3, SmolLM2, Mistral, Qwen2) ported to
+//! [burn](https://burn.dev), loading Hugging Face checkpoints (safetensors or PyTorch `.bin`,
+//! sharded or not) from a folder or by Hub name, or GGUF files, with their tokenizers. Every architecture is loaded into one [`Transformer`] that implements
 //! [`kn_core::KnowledgeModel`]; the differences are data, normalised at load time.
 #![warn(missing_docs)]
 
@@ -10,6 +10,7 @@ pub mod arch;
 pub mod backend;
 pub mod config;
 pub mod error;
+pub mod gguf;
 pub mod load;
 pub mod nn;
 pub mod prompt;

@@ -1,4 +1,4 @@
-//! Loading a complete model (config, weights, tokenizer) from a folder or a Hub name.
+//! Loading a complete model (config, weights, tokenizer) from a folder, a GGUF file or a Hub name.
 
 use crate::nn::DualMatmul;
 use std::path::{Path, PathBuf};
@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use crate::arch::{self, Loader};
 use crate::config::{Arch, ArchConfig, HfConfig};
 use crate::error::LoadError;
+use crate::gguf::{self, GgufFile};
 use crate::source::{resolve, HubOptions};
 use crate::tokenizer::TextTokenizer;
 use crate::transformer::Transformer;
@@ -32,17 +33,27 @@ pub struct ModelBundle<B: DualMatmul> {
     pub tokenizer: Option<TextTokenizer>,
     /// The normalised config.
     pub config: ArchConfig,
-    /// The folder it was loaded from.
+    /// The folder it was loaded from (the GGUF file's folder for a GGUF model).
     pub dir: PathBuf,
 }
 
-/// Resolves `name` (a folder or a Hub id) and loads model and tokenizer on `device`.
+/// Resolves `name` (a folder, a `.gguf` file or a Hub id) and loads model and tokenizer on
+/// `device`. A folder without config.json that holds one `.gguf` file loads that file.
 pub fn load_model<B: DualMatmul>(
     name: &str,
     opts: &LoadOptions,
     device: &B::Device,
 ) -> Result<ModelBundle<B>, LoadError> {
+    let path = Path::new(name);
+    if gguf::is_gguf(path) {
+        return load_gguf(path, opts, device);
+    }
     let dir = resolve(name, &opts.hub)?;
+    if !dir.join("config.json").is_file() {
+        if let Some(file) = gguf::find_in_dir(&dir)? {
+            return load_gguf(&file, opts, device);
+        }
+    }
     let (model, config) = load_dir(&dir, &opts.ignore_prefixes, device)?;
     let tok_dir = opts.tokenizer_dir.clone().unwrap_or_else(|| dir.clone());
     let tokenizer = match TextTokenizer::from_dir(&tok_dir) {
@@ -51,6 +62,28 @@ pub fn load_model<B: DualMatmul>(
         Err(e) => return Err(e),
     };
     Ok(ModelBundle { model, tokenizer, config, dir })
+}
+
+/// Loads a GGUF file: config from its metadata, weights dequantized to f32 (as strictly as a
+/// safetensors folder: every tensor used or reported), tokenizer from its metadata unless
+/// `opts.tokenizer_dir` names another.
+pub fn load_gguf<B: DualMatmul>(
+    file: &Path,
+    opts: &LoadOptions,
+    device: &B::Device,
+) -> Result<ModelBundle<B>, LoadError> {
+    let gguf = GgufFile::open(file)?;
+    let hf = gguf.config()?;
+    let cfg = hf.to_arch(file)?;
+    let tokenizer = match &opts.tokenizer_dir {
+        Some(dir) => TextTokenizer::from_dir(dir)?,
+        None => gguf.tokenizer()?,
+    };
+    let mut weights = gguf.weights(&hf)?.ignore_prefixes(&opts.ignore_prefixes);
+    let model = build(&cfg, &mut weights, device)?;
+    weights.finish()?;
+    let dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
+    Ok(ModelBundle { model, tokenizer: Some(tokenizer), config: cfg, dir })
 }
 
 /// Loads config.json and the weights of a model folder, failing on any missing, misshapen or

@@ -102,10 +102,27 @@ impl TextTokenizer {
         Ok(Self::finish(inner, vocab))
     }
 
+    /// A tokenizer assembled elsewhere (a GGUF file's metadata), whose unknown token and
+    /// padding id are known; the mask token is looked up as usual.
+    pub(crate) fn assembled(inner: Tokenizer, source: &Path, unk: Option<(String, u32)>, pad_id: Option<u32>) -> Self {
+        let mut t = Self::finish(inner, source);
+        t.unk = unk;
+        if let Some(pad) = pad_id {
+            t.pad_id = pad;
+        }
+        t
+    }
+
     fn finish(inner: Tokenizer, source: &Path) -> Self {
         let find = |cands: &[&str]| cands.iter().find_map(|t| inner.token_to_id(t).map(|id| (t.to_string(), id)));
         let mask = find(&["[MASK]", "<mask>"]);
-        let unk = find(&["[UNK]", "<unk>"]);
+        // The model's own unknown token (a BPE model's `unk_token`), else the usual spellings.
+        let model_unk = match inner.get_model() {
+            tokenizers::ModelWrapper::BPE(bpe) => bpe.unk_token.clone(),
+            tokenizers::ModelWrapper::WordPiece(wp) => Some(wp.unk_token.clone()),
+            _ => None,
+        };
+        let unk = model_unk.and_then(|t| inner.token_to_id(&t).map(|id| (t, id))).or_else(|| find(&["[UNK]", "<unk>"]));
         let pad_id = find(&["[PAD]", "<pad>", "<|endoftext|>"]).map_or(0, |(_, id)| id);
         Self { inner, mask, unk, pad_id, source: source.to_path_buf() }
     }
@@ -123,6 +140,13 @@ impl TextTokenizer {
     /// The mask token's text and id.
     pub fn mask_token(&self) -> Option<(&str, u32)> {
         self.mask.as_ref().map(|(t, id)| (t.as_str(), *id))
+    }
+
+    /// The unknown token's text and id, when the tokenizer declares one (WordPiece `[UNK]`,
+    /// Llama 2's `<unk>`, a GGUF file's `unknown_token_id`); byte-level BPE vocabularies such as
+    /// GPT-2's and Llama 3's have none.
+    pub fn unk_token(&self) -> Option<(&str, u32)> {
+        self.unk.as_ref().map(|(t, id)| (t.as_str(), *id))
     }
 
     /// Padding id.

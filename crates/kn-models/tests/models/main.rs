@@ -9,6 +9,7 @@
 //! - `antiberty_knowledge`: knowledge neurons of a real trained model (heavy; the ndarray and
 //!   tch runs only, see scripts/test-backends.sh).
 //! - `tokenizers`: WordPiece and byte-level BPE against the Python tokenizers' ids.
+//! - `smollm2`: SmolLM2-135M from its GGUF file: logits and tokenizer ids against transformers.
 
 mod common;
 
@@ -18,4 +19,5 @@ mod eai_reference;
 mod golden_tiny;
 mod optimised_vs_plain;
 mod real_checkpoints;
+mod smollm2;
 mod tokenizers;

@@ -65,8 +65,8 @@ pub fn load_model<B: DualMatmul>(
 }
 
 /// Loads a GGUF file: config from its metadata, weights dequantized to f32 (as strictly as a
-/// safetensors folder: every tensor used or reported), tokenizer from its metadata unless
-/// `opts.tokenizer_dir` names another.
+/// safetensors folder: every tensor used or reported), tokenizer from its metadata (none when
+/// the file has no `tokenizer.ggml.model`) unless `opts.tokenizer_dir` names another.
 pub fn load_gguf<B: DualMatmul>(
     file: &Path,
     opts: &LoadOptions,
@@ -76,14 +76,15 @@ pub fn load_gguf<B: DualMatmul>(
     let hf = gguf.config()?;
     let cfg = hf.to_arch(file)?;
     let tokenizer = match &opts.tokenizer_dir {
-        Some(dir) => TextTokenizer::from_dir(dir)?,
-        None => gguf.tokenizer()?,
+        Some(dir) => Some(TextTokenizer::from_dir(dir)?),
+        None if gguf.get("tokenizer.ggml.model").is_none() => None,
+        None => Some(gguf.tokenizer()?),
     };
     let mut weights = gguf.weights(&hf)?.ignore_prefixes(&opts.ignore_prefixes);
     let model = build(&cfg, &mut weights, device)?;
     weights.finish()?;
     let dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
-    Ok(ModelBundle { model, tokenizer: Some(tokenizer), config: cfg, dir })
+    Ok(ModelBundle { model, tokenizer, config: cfg, dir })
 }
 
 /// Loads config.json and the weights of a model folder, failing on any missing, misshapen or

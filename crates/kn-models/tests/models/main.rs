@@ -9,6 +9,7 @@
 //! - `antiberty_knowledge`: knowledge neurons of a real trained model (heavy; the ndarray and
 //!   tch runs only, see scripts/test-backends.sh).
 //! - `tokenizers`: WordPiece and byte-level BPE against the Python tokenizers' ids.
+//! - `gguf_files`: GGUF files as llama.cpp writes them (permuted q/k, quantized types).
 //! - `smollm2`: SmolLM2-135M from its GGUF file: logits and tokenizer ids against transformers.
 
 mod common;
@@ -16,6 +17,7 @@ mod common;
 mod antiberty_knowledge;
 mod core_on_models;
 mod eai_reference;
+mod gguf_files;
 mod golden_tiny;
 mod optimised_vs_plain;
 mod real_checkpoints;

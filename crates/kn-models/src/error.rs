@@ -172,6 +172,17 @@ pub enum TextError {
         /// The unknown token's text.
         unk: String,
     },
+    /// A causal prompt whose own tokens change when the target follows it.
+    #[error(
+        "the prompt {prompt:?} is tokenized differently once {target:?} follows it (does it end in a space?): \
+         end the prompt where a word ends, or pass the target's exact spelling with --raw-target"
+    )]
+    TargetBoundary {
+        /// The prompt.
+        prompt: String,
+        /// The target.
+        target: String,
+    },
     /// A sequence longer than the position embeddings.
     #[error("the input has {len} tokens; the model accepts at most {max}")]
     TooLong {

@@ -33,7 +33,8 @@ pub fn encode_prompt(
             if text.contains(&mask_text) {
                 return Err(TextError::UnexpectedMask { prompt: text.into(), mask: mask_text });
             }
-            tok.encode(text, false)?
+            // With the special tokens the tokenizer adds (Llama's BOS; none for GPT-2 and SmolLM2).
+            tok.encode(text, true)?
         }
     };
     if ids.len() > dims.max_positions {
@@ -60,6 +61,24 @@ pub fn encode_prompt(
     Ok(EncodedPrompt { ids, target_positions })
 }
 
+/// The ids `target` gets when it follows `prompt` (see [`prompt_queries`]).
+pub fn continuation_ids(tok: &TextTokenizer, prompt: &str, target: &str) -> Result<Vec<u32>, TextError> {
+    if target.trim().is_empty() {
+        return Err(TextError::Empty { what: "target" });
+    }
+    let joined = if target.starts_with(char::is_whitespace) || prompt.ends_with(char::is_whitespace) {
+        format!("{prompt}{target}")
+    } else {
+        format!("{prompt} {target}")
+    };
+    let alone = tok.encode(prompt, false)?;
+    let both = tok.encode(&joined, false)?;
+    match both.strip_prefix(alone.as_slice()) {
+        Some(rest) if !rest.is_empty() => Ok(rest.to_vec()),
+        _ => Err(TextError::TargetBoundary { prompt: prompt.into(), target: target.into() }),
+    }
+}
+
 /// How a target of several tokens is handled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum MultiToken {
@@ -84,9 +103,13 @@ pub struct PromptQueries {
 
 /// Encodes `prompt` and `target` for `objective`.
 ///
-/// Causal LMs predict the target right after the prompt: unless `raw_target`, a target without
-/// leading white space after a prompt without trailing white space gets one space (`" Paris"`),
-/// as byte-level BPE spells a following word.
+/// Causal LMs predict the target right after the prompt, so its ids are the tokens the text
+/// `prompt + " " + target` has after those of `prompt` (no space is added when either side
+/// already has white space there): `" Paris"` for byte-level BPE (GPT-2, Llama 3, SmolLM2),
+/// `"▁Paris"` for SentencePiece (Llama 2), whatever each tokenizer does with a leading space.
+/// When the prompt's own tokens change once the target follows (a prompt ending in a space,
+/// or a merge across the boundary) that is an error, not a silently different target. With
+/// `raw_target` the target is encoded on its own, exactly as given.
 pub fn prompt_queries(
     tok: &TextTokenizer,
     dims: &ModelDims,
@@ -96,17 +119,10 @@ pub fn prompt_queries(
     multi: MultiToken,
     raw_target: bool,
 ) -> Result<PromptQueries, TextError> {
-    let spaced;
-    let target_text = match objective {
-        Objective::CausalLm
-            if !raw_target && !target.starts_with(char::is_whitespace) && !prompt.ends_with(char::is_whitespace) =>
-        {
-            spaced = format!(" {target}");
-            spaced.as_str()
-        }
-        _ => target,
+    let target_ids = match objective {
+        Objective::CausalLm if !raw_target => continuation_ids(tok, prompt, target)?,
+        _ => tok.target_ids(target)?,
     };
-    let target_ids = tok.target_ids(target_text)?;
     if target_ids.len() > 1 && multi == MultiToken::Refuse {
         return Err(TextError::MaskCount {
             prompt: format!("target {target:?} is {} tokens", target_ids.len()),

@@ -254,6 +254,8 @@ def smollm2():
             "logsumexp": rounded(torch.logsumexp(logits, -1)),
         })
     targets = {t: tok(t, add_special_tokens=False)["input_ids"] for t in [" Paris", " Berlin", " Au", " France"]}
+    ig = smollm2_ig(model, tok(SMOLLM2_PROMPTS[0], add_special_tokens=False, return_tensors="pt")["input_ids"],
+                    targets[" Paris"][0])
     sentences = [s for s in SENTENCES if "[MASK]" not in s] + [
         " Paris", "Paris", " 2024 and 12345", "x = 3.14159", "emoji 🤗 ok", "<|im_start|>user\nhi<|im_end|>"]
     dump("smollm2.json", {
@@ -264,7 +266,36 @@ def smollm2():
         "prompts": prompts,
         "targets": targets,
         "tokenizer": [{"text": s, "ids": tok(s, add_special_tokens=False)["input_ids"]} for s in sentences],
+        "ig": ig,
     })
+
+
+def smollm2_ig(model, ids, target, steps=20, layers=(0, 12, 24, 29)):
+    """Integrated gradients written directly in PyTorch, EAI's rule (alphas linspace(0, 1, steps),
+    score = a * sum(grad) / steps, gradient of the target's probability) at the neuron site of
+    a gated FFN: the input of down_proj, at the last position. An independent reference for
+    kn-core's optimised causal path on a real Llama-family model."""
+    out = {}
+    for l in layers:
+        down = model.model.layers[l].mlp.down_proj
+        seen = {}
+        h = down.register_forward_pre_hook(lambda m, a: seen.__setitem__("a", a[0].detach()))
+        with torch.no_grad():
+            model(input_ids=ids)
+        h.remove()
+        a = seen["a"][0, -1]
+        x = (torch.linspace(0, 1, steps)[:, None] * a[None, :]).requires_grad_(True)
+
+        def put(m, args):
+            inp = args[0].clone()
+            inp[:, -1, :] = x
+            return (inp,)
+        h = down.register_forward_pre_hook(put)
+        logits = model(input_ids=ids.repeat(steps, 1)).logits[:, -1, :]
+        h.remove()
+        grad, = torch.autograd.grad(torch.softmax(logits, -1)[:, target].sum(), x)
+        out[str(l)] = rounded(a * grad.sum(0) / steps)
+    return {"prompt_ids": ids[0].tolist(), "target_id": target, "steps": steps, "scores": out}
 
 
 SENTENCES = [

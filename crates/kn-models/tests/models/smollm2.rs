@@ -90,3 +90,30 @@ fn smollm2_gguf_tokenizer_gives_transformers_ids() {
     }
     assert_eq!(tok.unk_token(), Some(("<|endoftext|>", 0)), "unknown_token_id of the metadata");
 }
+
+#[test]
+fn smollm2_integrated_gradients_equal_an_independent_pytorch_computation() {
+    // scripts/gen_fixtures.py hooks down_proj's input in transformers and runs EAI's rule
+    // (20 steps, linspace alphas, gradient of P(" Paris")) at the last position, layer by layer.
+    let gold = golden("smollm2.json");
+    let ig = &gold["ig"];
+    let bundle = smollm2::<AB>();
+    let ids = ids(&ig["prompt_ids"]);
+    let q = kn_core::Query {
+        positions: vec![ids.len() - 1],
+        ids,
+        target_ids: vec![ig["target_id"].as_u64().unwrap() as u32],
+    };
+    let steps = ig["steps"].as_u64().unwrap() as usize;
+    let cfg = kn_core::AttributionConfig { steps, batch_size: steps, ..Default::default() };
+    let a = kn_core::attribute(&bundle.model, &[q], &cfg).unwrap();
+    let layers = ig["scores"].as_object().unwrap();
+    let max = layers.values().flat_map(|v| floats(v)).fold(0.0f32, |m, x| m.max(x.abs()));
+    let mut worst = 0.0f32;
+    for (layer, want) in layers {
+        let err = max_abs_diff(&a.scores[layer.parse::<usize>().unwrap()], &floats(want));
+        eprintln!("smollm2 layer {layer}: max |IG - PyTorch| {err:.2e} (largest score {max:.3})");
+        worst = worst.max(err);
+    }
+    within("smollm2: IG vs an independent PyTorch IG, relative to the largest score", worst / max, TOL.deep_ig_rel);
+}

@@ -90,13 +90,17 @@ pub struct Tolerances {
     /// Optimised against plain IG, and the completeness objectives of the two paths, relative
     /// to the largest score.
     pub optimised_rel: f32,
+    /// IG on SmolLM2 (30 blocks) against an independent PyTorch IG of the same rule, relative
+    /// to the largest score: two float32 computations whose rounding differs in every block
+    /// (logits agree to 7.5e-5 absolute), so looser than `eai_rel` on the 3-layer BERT.
+    pub deep_ig_rel: f32,
 }
 
 /// ndarray (the default build). Largest errors measured on the 2-core CI machine (x86-64,
 /// 2026-11-28, with the vectorised GELU of nn/fused.rs): logits 3.0e-6 (tiny fixtures),
 /// 3.4e-5 (antiberty), 1.7e-5 (mgm); EAI scores 1.2e-6; optimised vs plain 2.1e-7.
 #[cfg(not(any(feature = "tch", feature = "wgpu")))]
-pub const TOL: Tolerances = Tolerances { logits_abs: 1e-4, eai_rel: 1e-5, optimised_rel: 1e-5 };
+pub const TOL: Tolerances = Tolerances { logits_abs: 1e-4, eai_rel: 1e-5, optimised_rel: 1e-5, deep_ig_rel: 5e-5 };
 
 /// tch (libtorch 2.9.0). Largest errors measured on its CPU on the CI machine: logits
 /// 4.1e-6 (tiny fixtures), 1.9e-5 (antiberty), 1.5e-5 (mgm); EAI scores 1.0e-6; optimised vs
@@ -104,14 +108,14 @@ pub const TOL: Tolerances = Tolerances { logits_abs: 1e-4, eai_rel: 1e-5, optimi
 /// Untested on CUDA here (no GPU); libtorch leaves TF32 off for float32 products by default,
 /// so the same bounds should hold.
 #[cfg(feature = "tch")]
-pub const TOL: Tolerances = Tolerances { logits_abs: 1e-4, eai_rel: 1e-5, optimised_rel: 1e-5 };
+pub const TOL: Tolerances = Tolerances { logits_abs: 1e-4, eai_rel: 1e-5, optimised_rel: 1e-5, deep_ig_rel: 5e-5 };
 
 /// wgpu. Largest errors measured on Mesa's lavapipe (a CPU Vulkan driver) on the CI machine:
 /// logits 3.4e-6 (tiny fixtures), 3.4e-5 (antiberty), 1.5e-5 (mgm); EAI scores 1.2e-6;
 /// optimised vs plain 2.5e-7. Untested on a real GPU here, whose drivers may reorder
 /// reductions and fuse multiply-adds differently.
 #[cfg(all(feature = "wgpu", not(feature = "tch")))]
-pub const TOL: Tolerances = Tolerances { logits_abs: 1e-4, eai_rel: 1e-5, optimised_rel: 1e-5 };
+pub const TOL: Tolerances = Tolerances { logits_abs: 1e-4, eai_rel: 1e-5, optimised_rel: 1e-5, deep_ig_rel: 5e-5 };
 
 /// Prints the error measured against its bound (shown with `--nocapture`, and on failure) and
 /// asserts that it is strictly below it (a NaN error fails).

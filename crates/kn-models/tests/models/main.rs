@@ -10,7 +10,10 @@
 //!   tch runs only, see scripts/test-backends.sh).
 //! - `tokenizers`: WordPiece and byte-level BPE against the Python tokenizers' ids.
 //! - `gguf_files`: GGUF files as llama.cpp writes them (permuted q/k, quantized types).
-//! - `smollm2`: SmolLM2-135M from its GGUF file: logits and tokenizer ids against transformers.
+//! - `smollm2`: SmolLM2-135M from its GGUF file: logits and tokenizer ids against transformers,
+//!   IG against an independent PyTorch IG.
+//! - `smollm2_knowledge`: the knowledge neurons of France → Paris in SmolLM2 (heavy; the ndarray
+//!   and tch runs only).
 
 mod common;
 
@@ -22,4 +25,5 @@ mod golden_tiny;
 mod optimised_vs_plain;
 mod real_checkpoints;
 mod smollm2;
+mod smollm2_knowledge;
 mod tokenizers;

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::intervene::check_neurons;
 use crate::predict::to_vec;
-use crate::{KnError, KnowledgeModel, NeuronId};
+use crate::{forward_hooked, Capture, KnError, KnowledgeModel, ModelInput, NeuronId, Query};
 
 /// What an erased value vector becomes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -114,10 +114,69 @@ pub fn erase<B: Backend, M: KnowledgeModel<B>>(
 }
 
 /// Moves the neurons' value vectors from token `from` towards token `to` (EAI `edit_knowledge`,
-/// for every architecture).
+/// the paper's rule), for neurons whose activation is positive where the edit should act: the
+/// change to the residual stream is the activation times the change to the value vector. For
+/// neurons that may fire negatively (a gated FFN's `act(gate) ⊙ up` is signed: in SmolLM2 most
+/// of the knowledge neurons of a fact are negative), use [`edit_for`].
 pub fn edit<B: Backend, M: KnowledgeModel<B>>(
     model: &mut M,
     neurons: &[NeuronId],
+    from: u32,
+    to: u32,
+    rule: EditRule,
+) -> Result<WeightUndo<B>, KnError> {
+    edit_signed(model, neurons, &vec![1.0; neurons.len()], from, to, rule)
+}
+
+/// [`edit`] for the prediction of `query`: each value vector moves in the direction that,
+/// multiplied by the neuron's activation at the query's (first) target position, takes the
+/// residual stream from `from` towards `to` — the rule of the paper and of the Python library
+/// for positive activations (GELU neurons, BERT), and the same rule for negative ones (SwiGLU),
+/// where applying it unsigned would push the old answer up and the new one down.
+pub fn edit_for<B: Backend, M: KnowledgeModel<B>>(
+    model: &mut M,
+    query: &Query,
+    neurons: &[NeuronId],
+    from: u32,
+    to: u32,
+    rule: EditRule,
+) -> Result<WeightUndo<B>, KnError> {
+    let signs = activation_signs(model, query, neurons)?;
+    edit_signed(model, neurons, &signs, from, to, rule)
+}
+
+/// The sign (±1; +1 for 0) of each neuron's activation at `query`'s first target position.
+pub fn activation_signs<B: Backend, M: KnowledgeModel<B>>(
+    model: &M,
+    query: &Query,
+    neurons: &[NeuronId],
+) -> Result<Vec<f32>, KnError> {
+    let dims = model.dims();
+    check_neurons(neurons, &dims)?;
+    query.check(&dims)?;
+    let mut cap = Capture::default();
+    forward_hooked(model, &ModelInput::from_ids(&query.ids, &model.device()), &mut cap);
+    let pos = query.positions[0];
+    let mut rows: Vec<Option<Vec<f32>>> = vec![None; dims.n_layers];
+    neurons
+        .iter()
+        .map(|n| {
+            if rows[n.layer].is_none() {
+                let act = cap.acts.get(n.layer).ok_or(KnError::Empty { what: "captured activations" })?;
+                rows[n.layer] = Some(to_vec(act.clone().slice([0..1, pos..pos + 1, 0..dims.d_ff]))?);
+            }
+            let a = rows[n.layer].as_ref().map_or(0.0, |r| r[n.index]);
+            Ok(if a < 0.0 { -1.0 } else { 1.0 })
+        })
+        .collect()
+}
+
+/// [`edit`] with the direction of neuron `k` multiplied by `signs[k]` (from
+/// [`activation_signs`]).
+pub fn edit_signed<B: Backend, M: KnowledgeModel<B>>(
+    model: &mut M,
+    neurons: &[NeuronId],
+    signs: &[f32],
     from: u32,
     to: u32,
     rule: EditRule,
@@ -126,11 +185,15 @@ pub fn edit<B: Backend, M: KnowledgeModel<B>>(
     let e_new = token_row(model, to)?;
     let norm = |t: &Tensor<B, 1>| -> Result<f32, KnError> { Ok(to_vec(t.clone().powi_scalar(2).sum())?[0].sqrt()) };
     let (n_old, n_new) = (norm(&e_old)?, norm(&e_new)?);
-    rewrite_rows(model, neurons, |_, v| match rule {
-        EditRule::Eai { lambda } => Ok(v - e_old.clone() * lambda + e_new.clone() * lambda),
-        EditRule::Paper { lambda1, lambda2 } => {
-            let nv = norm(&v)?;
-            Ok(v - e_old.clone() * (lambda1 * nv / n_old) + e_new.clone() * (lambda2 * nv / n_new))
+    let sign_of = |n: NeuronId| neurons.iter().position(|m| *m == n).and_then(|k| signs.get(k)).copied().unwrap_or(1.0);
+    rewrite_rows(model, neurons, |n, v| {
+        let s = sign_of(n);
+        match rule {
+            EditRule::Eai { lambda } => Ok(v - e_old.clone() * (s * lambda) + e_new.clone() * (s * lambda)),
+            EditRule::Paper { lambda1, lambda2 } => {
+                let nv = norm(&v)?;
+                Ok(v - e_old.clone() * (s * lambda1 * nv / n_old) + e_new.clone() * (s * lambda2 * nv / n_new))
+            }
         }
     })
 }

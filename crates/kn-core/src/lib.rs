@@ -26,7 +26,7 @@ pub mod select;
 mod tail;
 
 pub use attribution::{Attribution, AttributionConfig, Method, ObjectiveFn, PieceCombination};
-pub use edit::{edit, erase, EditRule, Fill, WeightUndo};
+pub use edit::{activation_signs, edit, edit_for, edit_signed, erase, EditRule, Fill, WeightUndo};
 pub use error::KnError;
 pub use hooks::{Capture, FfnHook, NoHook};
 pub use ig::{attribute, attribute_many, attribute_many_observed, attribute_observed};

@@ -21,8 +21,11 @@ pub const PRESETS: &[&str] = &[
     "gpt2",
     "gpt2-medium",
     "EleutherAI/gpt-neo-125M",
+    "HuggingFaceTB/SmolLM2-135M",
+    "meta-llama/Llama-3.2-1B",
     "tiny-bert",
     "tiny-gpt2",
+    "tiny-llama",
 ];
 
 /// The config.json of a preset.
@@ -37,6 +40,23 @@ pub fn preset_config(name: &str) -> Option<Value> {
                "n_head": h, "n_positions": 1024, "n_inner": null, "activation_function": "gelu_new",
                "layer_norm_epsilon": 1e-5, "bos_token_id": 50256, "eos_token_id": 50256})
     };
+    #[allow(clippy::too_many_arguments)]
+    fn llama(
+        d: usize,
+        ff: usize,
+        l: usize,
+        h: usize,
+        kv: usize,
+        vocab: usize,
+        ctx: usize,
+        theta: f64,
+        tie: bool,
+    ) -> Value {
+        json!({"architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": vocab, "hidden_size": d,
+               "intermediate_size": ff, "num_hidden_layers": l, "num_attention_heads": h, "num_key_value_heads": kv,
+               "hidden_act": "silu", "max_position_embeddings": ctx, "rms_norm_eps": 1e-5, "rope_theta": theta,
+               "tie_word_embeddings": tie, "bos_token_id": 1, "eos_token_id": 2})
+    }
     Some(match name {
         "bert-base-uncased" => bert(768, 12, 12),
         "bert-large-uncased" => bert(1024, 24, 16),
@@ -44,6 +64,14 @@ pub fn preset_config(name: &str) -> Option<Value> {
         "gpt2" => gpt2(768, 12, 12),
         "gpt2-medium" => gpt2(1024, 24, 16),
         "tiny-gpt2" => gpt2(64, 2, 4),
+        "HuggingFaceTB/SmolLM2-135M" | "SmolLM2-135M" => llama(576, 1536, 30, 9, 3, 49152, 8192, 1e5, true),
+        "meta-llama/Llama-3.2-1B" | "Llama-3.2-1B" => {
+            let mut c = llama(2048, 8192, 16, 32, 8, 128_256, 131_072, 5e5, true);
+            c["rope_scaling"] = json!({"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0,
+                                       "high_freq_factor": 4.0, "original_max_position_embeddings": 8192});
+            c
+        }
+        "tiny-llama" => llama(64, 128, 2, 4, 2, 512, 256, 1e4, false),
         "EleutherAI/gpt-neo-125M" | "gpt-neo-125M" => json!({
             "architectures": ["GPTNeoForCausalLM"], "model_type": "gpt_neo", "vocab_size": 50257, "hidden_size": 768,
             "num_layers": 12, "num_heads": 12, "max_position_embeddings": 2048, "window_size": 256,
@@ -105,7 +133,7 @@ mod tests {
     #[test]
     fn a_written_random_checkpoint_loads_back_with_every_tensor_used() {
         let tmp = tempfile::tempdir().unwrap();
-        for preset in ["tiny-bert", "tiny-gpt2"] {
+        for preset in ["tiny-bert", "tiny-gpt2", "tiny-llama"] {
             let dir = tmp.path().join(preset);
             write_random_checkpoint(&preset_config(preset).unwrap(), 1, &dir).unwrap();
             let (m, cfg) = load_dir::<crate::backend::Inner>(&dir, &[], &Default::default()).unwrap();

@@ -36,27 +36,37 @@ pub struct TextTokenizer {
 struct TokenizerConfig {
     do_lower_case: Option<bool>,
     strip_accents: Option<bool>,
+    /// transformers' `unk_token`: a string, or an added-token object with `content`.
+    unk_token: Option<serde_json::Value>,
 }
 
 impl TextTokenizer {
     /// Loads the tokenizer of a model folder: `tokenizer.json` when present, otherwise
     /// `vocab.txt` (WordPiece; lower-casing per `tokenizer_config.json`, default on), otherwise
     /// `vocab.json` + `merges.txt` (or `encoder.json` + `vocab.bpe`) as byte-level BPE.
+    ///
+    /// The unknown token is `tokenizer_config.json`'s `unk_token` when it names a token of the
+    /// vocabulary (as transformers reads it), else the tokenizer model's own.
     pub fn from_dir(dir: &Path) -> Result<Self, LoadError> {
+        let cfg = read_tokenizer_config(dir)?;
         let json = dir.join("tokenizer.json");
-        if json.is_file() {
-            return Self::from_tokenizer_json(&json);
+        let mut tok = if json.is_file() {
+            Self::from_tokenizer_json(&json)?
+        } else if dir.join("vocab.txt").is_file() {
+            Self::wordpiece(&dir.join("vocab.txt"), cfg.do_lower_case.unwrap_or(true), cfg.strip_accents)?
+        } else if let Some((vocab, merges)) = [("vocab.json", "merges.txt"), ("encoder.json", "vocab.bpe")]
+            .iter()
+            .find(|(v, m)| dir.join(v).is_file() && dir.join(m).is_file())
+        {
+            Self::byte_level_bpe(&dir.join(vocab), &dir.join(merges))?
+        } else {
+            return Err(LoadError::NoTokenizer { dir: dir.to_path_buf() });
+        };
+        let declared = cfg.unk_token.as_ref().and_then(|v| v.as_str().or_else(|| v.get("content")?.as_str()));
+        if let Some(id) = declared.and_then(|t| tok.inner.token_to_id(t)) {
+            tok.unk = declared.map(|t| (t.to_string(), id));
         }
-        if dir.join("vocab.txt").is_file() {
-            let cfg = read_tokenizer_config(dir)?;
-            return Self::wordpiece(&dir.join("vocab.txt"), cfg.do_lower_case.unwrap_or(true), cfg.strip_accents);
-        }
-        for (vocab, merges) in [("vocab.json", "merges.txt"), ("encoder.json", "vocab.bpe")] {
-            if dir.join(vocab).is_file() && dir.join(merges).is_file() {
-                return Self::byte_level_bpe(&dir.join(vocab), &dir.join(merges));
-            }
-        }
-        Err(LoadError::NoTokenizer { dir: dir.to_path_buf() })
+        Ok(tok)
     }
 
     /// A `tokenizer.json`, with padding and truncation turned off.
@@ -96,10 +106,16 @@ impl TextTokenizer {
         let mut inner = Tokenizer::new(model);
         inner.with_pre_tokenizer(Some(ByteLevel::new(false, true, true)));
         inner.with_decoder(Some(ByteLevelDecoder::default()));
-        if inner.token_to_id("<|endoftext|>").is_some() {
+        let eot = inner.token_to_id("<|endoftext|>");
+        if eot.is_some() {
             inner.add_special_tokens(&[AddedToken::from("<|endoftext|>", true)]);
         }
-        Ok(Self::finish(inner, vocab))
+        let mut tok = Self::finish(inner, vocab);
+        // transformers' GPT2Tokenizer declares <|endoftext|> its unknown token.
+        if let Some(id) = eot.filter(|_| tok.unk.is_none()) {
+            tok.unk = Some(("<|endoftext|>".into(), id));
+        }
+        Ok(tok)
     }
 
     /// A tokenizer assembled elsewhere (a GGUF file's metadata), whose unknown token and

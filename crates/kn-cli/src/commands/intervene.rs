@@ -2,7 +2,9 @@
 //! prediction before and after.
 
 use anyhow::{anyhow, bail, Result};
-use kn_core::{edit, enhance, erase, measure, suppress, EditRule, Effect, Fill, KnowledgeModel, NoHook};
+use kn_core::{
+    activation_signs, edit_signed, enhance, erase, measure, suppress, EditRule, Effect, Fill, KnowledgeModel, NoHook,
+};
 use serde_json::json;
 
 use crate::args::{read_neurons, write_json};
@@ -31,9 +33,14 @@ pub fn erase_cmd(a: EraseArgs) -> Result<()> {
     let pq = a.common.target_opts.queries(&bundle, &a.common.prompt, &a.common.target)?;
     let fill = if a.unk {
         let tok = bundle.tokenizer.as_ref().ok_or_else(|| anyhow!("--unk needs the tokenizer"))?;
-        let unk =
-            ["[UNK]", "<unk>", "<|endoftext|>"].iter().find_map(|t| tok.encode(t, false).ok().filter(|v| v.len() == 1));
-        Fill::Token(unk.ok_or_else(|| anyhow!("the vocabulary has no unknown token"))?[0])
+        let (_, unk) = tok.unk_token().ok_or_else(|| {
+            anyhow!(
+                "the tokenizer {} declares no unknown token (byte-level vocabularies such as Llama 3's have none): \
+                 erase with zeros (omit --unk)",
+                tok.source().display()
+            )
+        })?;
+        Fill::Token(unk)
     } else {
         Fill::Zero
     };
@@ -58,7 +65,10 @@ pub fn edit_cmd(a: EditArgs) -> Result<()> {
     let before = measure(&bundle.model, &pq.queries, &mut NoHook)?;
     let from = if a.from_target { pq.target_ids[0] } else { before.argmax_ids[0] };
     let rule = if a.paper { EditRule::paper() } else { EditRule::Eai { lambda: a.lambda } };
-    let undo = edit(&mut bundle.model, &neurons, from, new.target_ids[0], rule)?;
+    // Each value vector moves in the direction its activation at the prompt gives it (signed
+    // for gated FFNs; the Python library's rule for positive activations).
+    let signs = activation_signs(&bundle.model, &pq.queries[0], &neurons)?;
+    let undo = edit_signed(&mut bundle.model, &neurons, &signs, from, new.target_ids[0], rule)?;
     let after = measure(&bundle.model, &pq.queries, &mut NoHook)?;
     let new_after = measure(&bundle.model, &new.queries, &mut NoHook)?;
     undo.undo(&mut bundle.model);
@@ -67,6 +77,7 @@ pub fn edit_cmd(a: EditArgs) -> Result<()> {
     v["new_target"] =
         json!({"target": a.new_target, "prob_before": new_before.gt_prob, "prob_after": new_after.gt_prob});
     v["neurons"] = json!(neurons);
+    v["activation_signs"] = json!(signs);
     v["n_layers"] = json!(bundle.model.dims().n_layers);
     write_json(&v, a.common.out.as_ref())
 }

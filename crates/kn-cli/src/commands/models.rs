@@ -19,6 +19,15 @@ const KNOWN: &[(&str, &str)] = &[
     ("EleutherAI/gpt-neo-125M", "gpt_neo"),
     ("EleutherAI/gpt-neo-1.3B", "gpt_neo"),
     ("EleutherAI/gpt-neo-2.7B", "gpt_neo"),
+    ("HuggingFaceTB/SmolLM2-135M", "llama"),
+    ("HuggingFaceTB/SmolLM2-360M", "llama"),
+    ("TinyLlama/TinyLlama-1.1B-Chat-v1.0", "llama"),
+    ("meta-llama/Llama-2-7b-hf", "llama"),
+    ("meta-llama/Llama-3.2-1B", "llama"),
+    ("meta-llama/Llama-3.1-8B", "llama"),
+    ("mistralai/Mistral-7B-v0.1", "mistral"),
+    ("Qwen/Qwen2-0.5B", "qwen2"),
+    ("Qwen/Qwen2.5-0.5B", "qwen2"),
 ];
 
 /// Runs the command.
@@ -31,10 +40,23 @@ pub fn run() -> Result<()> {
                 {"model_type": "bert", "heads": ["BertForMaskedLM", "BertForPreTraining", "BertLMHeadModel"], "objective": "masked_lm"},
                 {"model_type": "gpt2", "heads": ["GPT2LMHeadModel", "GPT2Model (tied head)"], "objective": "causal_lm"},
                 {"model_type": "gpt_neo", "heads": ["GPTNeoForCausalLM"], "objective": "causal_lm"},
+                {"model_type": "llama", "heads": ["LlamaForCausalLM"], "objective": "causal_lm",
+                 "notes": "Llama 2/3/3.1/3.2 (rope_scaling llama3, linear), TinyLlama, SmolLM, SmolLM2; GQA"},
+                {"model_type": "mistral", "heads": ["MistralForCausalLM"], "objective": "causal_lm",
+                 "notes": "sliding-window attention"},
+                {"model_type": "qwen2", "heads": ["Qwen2ForCausalLM"], "objective": "causal_lm",
+                 "notes": "q/k/v bias, tied or untied head, sliding layers"},
             ],
+            "neuron_site": {
+                "bert": "output of intermediate (dense + GELU); value vector: row i of output.dense (transposed)",
+                "gpt2": "output of the activation after mlp.c_fc; value vector: row i of mlp.c_proj",
+                "gpt_neo": "output of the activation after mlp.c_fc; value vector: row i of mlp.c_proj (transposed)",
+                "llama, mistral, qwen2": "input of mlp.down_proj, silu(gate_proj(x)) * up_proj(x); value vector: row i of down_proj (transposed)",
+            },
             "known_hub_names": known,
             "backend": kn_models::backend::NAME,
-            "weights": ["model.safetensors", "pytorch_model.bin", "sharded *.index.json"],
+            "weights": ["model.safetensors (f32, f16, bf16)", "pytorch_model.bin", "sharded *.index.json",
+                        "*.gguf (llama, qwen2: F32 F16 BF16 Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 Q8_1 Q2_K..Q8_K)"],
         })
     );
     Ok(())

@@ -154,3 +154,31 @@ fn suppressing_a_gated_ffn_neuron_zeroes_the_down_projection_input() {
     let out = model.ffn_output(0, mid.clone(), act.zeros_like());
     assert_eq!(values(out.inner()), values(mid.inner()), "zeroed neurons must leave only the residual");
 }
+
+#[test]
+fn signed_edits_move_the_residual_towards_the_new_token_whatever_the_activation_sign() {
+    // A gated FFN's neurons fire with either sign; the contribution of neuron i to the residual
+    // is a_i · v_i, so the edit of v_i must carry the sign of a_i.
+    let mut model = tiny("tiny-llama");
+    let q = Query { ids: vec![3, 5, 7, 9, 11], positions: vec![4], target_ids: vec![2] };
+    let neurons: Vec<NeuronId> = (0..16).map(|i| NeuronId::new(1, i)).collect();
+    let signs = kn_core::activation_signs(&model, &q, &neurons).unwrap();
+    assert!(signs.contains(&-1.0) && signs.contains(&1.0), "the fixture should have both signs: {signs:?}");
+    let mut cap = Capture::default();
+    forward_hooked(&model, &ModelInput::<AB>::from_ids(&q.ids, &Default::default()), &mut cap);
+    let acts = values(cap.acts[1].clone().inner());
+    let d_ff = model.dims().d_ff;
+    let a: Vec<f32> = neurons.iter().map(|n| acts[4 * d_ff + n.index]).collect();
+    let before = values(model.ffn_out_weight(1).inner());
+    let e_new = values(model.token_embedding(6).inner());
+    let undo = kn_core::edit_for(&mut model, &q, &neurons, 5, 6, EditRule::eai()).unwrap();
+    let after = values(model.ffn_out_weight(1).inner());
+    let d = model.dims().d_model;
+    for (k, n) in neurons.iter().enumerate() {
+        let i = n.index;
+        let towards: f32 = (0..d).map(|j| a[k] * (after[i * d + j] - before[i * d + j]) * e_new[j]).sum();
+        assert!(towards > 0.0 || a[k] == 0.0, "neuron {i} (activation {}) moved away from the new token", a[k]);
+    }
+    undo.undo(&mut model);
+    assert_eq!(values(model.ffn_out_weight(1).inner()), before);
+}

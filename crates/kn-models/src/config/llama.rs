@@ -93,14 +93,14 @@ impl LlamaConfig {
         let n = self.num_hidden_layers;
         let n_heads = self.num_attention_heads;
         let n_kv_heads = self.num_key_value_heads.unwrap_or(n_heads);
-        if n_heads == 0 || n_kv_heads == 0 || n_heads % n_kv_heads != 0 {
+        if n_heads == 0 || n_kv_heads == 0 || !n_heads.is_multiple_of(n_kv_heads) {
             return Err(format!(
                 "num_attention_heads ({n_heads}) must be a positive multiple of num_key_value_heads ({n_kv_heads})"
             ));
         }
         let head_dim = match self.head_dim {
             Some(h) => h,
-            None if self.hidden_size % n_heads == 0 => self.hidden_size / n_heads,
+            None if self.hidden_size.is_multiple_of(n_heads) => self.hidden_size / n_heads,
             None => return Err(format!("hidden size {} is not divisible by {n_heads} heads", self.hidden_size)),
         };
         if head_dim % 2 != 0 {

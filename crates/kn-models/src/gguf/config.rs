@@ -54,7 +54,7 @@ pub(super) fn hf_config(f: &GgufFile) -> Result<HfConfig, LoadError> {
     let d_model = need_uint("embedding_length")?;
     let n_kv = f.get(&key("attention.head_count_kv")).and_then(uint).unwrap_or(heads);
     let head_dim =
-        f.get(&key("attention.key_length")).and_then(uint).unwrap_or(if heads > 0 { d_model / heads } else { 0 });
+        f.get(&key("attention.key_length")).and_then(uint).unwrap_or(d_model.checked_div(heads).unwrap_or(0));
     if let Some(rot) = f.get(&key("rope.dimension_count")).and_then(uint) {
         if rot != head_dim {
             return Err(f.error(format!(

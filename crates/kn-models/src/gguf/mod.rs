@@ -200,7 +200,7 @@ fn hf_name(name: &str) -> Option<String> {
 fn unpermute_rows(t: RawTensor, heads: usize) -> RawTensor {
     let rows = t.shape[0];
     let cols = t.shape.get(1).copied().unwrap_or(1);
-    if heads == 0 || rows % (2 * heads) != 0 {
+    if heads == 0 || !rows.is_multiple_of(2 * heads) {
         return t;
     }
     let hd = rows / heads;

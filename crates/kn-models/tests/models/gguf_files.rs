@@ -157,7 +157,7 @@ fn every_quantized_type_loads_within_its_rounding() {
     // whose other tensors are f32, for each type; the embedding row read back must be the
     // original within the type's precision.
     let (rows, cols) = (4, 512);
-    let emb: Vec<f32> = (0..rows * cols).map(|i| ((i as f32 * 0.731).sin() * 0.5)).collect();
+    let emb: Vec<f32> = (0..rows * cols).map(|i| (i as f32 * 0.731).sin() * 0.5).collect();
     let cases = [
         (GgmlDType::F32, 0.0),
         (GgmlDType::F16, 1e-3),

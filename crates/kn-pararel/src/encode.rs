@@ -10,8 +10,8 @@ use kn_models::TextTokenizer;
 pub trait Encoder {
     /// Queries for one prompt, or an error naming what is wrong.
     fn queries(&self, sentence: &str, object: &str) -> Result<Vec<Query>>;
-    /// Token ids of an object (to flag multi-token objects).
-    fn object_ids(&self, object: &str) -> Result<Vec<u32>>;
+    /// Token ids of an object as it follows `sentence` (to flag multi-token objects).
+    fn object_ids(&self, sentence: &str, object: &str) -> Result<Vec<u32>>;
 }
 
 /// Text prompts through the model's tokenizer.
@@ -29,9 +29,12 @@ impl Encoder for TextEncoder<'_> {
         Ok(prompt_queries(self.tok, &self.dims, self.objective, sentence, object, MultiToken::Expand, false)?.queries)
     }
 
-    fn object_ids(&self, object: &str) -> Result<Vec<u32>> {
-        let text = if self.objective == Objective::CausalLm { format!(" {object}") } else { object.to_string() };
-        Ok(self.tok.target_ids(&text)?)
+    fn object_ids(&self, sentence: &str, object: &str) -> Result<Vec<u32>> {
+        Ok(match self.objective {
+            // The tokens the object has after the prompt (" Paris", "▁Paris"), as its queries get.
+            Objective::CausalLm => kn_models::prompt::continuation_ids(self.tok, sentence, object)?,
+            Objective::MaskedLm => self.tok.target_ids(object)?,
+        })
     }
 }
 
@@ -69,7 +72,7 @@ impl Encoder for PlantedEncoder {
         Ok(vec![Query { ids, positions: vec![pos], target_ids: vec![self.id(object)?] }])
     }
 
-    fn object_ids(&self, object: &str) -> Result<Vec<u32>> {
+    fn object_ids(&self, _sentence: &str, object: &str) -> Result<Vec<u32>> {
         Ok(vec![self.id(object)?])
     }
 }

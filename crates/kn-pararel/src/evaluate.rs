@@ -144,7 +144,8 @@ pub fn evaluate<B: AutodiffBackend, M: KnowledgeModel<B>>(
     unrelated: Option<(&str, &Fact)>,
     cfg: &EvalConfig,
 ) -> Result<FactResult> {
-    let n_tokens = enc.object_ids(&fact.obj_label).map(|v| v.len()).unwrap_or(0);
+    let first = fact.sentences.first().map(String::as_str).unwrap_or("");
+    let n_tokens = enc.object_ids(first, &fact.obj_label).map(|v| v.len()).unwrap_or(0);
     if n_tokens == 0 {
         return Ok(FactResult::skipped(uuid, fact, format!("object {:?} cannot be encoded", fact.obj_label), 0));
     }

@@ -63,7 +63,7 @@ fn suppressing_the_neurons_of_france_paris_removes_paris_and_spares_other_facts(
     let mean = |v: &[f32]| v.iter().sum::<f32>() / v.len() as f32;
     let effects = |neurons: &[NeuronId], what: &str| -> (f32, f32, f32) {
         eprintln!("smollm2 ({what}): France → Paris: {} refined neurons {neurons:?}", neurons.len());
-        let (mut sup_rel, mut enh_rel, mut sup_unrel) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut sup_rel, mut enh_rel, mut sup_unrel, mut enh_unrel) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for (p, q) in PARIS.iter().zip(&related) {
             let (s, e) = (suppress(model, q, neurons).unwrap(), enhance(model, q, neurons, 2.0).unwrap());
             eprintln!(
@@ -78,21 +78,27 @@ fn suppressing_the_neurons_of_france_paris_removes_paris_and_spares_other_facts(
             enh_rel.push(e.relative_change());
         }
         for (p, t) in OTHERS {
-            let s = suppress(model, &encode(p, t), neurons).unwrap();
+            let q = encode(p, t);
+            let (s, e) = (suppress(model, &q, neurons).unwrap(), enhance(model, &q, neurons, 2.0).unwrap());
             eprintln!(
-                "smollm2 ({what}): unrelated {p:?} → {t}: P {:.4}, suppressed {:.4} ({:+.1} %)",
+                "smollm2 ({what}): unrelated {p:?} → {t}: P {:.4}, suppressed {:.4} ({:+.1} %), enhanced {:.4} ({:+.1} %)",
                 s.before.gt_prob,
                 s.after.gt_prob,
-                100.0 * s.relative_change()
+                100.0 * s.relative_change(),
+                e.after.gt_prob,
+                100.0 * e.relative_change()
             );
             sup_unrel.push(s.relative_change().abs());
+            enh_unrel.push(e.relative_change().abs());
         }
         let (r, u, e) = (mean(&sup_rel), mean(&sup_unrel), mean(&enh_rel));
         eprintln!(
-            "smollm2 ({what}): suppression: related {:+.1} %, unrelated mean |change| {:.1} %; enhancement: related {:+.1} %",
+            "smollm2 ({what}): suppression: related {:+.1} %, unrelated mean |change| {:.1} %; \
+             enhancement: related {:+.1} %, unrelated mean |change| {:.1} %",
             100.0 * r,
             100.0 * u,
-            100.0 * e
+            100.0 * e,
+            100.0 * mean(&enh_unrel)
         );
         (r, u, e)
     };

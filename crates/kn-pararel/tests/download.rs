@@ -4,15 +4,11 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+
+mod common;
 
 use kn_pararel::download::{download_from, sources, Mirrors};
-
-fn shared() -> PathBuf {
-    std::env::var_os("KN_PARAREL_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/pararel"))
-}
 
 /// Serves `root` over HTTP/1.0 on loopback until the process ends; returns the base URL.
 fn serve(root: PathBuf) -> String {
@@ -45,7 +41,7 @@ fn serve(root: PathBuf) -> String {
 }
 
 /// A mirror laid out like the GitHub repositories, filled from the shared copy.
-fn mirror(skip: Option<&str>) -> (tempfile::TempDir, Mirrors) {
+fn mirror(shared: &std::path::Path, skip: Option<&str>) -> (tempfile::TempDir, Mirrors) {
     let web = tempfile::tempdir().unwrap();
     let base = serve(web.path().to_path_buf());
     let m = Mirrors { pararel: format!("{base}/pararel/data"), dai: format!("{base}/dai/data") };
@@ -55,14 +51,15 @@ fn mirror(skip: Option<&str>) -> (tempfile::TempDir, Mirrors) {
         }
         let served = web.path().join(url.strip_prefix(&format!("{base}/")).unwrap());
         std::fs::create_dir_all(served.parent().unwrap()).unwrap();
-        std::fs::copy(shared().join(&rel), served).unwrap();
+        std::fs::copy(shared.join(&rel), served).unwrap();
     }
     (web, m)
 }
 
 #[test]
 fn download_fetches_every_file_byte_for_byte_and_keeps_what_is_there() {
-    let (_web, m) = mirror(None);
+    let Some(shared) = common::pararel_data() else { return };
+    let (_web, m) = mirror(&shared, None);
     let dir = tempfile::tempdir().unwrap();
     // One file already present (a resumed download): kept, not fetched again.
     std::fs::create_dir_all(dir.path().join("trex")).unwrap();
@@ -75,14 +72,15 @@ fn download_fetches_every_file_byte_for_byte_and_keeps_what_is_there() {
             assert_eq!(std::fs::read_to_string(dir.path().join(rel)).unwrap(), "kept");
             continue;
         }
-        assert_eq!(std::fs::read(dir.path().join(rel)).unwrap(), std::fs::read(shared().join(rel)).unwrap(), "{rel}");
+        assert_eq!(std::fs::read(dir.path().join(rel)).unwrap(), std::fs::read(shared.join(rel)).unwrap(), "{rel}");
     }
     assert_eq!(download_from(dir.path(), &m).unwrap(), 0, "a second run fetches nothing");
 }
 
 #[test]
 fn a_missing_file_is_an_error_naming_its_url_and_leaves_no_partial_file() {
-    let (_web, m) = mirror(Some("query_pairs.json"));
+    let Some(shared) = common::pararel_data() else { return };
+    let (_web, m) = mirror(&shared, Some("query_pairs.json"));
     let dir = tempfile::tempdir().unwrap();
     let err = format!("{:#}", download_from(dir.path(), &m).unwrap_err());
     assert!(err.contains("/dai/data/PARAREL/query_pairs.json"), "{err}");

@@ -101,7 +101,8 @@ pub struct TargetOpts {
     /// Refuse targets of several tokens instead of expanding [MASK] / teacher forcing.
     #[arg(long)]
     pub single_token: bool,
-    /// Causal models: use the target text exactly (no leading space added).
+    /// Causal models: encode the target on its own, exactly as given (default: the tokens it
+    /// has after the prompt, `prompt + " " + target`).
     #[arg(long)]
     pub raw_target: bool,
 }
@@ -119,18 +120,27 @@ impl TargetOpts {
     }
 }
 
+/// A finite number (NaN and infinities are refused at parse time, where clap names the flag).
+pub fn finite(s: &str) -> std::result::Result<f32, String> {
+    match s.trim().parse::<f32>() {
+        Ok(v) if v.is_finite() => Ok(v),
+        Ok(v) => Err(format!("{v} is not a finite number")),
+        Err(e) => Err(format!("{s:?} is not a number ({e})")),
+    }
+}
+
 /// `--threshold` / `--adaptive-threshold` / `--percentile`: exactly one (default adaptive 0.3).
 #[derive(Debug, Clone, clap::Args)]
 #[group(multiple = false)]
 pub struct ThresholdArgs {
     /// Coarse neurons score above ratio × the maximum score (EAI 0.3, the paper 0.2).
-    #[arg(long)]
+    #[arg(long, value_parser = finite, allow_hyphen_values = true)]
     pub adaptive_threshold: Option<f32>,
     /// Coarse neurons score above this value.
-    #[arg(long)]
+    #[arg(long, value_parser = finite, allow_hyphen_values = true)]
     pub threshold: Option<f32>,
     /// Coarse neurons score above this percentile (0-100) of all scores.
-    #[arg(long)]
+    #[arg(long, value_parser = finite, allow_hyphen_values = true)]
     pub percentile: Option<f32>,
 }
 

@@ -121,7 +121,7 @@ pub struct NeuronsArgs {
     #[command(flatten)]
     pub thresholds: ThresholdArgs,
     /// Keep neurons coarse for more than p × n prompts.
-    #[arg(long, default_value_t = 0.5, conflicts_with = "adaptive_p")]
+    #[arg(long, default_value_t = 0.5, conflicts_with = "adaptive_p", value_parser = crate::args::finite, allow_hyphen_values = true)]
     pub p: f32,
     /// The paper's adaptive p (0.7 ± 0.05 until 2-5 neurons; at least 3 prompts).
     #[arg(long)]
@@ -130,7 +130,7 @@ pub struct NeuronsArgs {
     #[arg(long)]
     pub negative: Option<PathBuf>,
     /// Remove a neuron coarse for more than this fraction of the negative prompts (0: any).
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, value_parser = crate::args::finite, allow_hyphen_values = true)]
     pub negative_share: f32,
     /// Draw a per-layer bar chart of the refined (and coarse) neurons into this file (.png or .svg).
     #[arg(long)]
@@ -173,7 +173,7 @@ pub struct EnhanceArgs {
     #[command(flatten)]
     pub common: InterveneArgs,
     /// Multiplier of the activations.
-    #[arg(long, default_value_t = 2.0)]
+    #[arg(long, default_value_t = 2.0, value_parser = crate::args::finite, allow_hyphen_values = true)]
     pub factor: f32,
 }
 
@@ -204,7 +204,7 @@ pub struct EditArgs {
     #[arg(long)]
     pub paper: bool,
     /// λ of EAI's rule.
-    #[arg(long, default_value_t = 2.0)]
+    #[arg(long, default_value_t = 2.0, value_parser = crate::args::finite, allow_hyphen_values = true)]
     pub lambda: f32,
 }
 
@@ -270,10 +270,11 @@ pub struct BenchArgs {
 /// `kn-cli init-random`.
 #[derive(Debug, clap::Args)]
 pub struct InitRandomArgs {
-    /// Shape: bert-base-uncased, bert-large-uncased, gpt2, gpt2-medium, EleutherAI/gpt-neo-125M, tiny-bert, tiny-gpt2.
+    /// Shape: bert-base-uncased, bert-large-uncased, gpt2, gpt2-medium, EleutherAI/gpt-neo-125M,
+    /// HuggingFaceTB/SmolLM2-135M, meta-llama/Llama-3.2-1B, tiny-bert, tiny-gpt2, tiny-llama.
     #[arg(long)]
     pub preset: String,
-    /// Output folder.
+    /// Output folder (must not exist yet, or be empty).
     #[arg(long)]
     pub out: PathBuf,
     /// Copy tokenizer files (tokenizer.json, vocab.txt, tokenizer_config.json, vocab.json, merges.txt) from this folder.

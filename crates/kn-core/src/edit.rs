@@ -80,6 +80,11 @@ fn rewrite_rows<B: Backend, M: KnowledgeModel<B>>(
 ) -> Result<WeightUndo<B>, KnError> {
     let dims = model.dims();
     check_neurons(neurons, &dims)?;
+    // A neuron listed twice is changed once (as suppress / enhance scale it once).
+    let mut unique: Vec<NeuronId> = neurons.to_vec();
+    unique.sort_unstable();
+    unique.dedup();
+    let neurons = unique.as_slice();
     let mut layers: Vec<usize> = neurons.iter().map(|n| n.layer).collect();
     layers.sort_unstable();
     layers.dedup();

@@ -63,8 +63,9 @@ pub enum LoadError {
         /// What is wrong.
         reason: String,
     },
-    /// A tensor with a dtype we cannot convert to f32.
-    #[error("tensor '{name}' has unsupported dtype {dtype}")]
+    /// A tensor with a dtype we cannot convert to f32 (an integer or bool buffer where a
+    /// weight belongs, or an exotic float type).
+    #[error("tensor '{name}' has dtype {dtype}, not a float type this loader reads (f32, f16, bf16, f64)")]
     UnsupportedDtype {
         /// Tensor name.
         name: String,

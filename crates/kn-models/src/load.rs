@@ -61,7 +61,24 @@ pub fn load_model<B: DualMatmul>(
         Err(LoadError::NoTokenizer { .. }) if opts.tokenizer_dir.is_none() => None,
         Err(e) => return Err(e),
     };
+    check_vocab(tokenizer.as_ref(), &config)?;
     Ok(ModelBundle { model, tokenizer, config, dir })
+}
+
+/// A tokenizer with more tokens than the model has embeddings would hand it ids it cannot
+/// embed. (Fewer is common: vocabularies padded for speed, as Qwen2's.)
+fn check_vocab(tokenizer: Option<&TextTokenizer>, cfg: &ArchConfig) -> Result<(), LoadError> {
+    match tokenizer {
+        Some(t) if t.vocab_size() > cfg.vocab_size => Err(LoadError::Tokenizer {
+            path: t.source().to_path_buf(),
+            reason: format!(
+                "the tokenizer has {} tokens but the model only {} embeddings (vocab_size): is it the model's tokenizer?",
+                t.vocab_size(),
+                cfg.vocab_size
+            ),
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// Loads a GGUF file: config from its metadata, weights dequantized to f32 (as strictly as a
@@ -80,6 +97,7 @@ pub fn load_gguf<B: DualMatmul>(
         None if gguf.get("tokenizer.ggml.model").is_none() => None,
         None => Some(gguf.tokenizer()?),
     };
+    check_vocab(tokenizer.as_ref(), &cfg)?;
     let mut weights = gguf.weights(&hf)?.ignore_prefixes(&opts.ignore_prefixes);
     let model = build(&cfg, &mut weights, device)?;
     weights.finish()?;

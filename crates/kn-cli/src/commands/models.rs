@@ -62,13 +62,32 @@ pub fn run() -> Result<()> {
     Ok(())
 }
 
-/// `kn-cli init-random`.
+/// `kn-cli init-random`: the folder is written beside its destination and renamed into place
+/// when complete, so a failure leaves nothing half-written.
 pub fn init_random(a: InitRandomArgs) -> Result<()> {
     let cfg = preset_config(&a.preset)
         .ok_or_else(|| anyhow!("unknown preset '{}' (known: {})", a.preset, PRESETS.join(", ")))?;
-    write_random_checkpoint(&cfg, a.seed, &a.out)?;
+    let name = a.out.file_name().ok_or_else(|| anyhow!("--out {} names no folder", a.out.display()))?;
+    let staging = super::parent_of(&a.out).join(format!(".{}.partial-{}", name.to_string_lossy(), std::process::id()));
+    let result = write_into(&a, &cfg, &staging);
+    if result.is_err() {
+        let _ = std::fs::remove_dir_all(&staging);
+    }
+    let copied = result?;
+    if a.out.is_dir() {
+        // An empty folder (checked before): replaced by the complete one.
+        std::fs::remove_dir(&a.out).with_context(|| format!("replacing the empty folder {}", a.out.display()))?;
+    }
+    std::fs::rename(&staging, &a.out).with_context(|| format!("moving the checkpoint into {}", a.out.display()))?;
+    println!("{}", json!({"out": a.out, "preset": a.preset, "seed": a.seed, "tokenizer_files": copied}));
+    Ok(())
+}
+
+/// Writes the checkpoint and copies the tokenizer files into `dir`.
+fn write_into(a: &InitRandomArgs, cfg: &serde_json::Value, dir: &std::path::Path) -> Result<Vec<&'static str>> {
+    write_random_checkpoint(cfg, a.seed, dir)?;
     let mut copied = Vec::new();
-    if let Some(dir) = &a.tokenizer {
+    if let Some(src_dir) = &a.tokenizer {
         for f in [
             "tokenizer.json",
             "tokenizer_config.json",
@@ -79,16 +98,15 @@ pub fn init_random(a: InitRandomArgs) -> Result<()> {
             "merges.txt",
             "special_tokens_map.json",
         ] {
-            let src = dir.join(f);
+            let src = src_dir.join(f);
             if src.is_file() {
-                std::fs::copy(&src, a.out.join(f)).with_context(|| format!("copying {}", src.display()))?;
+                std::fs::copy(&src, dir.join(f)).with_context(|| format!("copying {}", src.display()))?;
                 copied.push(f);
             }
         }
         if copied.is_empty() {
-            return Err(anyhow!("no tokenizer files in {}", dir.display()));
+            return Err(anyhow!("no tokenizer files in {}", src_dir.display()));
         }
     }
-    println!("{}", json!({"out": a.out, "preset": a.preset, "seed": a.seed, "tokenizer_files": copied}));
-    Ok(())
+    Ok(copied)
 }

@@ -322,8 +322,28 @@ impl HfConfig {
             },
             Self::Llama(arch, c) => c.to_arch(*arch).map_err(bad)?,
         };
-        if cfg.d_model == 0 || cfg.n_heads == 0 || cfg.n_layers == 0 || cfg.vocab_size == 0 || cfg.d_ff == 0 {
-            return Err(bad("sizes must be positive".into()));
+        let sizes = [
+            ("hidden size", cfg.d_model),
+            ("heads", cfg.n_heads),
+            ("layers", cfg.n_layers),
+            ("vocab_size", cfg.vocab_size),
+            ("FFN width", cfg.d_ff),
+            ("max positions", cfg.max_positions),
+            ("head_dim", cfg.head_dim),
+        ];
+        if let Some((what, _)) = sizes.iter().find(|(_, v)| *v == 0) {
+            return Err(bad(format!("{what} must be positive")));
+        }
+        if !(cfg.eps > 0.0 && cfg.eps.is_finite()) {
+            let field = match cfg.arch {
+                Arch::Bert => "layer_norm_eps",
+                Arch::Gpt2 | Arch::GptNeo => "layer_norm_epsilon",
+                _ => "rms_norm_eps",
+            };
+            return Err(bad(format!("{field} must be a positive number (got {})", cfg.eps)));
+        }
+        if cfg.attention.iter().any(|k| *k == AttentionKind::CausalLocal { window: 0 }) {
+            return Err(bad("the attention window (window_size / sliding_window) must be positive".into()));
         }
         if cfg.rope.is_none() && cfg.d_model % cfg.n_heads != 0 {
             return Err(bad(format!("hidden size {} is not divisible by {} heads", cfg.d_model, cfg.n_heads)));

@@ -182,3 +182,12 @@ fn signed_edits_move_the_residual_towards_the_new_token_whatever_the_activation_
     undo.undo(&mut model);
     assert_eq!(values(model.ffn_out_weight(1).inner()), before);
 }
+
+#[test]
+fn a_neuron_listed_twice_is_edited_once() {
+    let (mut once, mut twice) = (tiny("tiny-gpt2"), tiny("tiny-gpt2"));
+    let n = NeuronId::new(1, 4);
+    edit(&mut once, &[n], 5, 6, EditRule::eai()).unwrap().keep();
+    edit(&mut twice, &[n, n], 5, 6, EditRule::eai()).unwrap().keep();
+    assert_eq!(values(once.ffn_out_weight(1).inner()), values(twice.ffn_out_weight(1).inner()));
+}

@@ -1,13 +1,16 @@
 //! Reading Hugging Face checkpoints (safetensors and PyTorch `.bin`, sharded or not) into a
 //! name → tensor map that the architecture loaders consume, with every tensor accounted for.
 
-use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+mod files;
+
+use std::collections::HashMap;
+use std::path::Path;
 
 use burn::tensor::{backend::Backend, Tensor, TensorData};
-use safetensors::{tensor::Dtype, SafeTensors};
 
 use crate::error::LoadError;
+pub(crate) use files::read_to_string;
+pub use files::weight_files;
 
 /// A checkpoint tensor on the host, converted to f32.
 #[derive(Debug, Clone, PartialEq)]
@@ -87,6 +90,9 @@ const KNOWN_UNUSED: &[&str] = &[
 #[derive(Debug)]
 pub struct WeightMap {
     tensors: HashMap<String, RawTensor>,
+    /// Integer and bool tensors (buffers): name → (shape, dtype). Taking one as a weight is an
+    /// error naming its dtype.
+    others: HashMap<String, (Vec<usize>, String)>,
     ignore_prefixes: Vec<String>,
     /// When set, `take` invents deterministic random tensors instead of reading them, and
     /// records what it handed out (random checkpoints of real shapes, for benchmarks).
@@ -124,19 +130,17 @@ impl WeightMap {
     /// Reads the weights in `dir`: `model.safetensors`, `pytorch_model.bin`, or the shards named
     /// by `model.safetensors.index.json` / `pytorch_model.bin.index.json`. Safetensors win when
     /// both are present.
+    ///
+    /// A sharded checkpoint must agree with its index (each tensor in the shard the index names,
+    /// in one shard only); a `.bin` storage shorter than its tensors is an error.
     pub fn from_dir(dir: &Path) -> Result<Self, LoadError> {
-        let files = weight_files(dir)?;
-        let mut tensors = HashMap::new();
-        for file in files {
-            let part = if is_safetensors(&file) { read_safetensors(&file)? } else { read_pytorch(&file)? };
-            tensors.extend(part);
-        }
-        Ok(Self { tensors, ignore_prefixes: Vec::new(), synthetic: None })
+        let c = files::read_checkpoint(dir)?;
+        Ok(Self { tensors: c.floats, others: c.others, ignore_prefixes: Vec::new(), synthetic: None })
     }
 
     /// A map over tensors already in memory (tests).
     pub fn from_tensors(tensors: HashMap<String, RawTensor>) -> Self {
-        Self { tensors, ignore_prefixes: Vec::new(), synthetic: None }
+        Self { tensors, others: HashMap::new(), ignore_prefixes: Vec::new(), synthetic: None }
     }
 
     /// A map that invents every tensor asked for: N(0, `std`) values from `seed`, norm gains
@@ -144,6 +148,7 @@ impl WeightMap {
     pub fn synthetic(seed: u64, std: f32) -> Self {
         Self {
             tensors: HashMap::new(),
+            others: HashMap::new(),
             ignore_prefixes: Vec::new(),
             synthetic: Some(Synthetic {
                 rng: kn_core::planted::Lcg(seed ^ 0x9e37_79b9_7f4a_7c15),
@@ -166,7 +171,7 @@ impl WeightMap {
 
     /// Whether a tensor of that name is (still) in the map.
     pub fn contains(&self, name: &str) -> bool {
-        self.tensors.contains_key(name)
+        self.tensors.contains_key(name) || self.others.contains_key(name)
     }
 
     /// Whether this map invents its tensors (random models) instead of reading a checkpoint.
@@ -176,13 +181,16 @@ impl WeightMap {
 
     /// Names still in the map.
     pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.tensors.keys().map(String::as_str)
+        self.tensors.keys().chain(self.others.keys()).map(String::as_str)
     }
 
     /// Removes tensor `name` and checks that it has shape `expected` and only finite values.
     pub fn take(&mut self, name: &str, expected: &[usize]) -> Result<RawTensor, LoadError> {
         if let Some(s) = &mut self.synthetic {
             return Ok(s.make(name, expected));
+        }
+        if let Some((_, dtype)) = self.others.remove(name) {
+            return Err(LoadError::UnsupportedDtype { name: name.to_string(), dtype });
         }
         let t = self.tensors.remove(name).ok_or_else(|| LoadError::MissingTensor { name: name.to_string() })?;
         if t.shape != expected {
@@ -207,6 +215,7 @@ impl WeightMap {
     /// Removes a tensor without using it (a duplicate of a tied weight, say).
     pub fn discard(&mut self, name: &str) {
         self.tensors.remove(name);
+        self.others.remove(name);
     }
 
     /// Fails with [`LoadError::UnexpectedTensors`] if anything but known buffers or ignored
@@ -215,6 +224,7 @@ impl WeightMap {
         let mut names: Vec<String> = self
             .tensors
             .into_keys()
+            .chain(self.others.into_keys())
             .filter(|n| !KNOWN_UNUSED.iter().any(|k| n.ends_with(k)))
             .filter(|n| !self.ignore_prefixes.iter().any(|p| n.starts_with(p.as_str())))
             .collect();
@@ -224,88 +234,6 @@ impl WeightMap {
         names.sort();
         Err(LoadError::UnexpectedTensors { names })
     }
-}
-
-fn is_safetensors(p: &Path) -> bool {
-    p.extension().is_some_and(|e| e == "safetensors")
-}
-
-/// The weight files of a model folder, in load order.
-pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>, LoadError> {
-    for (single, index) in
-        [("model.safetensors", "model.safetensors.index.json"), ("pytorch_model.bin", "pytorch_model.bin.index.json")]
-    {
-        if dir.join(single).is_file() {
-            return Ok(vec![dir.join(single)]);
-        }
-        let index = dir.join(index);
-        if index.is_file() {
-            return shard_files(dir, &index);
-        }
-    }
-    Err(LoadError::NoWeights { dir: dir.to_path_buf() })
-}
-
-#[derive(serde::Deserialize)]
-struct ShardIndex {
-    weight_map: BTreeMap<String, String>,
-}
-
-fn shard_files(dir: &Path, index: &Path) -> Result<Vec<PathBuf>, LoadError> {
-    let text = read_to_string(index)?;
-    let parsed: ShardIndex =
-        serde_json::from_str(&text).map_err(|source| LoadError::Json { path: index.to_path_buf(), source })?;
-    let mut files: Vec<String> = parsed.weight_map.into_values().collect();
-    files.sort();
-    files.dedup();
-    Ok(files.into_iter().map(|f| dir.join(f)).collect())
-}
-
-pub(crate) fn read_to_string(path: &Path) -> Result<String, LoadError> {
-    std::fs::read_to_string(path).map_err(|source| LoadError::Io { path: path.to_path_buf(), source })
-}
-
-fn read_safetensors(path: &Path) -> Result<HashMap<String, RawTensor>, LoadError> {
-    let bytes = std::fs::read(path).map_err(|source| LoadError::Io { path: path.to_path_buf(), source })?;
-    let st = SafeTensors::deserialize(&bytes)
-        .map_err(|e| LoadError::CorruptWeights { path: path.to_path_buf(), reason: e.to_string() })?;
-    let mut out = HashMap::new();
-    for (name, view) in st.tensors() {
-        let raw = view.data();
-        let data: Vec<f32> = match view.dtype() {
-            Dtype::F32 => raw.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
-            Dtype::F16 => raw.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
-            Dtype::BF16 => raw.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
-            Dtype::F64 => raw
-                .chunks_exact(8)
-                .map(|b| f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]) as f32)
-                .collect(),
-            // Integer buffers (position ids) are never weights: keep their shape for accounting.
-            Dtype::I64 | Dtype::I32 | Dtype::U8 | Dtype::BOOL => Vec::new(),
-            other => {
-                return Err(LoadError::UnsupportedDtype { name, dtype: format!("{other:?}") });
-            }
-        };
-        out.insert(name, RawTensor { shape: view.shape().to_vec(), data });
-    }
-    Ok(out)
-}
-
-fn read_pytorch(path: &Path) -> Result<HashMap<String, RawTensor>, LoadError> {
-    let corrupt = |reason: String| LoadError::CorruptWeights { path: path.to_path_buf(), reason };
-    let reader = burn_store::pytorch::PytorchReader::new(path).map_err(|e| corrupt(e.to_string()))?;
-    let mut out = HashMap::new();
-    for (name, snap) in reader.into_tensors() {
-        let shape = snap.shape.to_vec();
-        let data = if snap.dtype.is_float() {
-            let td = snap.to_data().map_err(|e| corrupt(format!("tensor '{name}': {e:?}")))?;
-            td.convert::<f32>().into_vec::<f32>().map_err(|e| corrupt(format!("tensor '{name}': {e:?}")))?
-        } else {
-            Vec::new()
-        };
-        out.insert(name, RawTensor { shape, data });
-    }
-    Ok(out)
 }
 
 #[cfg(test)]

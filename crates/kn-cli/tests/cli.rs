@@ -258,6 +258,44 @@ fn bad_input_gives_one_line_errors() {
         ],
         "outside [0, 1]",
     );
+    // Numbers: NaN and infinities refused at parse time, negative numbers parsed (then judged).
+    run(attr(&["--steps", "NaN"]), "--steps");
+    run(attr(&[]).into_iter().take(5).collect(), "--target");
+    let neurons_with = |extra: &[&str]| {
+        let mut v: Vec<String> = ["neurons", "-m", bert.as_str(), "--target", "paris", "--prompt", p]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+    run(neurons_with(&["--adaptive-threshold", "NaN"]), "not a finite number");
+    run(neurons_with(&["--p", "inf"]), "not a finite number");
+    run(neurons_with(&["--p", "-1"]), "--p -1 is outside [0, 1)");
+    let mut enh = neurons("[[0, 1]]");
+    enh[0] = "enhance".into();
+    enh.extend(["--factor".into(), "-inf".into()]);
+    run(enh, "not a finite number");
+    // Outputs checked before computing: a folder, a missing folder.
+    run(neurons_with(&["--out", "/tmp"]), "it is a folder");
+    run(neurons_with(&["--plot", "/no/such/dir/layers.svg"]), "/no/such/dir");
+    // init-random: never into a folder that holds something, and nothing left half-written.
+    let full = tempfile::tempdir().unwrap();
+    std::fs::write(full.path().join("keep.txt"), "mine").unwrap();
+    let init = |out: &str, tok: &str| {
+        ["init-random", "--preset", "tiny-gpt2", "--out", out, "--tokenizer", tok]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    };
+    run(init(full.path().to_str().unwrap(), "/tmp"), "already exists");
+    assert_eq!(std::fs::read_to_string(full.path().join("keep.txt")).unwrap(), "mine");
+    let fresh = full.path().join("new-model");
+    let no_tokenizer = tempfile::tempdir().unwrap();
+    run(init(fresh.to_str().unwrap(), no_tokenizer.path().to_str().unwrap()), "no tokenizer files");
+    assert!(!fresh.exists(), "a failed init-random left {}", fresh.display());
+    let leftovers: Vec<_> = std::fs::read_dir(full.path()).unwrap().filter_map(|e| e.ok()).collect();
+    assert_eq!(leftovers.len(), 1, "staging folder left behind: {leftovers:?}");
 }
 
 #[test]

@@ -102,8 +102,26 @@ pub fn instantiate(pattern: &str, subject: &str) -> String {
     pattern.replace("[X]", subject).replace("[Y]", "[MASK]")
 }
 
+/// The patterns of a pattern file; each must hold `[X]` and `[Y]` once.
 fn patterns(path: &Path) -> Result<Vec<String>, DataError> {
-    Ok(jsonl::<PatternLine>(path)?.into_iter().map(|p| p.pattern).collect())
+    let pats: Vec<String> = jsonl::<PatternLine>(path)?.into_iter().map(|p| p.pattern).collect();
+    // The line of the k-th pattern (blank lines are skipped by `jsonl`).
+    let text = read(path)?;
+    let lines: Vec<usize> =
+        text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()).map(|(i, _)| i + 1).collect();
+    for (k, p) in pats.iter().enumerate() {
+        for slot in ["[X]", "[Y]"] {
+            let n = p.matches(slot).count();
+            if n != 1 {
+                return Err(DataError::Parse {
+                    path: path.to_path_buf(),
+                    line: lines.get(k).copied().unwrap_or(0),
+                    reason: format!("pattern {p:?} has {n} {slot} (needs exactly one)"),
+                });
+            }
+        }
+    }
+    Ok(pats)
 }
 
 /// Builds a fact set from a folder laid out like the shared `pararel` data

@@ -135,6 +135,23 @@ impl FactResult {
     }
 }
 
+/// The number of tokens of `fact`'s object, or why the fact cannot be evaluated (no prompts, an
+/// object that cannot be encoded, a multi-token object skipped by `cfg`) with that number.
+/// Facts that cannot be evaluated are skipped and never serve as another fact's control.
+pub fn usable(enc: &dyn Encoder, fact: &Fact, cfg: &EvalConfig) -> Result<usize, (String, usize)> {
+    let Some(first) = fact.sentences.first() else {
+        return Err(("the fact has no prompts".into(), 0));
+    };
+    let n = enc.object_ids(first, &fact.obj_label).map(|v| v.len()).unwrap_or(0);
+    if n == 0 {
+        return Err((format!("object {:?} cannot be encoded", fact.obj_label), 0));
+    }
+    if n > 1 && cfg.skip_multi_token {
+        return Err((format!("object {:?} is {n} tokens", fact.obj_label), n));
+    }
+    Ok(n)
+}
+
 /// Evaluates one fact; `unrelated` is the other fact (id and record).
 pub fn evaluate<B: AutodiffBackend, M: KnowledgeModel<B>>(
     model: &M,
@@ -144,19 +161,10 @@ pub fn evaluate<B: AutodiffBackend, M: KnowledgeModel<B>>(
     unrelated: Option<(&str, &Fact)>,
     cfg: &EvalConfig,
 ) -> Result<FactResult> {
-    let first = fact.sentences.first().map(String::as_str).unwrap_or("");
-    let n_tokens = enc.object_ids(first, &fact.obj_label).map(|v| v.len()).unwrap_or(0);
-    if n_tokens == 0 {
-        return Ok(FactResult::skipped(uuid, fact, format!("object {:?} cannot be encoded", fact.obj_label), 0));
-    }
-    if n_tokens > 1 && cfg.skip_multi_token {
-        return Ok(FactResult::skipped(
-            uuid,
-            fact,
-            format!("object {:?} is {n_tokens} tokens", fact.obj_label),
-            n_tokens,
-        ));
-    }
+    let n_tokens = match usable(enc, fact, cfg) {
+        Ok(n) => n,
+        Err((why, n)) => return Ok(FactResult::skipped(uuid, fact, why, n)),
+    };
     let related: Vec<Vec<Query>> = match fact.sentences.iter().map(|s| enc.queries(s, &fact.obj_label)).collect() {
         Ok(q) => q,
         Err(e) => return Ok(FactResult::skipped(uuid, fact, format!("{e:#}"), n_tokens)),

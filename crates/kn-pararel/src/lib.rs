@@ -11,6 +11,7 @@ pub mod download;
 pub mod encode;
 pub mod evaluate;
 pub mod export;
+pub mod fingerprint;
 pub mod report;
 pub mod results;
 pub mod run;

@@ -12,6 +12,7 @@ use kn_models::{load_model, HubOptions, LoadOptions};
 use kn_pararel::dataset::{self, Dataset, Which};
 use kn_pararel::encode::{planted_sentences, Encoder, PlantedEncoder, TextEncoder};
 use kn_pararel::evaluate::EvalConfig;
+use kn_pararel::fingerprint::{self, Fingerprint};
 use kn_pararel::{download, export, report, results, run, shard::Shard};
 use serde_json::json;
 
@@ -221,10 +222,18 @@ fn run_cmd(a: RunArgs) -> Result<()> {
     cfg.skip_multi_token = !a.multi_token;
     cfg.unrelated_any = a.unrelated_any;
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
-    std::fs::write(
-        a.out.join(format!("settings.shard-{}-of-{}.json", shard.index, shard.count)),
-        serde_json::to_string(&cfg)?,
-    )?;
+    let fingerprint = Fingerprint {
+        model: a.model.clone(),
+        model_digest: if a.model == "planted" { "planted".into() } else { fingerprint::model_digest(&a.model)? },
+        dataset: a.dataset.display().to_string(),
+        dataset_digest: fingerprint::file_digest(&a.dataset)?,
+        relations: a.relations.clone(),
+        settings: serde_json::to_value(&cfg)?,
+    };
+    let results = a.out.join(shard.file_name());
+    let has_results = std::fs::metadata(&results).map(|m| m.len() > 0).unwrap_or(false);
+    fingerprint
+        .record_or_check(&a.out.join(format!("run.shard-{}-of-{}.json", shard.index, shard.count)), has_results)?;
     let summary = if a.model == "planted" {
         let m = planted_model();
         let enc = PlantedEncoder { n_templates: m.dims().vocab_size - 2 - 2 * m.facts.len(), n_facts: m.facts.len() };
@@ -265,6 +274,7 @@ fn merge(a: MergeArgs) -> Result<()> {
     if files.is_empty() {
         bail!("no results.shard-*.jsonl in {}", a.dir.display());
     }
+    check_shard_set(&a.dir, &files)?;
     let mut all = Vec::new();
     let mut seen = std::collections::BTreeMap::new();
     for f in &files {
@@ -294,6 +304,29 @@ fn merge(a: MergeArgs) -> Result<()> {
     std::fs::write(&tmp, text)?;
     std::fs::rename(&tmp, &out)?;
     println!("{}", json!({"merged": files.len(), "facts": all.len(), "out": out}));
+    Ok(())
+}
+
+/// The shard files of a folder are one complete set: all `K-of-N` for one `N`, each `K` once.
+fn check_shard_set(dir: &std::path::Path, files: &[PathBuf]) -> Result<()> {
+    let mut shards = Vec::new();
+    for f in files {
+        let name = f.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        let parsed = name
+            .strip_prefix("results.shard-")
+            .and_then(|r| r.strip_suffix(".jsonl"))
+            .and_then(|r| r.split_once("-of-"))
+            .and_then(|(k, n)| Some((k.parse::<usize>().ok()?, n.parse::<usize>().ok()?)));
+        shards.push(parsed.with_context(|| format!("{name}: not a results.shard-K-of-N.jsonl name"))?);
+    }
+    let n = shards[0].1;
+    if let Some((_, m)) = shards.iter().find(|(_, m)| *m != n) {
+        bail!("{} mixes shards of {n} and of {m} processes", dir.display());
+    }
+    let missing: Vec<usize> = (0..n).filter(|k| !shards.iter().any(|(j, _)| j == k)).collect();
+    if !missing.is_empty() {
+        bail!("{}: shards {missing:?} of {n} are missing (the run is not complete)", dir.display());
+    }
     Ok(())
 }
 

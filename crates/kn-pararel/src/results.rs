@@ -19,30 +19,36 @@ pub struct ResultsFile {
 }
 
 impl ResultsFile {
-    /// Opens (creating) `path`; a torn last line (a kill during a write) is cut off first.
+    /// Opens (creating) `path` and locks it for this process (a second process on the same
+    /// shard file is refused); a torn last line (a kill during a write) is cut off first.
     pub fn open(path: &Path) -> Result<Self> {
-        let mut done = BTreeSet::new();
-        if path.exists() {
-            let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-            let complete = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-            for (n, line) in bytes[..complete].split(|&b| b == b'\n').enumerate().filter(|(_, l)| !l.is_empty()) {
-                let r: FactResult = serde_json::from_slice(line)
-                    .with_context(|| format!("{}:{}: not a result record", path.display(), n + 1))?;
-                if !done.insert(r.uuid.clone()) {
-                    bail!("{}:{}: fact {} appears twice", path.display(), n + 1, r.uuid);
-                }
-            }
-            if complete < bytes.len() {
-                let f =
-                    OpenOptions::new().write(true).open(path).with_context(|| format!("opening {}", path.display()))?;
-                f.set_len(complete as u64).with_context(|| format!("truncating {}", path.display()))?;
-            }
-        }
         let file = OpenOptions::new()
             .create(true)
             .append(true)
             .open(path)
             .with_context(|| format!("opening {}", path.display()))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                bail!("{} is being written by another kn-pararel process (one process per shard)", path.display())
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(e).with_context(|| format!("locking {}", path.display()));
+            }
+        }
+        let mut done = BTreeSet::new();
+        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        let complete = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        for (n, line) in bytes[..complete].split(|&b| b == b'\n').enumerate().filter(|(_, l)| !l.is_empty()) {
+            let r: FactResult = serde_json::from_slice(line)
+                .with_context(|| format!("{}:{}: not a result record", path.display(), n + 1))?;
+            if !done.insert(r.uuid.clone()) {
+                bail!("{}:{}: fact {} appears twice", path.display(), n + 1, r.uuid);
+            }
+        }
+        if complete < bytes.len() {
+            file.set_len(complete as u64).with_context(|| format!("truncating {}", path.display()))?;
+        }
         Ok(Self { file, path: path.to_path_buf(), done })
     }
 
@@ -61,12 +67,17 @@ impl ResultsFile {
 pub fn read_results(path: &Path) -> Result<Vec<FactResult>> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let complete = text.rfind('\n').map_or("", |i| &text[..=i]);
-    complete
+    let records: Vec<FactResult> = complete
         .lines()
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
         .map(|(n, l)| {
             serde_json::from_str(l).with_context(|| format!("{}:{}: not a result record", path.display(), n + 1))
         })
-        .collect()
+        .collect::<Result<_>>()?;
+    let mut seen = BTreeSet::new();
+    if let Some(r) = records.iter().find(|r| !seen.insert(r.uuid.as_str())) {
+        bail!("{}: fact {} appears twice (a report would count it twice)", path.display(), r.uuid);
+    }
+    Ok(records)
 }

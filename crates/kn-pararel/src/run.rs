@@ -9,7 +9,7 @@ use kn_progress::{Bar, Mode};
 
 use crate::dataset::{Dataset, Fact};
 use crate::encode::Encoder;
-use crate::evaluate::{evaluate, EvalConfig};
+use crate::evaluate::{evaluate, usable, EvalConfig};
 use crate::results::ResultsFile;
 use crate::shard::Shard;
 
@@ -25,7 +25,8 @@ pub struct RunSummary {
 }
 
 /// The unrelated fact of `uuid`: a deterministic pseudo-random pick (from the seed and the id,
-/// so every shard agrees) among facts of a different relation, or any other fact.
+/// so every shard agrees) among `ids` (the facts that can be evaluated) of a different
+/// relation, or any other fact.
 pub fn unrelated_of<'a>(
     data: &'a Dataset,
     ids: &'a [&'a String],
@@ -68,6 +69,9 @@ pub fn run<B: AutodiffBackend, M: KnowledgeModel<B>>(
         .map(|(_, id)| *id)
         .take(limit.unwrap_or(usize::MAX))
         .collect();
+    // Controls are drawn from facts that can be evaluated (the same set in every shard).
+    let controls: Vec<&String> =
+        ids.iter().copied().filter(|id| usable(enc, &data[id.as_str()], cfg).is_ok()).collect();
     let resumed = mine.iter().filter(|id| out.done.contains(id.as_str())).count();
     let todo: Vec<&String> = mine.iter().filter(|id| !out.done.contains(id.as_str())).copied().collect();
     let mut bar =
@@ -75,7 +79,7 @@ pub fn run<B: AutodiffBackend, M: KnowledgeModel<B>>(
     bar.skip(resumed as u64);
     for id in &todo {
         let fact = &data[id.as_str()];
-        let unrelated = unrelated_of(data, &ids, id, cfg.seed, cfg.unrelated_any);
+        let unrelated = unrelated_of(data, &controls, id, cfg.seed, cfg.unrelated_any);
         let r = evaluate(model, enc, id, fact, unrelated, cfg)?;
         out.append(&r)?;
         bar.inc(1);

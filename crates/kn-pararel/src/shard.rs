@@ -42,7 +42,9 @@ impl Shard {
         let num = |k: &str| -> Result<Option<usize>> {
             get(k).map(|v| v.trim().parse::<usize>().with_context(|| format!("{k}={v:?} is not a number"))).transpose()
         };
-        if let (Some(id), Some(count)) = (num("SLURM_ARRAY_TASK_ID")?, num("SLURM_ARRAY_TASK_COUNT")?) {
+        if let Some(id) = num("SLURM_ARRAY_TASK_ID")? {
+            let count = num("SLURM_ARRAY_TASK_COUNT")?
+                .context("SLURM_ARRAY_TASK_ID is set without SLURM_ARRAY_TASK_COUNT: pass --shard K/N")?;
             let min = num("SLURM_ARRAY_TASK_MIN")?.unwrap_or(0);
             return Shard { index: id.saturating_sub(min), count }.check();
         }
@@ -51,7 +53,8 @@ impl Shard {
                 num("KN_SHARDS")?.context("JOB_COMPLETION_INDEX is set: set KN_SHARDS to the job's completions")?;
             return Shard { index: id, count }.check();
         }
-        if let (Some(rank), Some(world)) = (num("RANK")?, num("WORLD_SIZE")?) {
+        if let Some(rank) = num("RANK")? {
+            let world = num("WORLD_SIZE")?.context("RANK is set without WORLD_SIZE: pass --shard K/N")?;
             return Shard { index: rank, count: world }.check();
         }
         Ok(Self::ALL)
@@ -102,5 +105,10 @@ mod tests {
         assert_eq!(Shard::resolve(None, env(&[])).unwrap(), Shard::ALL);
         assert!(Shard::parse("3/3").is_err());
         assert!(Shard::resolve(None, env(&[("JOB_COMPLETION_INDEX", "1")])).is_err());
+        // Half a scheduler's environment is an error, not the whole dataset as shard 0/1.
+        let err = Shard::resolve(None, env(&[("SLURM_ARRAY_TASK_ID", "3")])).unwrap_err().to_string();
+        assert!(err.contains("SLURM_ARRAY_TASK_COUNT"), "{err}");
+        let err = Shard::resolve(None, env(&[("RANK", "1")])).unwrap_err().to_string();
+        assert!(err.contains("WORLD_SIZE"), "{err}");
     }
 }

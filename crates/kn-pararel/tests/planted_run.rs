@@ -150,3 +150,79 @@ fn concurrent_shards_merge_to_the_unsharded_set() {
     let expected: Vec<String> = (0..12).map(|f| format!("planted-{f:03}")).collect();
     assert_eq!(merged, expected);
 }
+
+/// `kn-pararel args` fails; its stderr.
+fn kn_fails(args: &[&str]) -> String {
+    let out = Command::new(bin()).args(args).output().unwrap();
+    assert!(!out.status.success(), "kn-pararel {args:?} should fail");
+    String::from_utf8_lossy(&out.stderr).to_string()
+}
+
+#[test]
+fn restarts_with_another_run_are_refused_and_one_process_writes_a_shard() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = planted_data(tmp.path());
+    let out = tmp.path().join("run");
+    let (d, o) = (data.to_str().unwrap(), out.to_str().unwrap());
+    let base = ["run", "-m", "planted", "--dataset", d, "--out", o, "-q", "--steps", "10", "--batch-size", "10"];
+    kn(&[&base[..], &["--limit", "2"]].concat());
+    // Other settings, another fact set: refused, the results untouched.
+    let before = std::fs::read(out.join("results.jsonl")).unwrap();
+    let err =
+        kn_fails(&["run", "-m", "planted", "--dataset", d, "--out", o, "-q", "--steps", "20", "--batch-size", "10"]);
+    assert!(err.contains("another run") && err.contains("settings"), "{err}");
+    let other = tmp.path().join("other.json");
+    let mut facts: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&data).unwrap()).unwrap();
+    facts.as_object_mut().unwrap().remove("planted-011");
+    std::fs::write(&other, facts.to_string()).unwrap();
+    let err = kn_fails(&[&base[..4], &[other.to_str().unwrap()], &base[5..]].concat());
+    assert!(err.contains("fact set"), "{err}");
+    assert_eq!(std::fs::read(out.join("results.jsonl")).unwrap(), before);
+    // The same run resumes (the limit only caps it).
+    kn(&[&base[..], &["--limit", "3"]].concat());
+    assert_eq!(uuids(&out.join("results.jsonl")).len(), 3);
+    // A second process on a shard file another holds is refused.
+    let lock = std::fs::OpenOptions::new().append(true).open(out.join("results.jsonl")).unwrap();
+    lock.lock().unwrap();
+    let err = kn_fails(&base);
+    assert!(err.contains("another kn-pararel process"), "{err}");
+    drop(lock);
+    // Half a scheduler environment is refused, not run as the whole set.
+    let out2 = Command::new(bin()).args(base).env("RANK", "1").env_remove("WORLD_SIZE").output().unwrap();
+    assert!(!out2.status.success() && String::from_utf8_lossy(&out2.stderr).contains("WORLD_SIZE"));
+}
+
+#[test]
+fn merge_needs_every_shard_and_reports_refuse_duplicates() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = planted_data(tmp.path());
+    let out = tmp.path().join("run");
+    let (d, o) = (data.to_str().unwrap(), out.to_str().unwrap());
+    for k in ["0/3", "2/3"] {
+        kn(&[
+            "run",
+            "-m",
+            "planted",
+            "--dataset",
+            d,
+            "--out",
+            o,
+            "-q",
+            "--steps",
+            "10",
+            "--batch-size",
+            "10",
+            "--shard",
+            k,
+            "--limit",
+            "1",
+        ]);
+    }
+    let err = kn_fails(&["merge", o]);
+    assert!(err.contains("shards [1] of 3 are missing"), "{err}");
+    // A results file with a fact twice is refused by report.
+    let one = std::fs::read_to_string(out.join("results.shard-0000-of-0003.jsonl")).unwrap();
+    std::fs::write(out.join("results.jsonl"), format!("{one}{one}")).unwrap();
+    let err = kn_fails(&["report", o]);
+    assert!(err.contains("appears twice"), "{err}");
+}

@@ -11,6 +11,7 @@
 
 mod config;
 mod tokenizer;
+mod validate;
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -67,6 +68,7 @@ pub fn find_in_dir(dir: &Path) -> Result<Option<PathBuf>, LoadError> {
 impl GgufFile {
     /// Reads the header, metadata and tensor directory of `path`.
     pub fn open(path: &Path) -> Result<Self, LoadError> {
+        validate::check_header(path)?;
         let mut reader =
             BufReader::new(File::open(path).map_err(|source| LoadError::Io { path: path.into(), source })?);
         let content = Content::read(&mut reader).map_err(|e| gguf_err(path, e))?;

@@ -9,6 +9,7 @@
 //! - `antiberty_knowledge`: knowledge neurons of a real trained model (heavy; the ndarray and
 //!   tch runs only, see scripts/test-backends.sh).
 //! - `tokenizers`: WordPiece and byte-level BPE against the Python tokenizers' ids.
+//! - `corruption`: a thousand damaged checkpoints of every format: errors, never panics.
 //! - `damaged`: damaged or inconsistent checkpoints are typed errors.
 //! - `gguf_files`: GGUF files as llama.cpp writes them (permuted q/k, quantized types).
 //! - `smollm2`: SmolLM2-135M from its GGUF file: logits and tokenizer ids against transformers,
@@ -20,6 +21,7 @@ mod common;
 
 mod antiberty_knowledge;
 mod core_on_models;
+mod corruption;
 mod damaged;
 mod eai_reference;
 mod gguf_files;

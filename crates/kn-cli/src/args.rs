@@ -42,10 +42,10 @@ pub enum QuadratureArg {
 #[derive(Debug, Clone, clap::Args)]
 pub struct IgArgs {
     /// Quadrature points of the path integral.
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 20, allow_hyphen_values = true)]
     pub steps: usize,
     /// Points per batch (must divide --steps).
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 20, allow_hyphen_values = true)]
     pub batch_size: usize,
     /// Attribution method.
     #[arg(long, value_enum, default_value = "ig")]

@@ -222,7 +222,7 @@ pub struct PredictArgs {
     #[arg(long, value_delimiter = ',')]
     pub ids: Option<Vec<u32>>,
     /// How many predictions.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, allow_hyphen_values = true)]
     pub top_k: usize,
 }
 

@@ -7,7 +7,7 @@
 //! value, it only skips over them.
 
 use std::fs::File;
-use std::io::{BufReader, Read, Seek};
+use std::io::{BufReader, Read};
 use std::path::Path;
 
 use crate::error::LoadError;

@@ -35,13 +35,6 @@ fn usage_error(e: clap::Error) -> ExitCode {
     ) {
         e.exit();
     }
-    let text = e.render().to_string();
-    let parts: Vec<&str> = text
-        .lines()
-        .map(str::trim)
-        .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
-        .filter(|l| !l.is_empty())
-        .collect();
-    eprintln!("error: {} (see --help)", parts.join(" ").trim_start_matches("error: "));
+    eprintln!("{}", kn_progress::one_line_error(&e.render().to_string()));
     ExitCode::from(2)
 }

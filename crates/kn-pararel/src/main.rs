@@ -103,7 +103,7 @@ struct RunArgs {
     #[arg(long)]
     out: PathBuf,
     /// This process's shard, K/N (else SLURM_ARRAY_TASK_ID/COUNT, JOB_COMPLETION_INDEX + KN_SHARDS, RANK/WORLD_SIZE).
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     shard: Option<String>,
     /// The paper's settings (threshold 0.2, adaptive p, left Riemann sum) instead of EleutherAI's.
     #[arg(long)]
@@ -135,7 +135,18 @@ struct MergeArgs {
 }
 
 fn main() -> ExitCode {
-    match dispatch(Cli::parse().cmd) {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+                e.exit();
+            }
+            eprintln!("{}", kn_progress::one_line_error(&e.render().to_string()));
+            return ExitCode::from(2);
+        }
+    };
+    match dispatch(cli.cmd) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");

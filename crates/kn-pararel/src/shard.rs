@@ -19,8 +19,10 @@ impl Shard {
     /// Parses `K/N`.
     pub fn parse(s: &str) -> Result<Self> {
         let (k, n) = s.split_once('/').with_context(|| format!("--shard {s:?}: expected K/N"))?;
-        let shard =
-            Shard { index: k.trim().parse().context("shard index")?, count: n.trim().parse().context("shard count")? };
+        let num = |v: &str, what: &str| -> Result<usize> {
+            v.trim().parse().with_context(|| format!("--shard {s:?}: the {what} {v:?} is not a number"))
+        };
+        let shard = Shard { index: num(k, "index")?, count: num(n, "count")? };
         shard.check()
     }
 

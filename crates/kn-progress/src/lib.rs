@@ -1,9 +1,22 @@
-//! Progress of long work on stderr: a bar with count, rate and ETA, redrawn in place on a
-//! terminal. When stderr is not a terminal (logs, CI) it prints a plain line every `log_every`
-//! units and at the end; with `quiet` it prints nothing.
+//! What the tools print on stderr: progress of long work (a bar with count, rate and ETA,
+//! redrawn in place on a terminal; when stderr is not a terminal (logs, CI) a plain line every
+//! `log_every` units and at the end; with `quiet` nothing), and one-line errors.
 
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
+
+/// A usage error as the tools print errors: one `error: …` line. `rendered` is the text an
+/// argument parser produced (clap's several lines, with its usage and help hint), reduced to
+/// the message itself.
+pub fn one_line_error(rendered: &str) -> String {
+    let parts: Vec<&str> = rendered
+        .lines()
+        .map(str::trim)
+        .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
+        .filter(|l| !l.is_empty())
+        .collect();
+    format!("error: {} (see --help)", parts.join(" ").trim_start_matches("error: "))
+}
 
 /// How a [`Bar`] shows itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -221,6 +221,9 @@ pub struct PredictArgs {
     /// the prediction is for the last position (or the mask id's position for masked LMs).
     #[arg(long, value_delimiter = ',')]
     pub ids: Option<Vec<u32>>,
+    /// With --ids on a masked LM: the id of the mask token (default: the tokenizer's).
+    #[arg(long, requires = "ids")]
+    pub mask_id: Option<u32>,
     /// How many predictions.
     #[arg(long, default_value_t = 10, allow_hyphen_values = true)]
     pub top_k: usize,

@@ -336,6 +336,15 @@ fn the_bad_input_corpus_gives_one_line_typed_errors() {
     // Ids, presets, devices, commands.
     cases.push(case(&["predict", "-m", &gpt2, "--ids", "1,2,99999"], &["99999"]));
     cases.push(case(&["predict", "-m", &gpt2, "--ids", "1,x"], &["--ids"]));
+    let bert_no_tok = broken("tiny-bert", |d| {
+        for f in ["tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json"] {
+            std::fs::remove_file(d.join(f)).expect("rm");
+        }
+    });
+    let nt = bert_no_tok.path().to_str().expect("utf-8").to_string();
+    cases.push(case(&["predict", "-m", &nt, "--ids", "2,5,6,3"], &["--mask-id"]));
+    cases.push(case(&["predict", "-m", &nt, "--ids", "2,5,6,3", "--mask-id", "4"], &["no mask id 4"]));
+    keep.push(bert_no_tok);
     cases.push(case(&["predict", "-m", &gpt2, "--ids", "1,2", "--prompt", "a"], &["--prompt"]));
     cases.push(case(&["predict", "-m", &gpt2], &["--prompt"]));
     cases.push(case(&["predict", "-m", &bert, "--prompt", p, "--top-k", "-1"], &["--top-k"]));

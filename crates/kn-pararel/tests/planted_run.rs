@@ -178,6 +178,9 @@ fn restarts_with_another_run_are_refused_and_one_process_writes_a_shard() {
     let err = kn_fails(&[&base[..4], &[other.to_str().unwrap()], &base[5..]].concat());
     assert!(err.contains("fact set"), "{err}");
     assert_eq!(std::fs::read(out.join("results.jsonl")).unwrap(), before);
+    let tiny_bert = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/fixtures/tiny-bert");
+    let err = kn_fails(&[&base[..2], &[tiny_bert.to_str().unwrap()], &base[3..]].concat());
+    assert!(err.contains("another run") && err.contains("model"), "{err}");
     // The same run resumes (the limit only caps it).
     kn(&[&base[..], &["--limit", "3"]].concat());
     assert_eq!(uuids(&out.join("results.jsonl")).len(), 3);

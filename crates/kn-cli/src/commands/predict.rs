@@ -32,11 +32,16 @@ pub fn run(a: PredictArgs) -> Result<()> {
             if ids.len() > dims.max_positions {
                 bail!("{} tokens given; the model accepts at most {}", ids.len(), dims.max_positions);
             }
-            let pos = match (objective, bundle.tokenizer.as_ref().and_then(|t| t.mask_token())) {
-                (Objective::MaskedLm, Some((_, mask))) => {
+            let mask = a.mask_id.or_else(|| bundle.tokenizer.as_ref().and_then(|t| t.mask_token()).map(|(_, id)| id));
+            let pos = match (objective, mask) {
+                (Objective::MaskedLm, Some(mask)) => {
                     ids.iter().position(|&i| i == mask).ok_or_else(|| anyhow!("--ids contains no mask id {mask}"))?
                 }
-                _ => ids.len() - 1,
+                // Never a guess: a masked LM predicts at its mask, whose id only a tokenizer knows.
+                (Objective::MaskedLm, None) => {
+                    bail!("a masked LM predicts at its [MASK]: without a tokenizer, give its id with --mask-id")
+                }
+                (Objective::CausalLm, _) => ids.len() - 1,
             };
             (ids.clone(), pos)
         }

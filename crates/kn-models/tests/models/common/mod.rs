@@ -90,6 +90,9 @@ pub struct Tolerances {
     /// Optimised against plain IG, and the completeness objectives of the two paths, relative
     /// to the largest score.
     pub optimised_rel: f32,
+    /// Logits of SmolLM2 (30 blocks, logits up to ~30) against transformers, absolute: the
+    /// issue's 1e-4 on the CPU builds; wgpu's driver rounds differently (see its constant).
+    pub deep_logits_abs: f32,
     /// IG on SmolLM2 (30 blocks) against an independent PyTorch IG of the same rule, relative
     /// to the largest score: two float32 computations whose rounding differs in every block
     /// (logits agree to 7.5e-5 absolute), so looser than `eai_rel` on the 3-layer BERT.
@@ -99,23 +102,33 @@ pub struct Tolerances {
 /// ndarray (the default build). Largest errors measured on the 2-core CI machine (x86-64,
 /// 2026-11-28, with the vectorised GELU of nn/fused.rs): logits 3.0e-6 (tiny fixtures),
 /// 3.4e-5 (antiberty), 1.7e-5 (mgm); EAI scores 1.2e-6; optimised vs plain 2.1e-7.
+/// 2026-12-01 (Intel Xeon, KVM): tiny Llama/Mistral/Qwen2 4.2e-6, SmolLM2 7.5e-5 (logits),
+/// 7.9e-6 (probabilities); SmolLM2 IG vs PyTorch 2.4e-5; optimised vs plain 4.0e-7 (tiny),
+/// 2.7e-6 (SmolLM2).
 #[cfg(not(any(feature = "tch", feature = "wgpu")))]
-pub const TOL: Tolerances = Tolerances { logits_abs: 1e-4, eai_rel: 1e-5, optimised_rel: 1e-5, deep_ig_rel: 5e-5 };
+pub const TOL: Tolerances =
+    Tolerances { logits_abs: 1e-4, eai_rel: 1e-5, optimised_rel: 1e-5, deep_logits_abs: 1e-4, deep_ig_rel: 5e-5 };
 
 /// tch (libtorch 2.9.0). Largest errors measured on its CPU on the CI machine: logits
 /// 4.1e-6 (tiny fixtures), 1.9e-5 (antiberty), 1.5e-5 (mgm); EAI scores 1.0e-6; optimised vs
 /// plain 4.4e-7.
+/// 2026-12-01: tiny Llama/Mistral/Qwen2 5.4e-6, SmolLM2 4.5e-5 (logits), 9.2e-6
+/// (probabilities); SmolLM2 IG vs PyTorch 2.5e-5; optimised vs plain 6.3e-6 (SmolLM2).
 /// Untested on CUDA here (no GPU); libtorch leaves TF32 off for float32 products by default,
 /// so the same bounds should hold.
 #[cfg(feature = "tch")]
-pub const TOL: Tolerances = Tolerances { logits_abs: 1e-4, eai_rel: 1e-5, optimised_rel: 1e-5, deep_ig_rel: 5e-5 };
+pub const TOL: Tolerances =
+    Tolerances { logits_abs: 1e-4, eai_rel: 1e-5, optimised_rel: 1e-5, deep_logits_abs: 1e-4, deep_ig_rel: 5e-5 };
 
 /// wgpu. Largest errors measured on Mesa's lavapipe (a CPU Vulkan driver) on the CI machine:
 /// logits 3.4e-6 (tiny fixtures), 3.4e-5 (antiberty), 1.5e-5 (mgm); EAI scores 1.2e-6;
-/// optimised vs plain 2.5e-7. Untested on a real GPU here, whose drivers may reorder
-/// reductions and fuse multiply-adds differently.
+/// optimised vs plain 2.5e-7. 2026-12-01: tiny Llama/Mistral/Qwen2 5.4e-6; SmolLM2 logits
+/// 9.3e-5, probabilities 7.6e-6: lavapipe compiles the shaders with LLVM for the host CPU, whose
+/// multiply-add contraction differs between CPUs, so the 30-block model gets 2e-4 here. Untested
+/// on a real GPU, whose drivers may reorder reductions and fuse multiply-adds differently.
 #[cfg(all(feature = "wgpu", not(feature = "tch")))]
-pub const TOL: Tolerances = Tolerances { logits_abs: 1e-4, eai_rel: 1e-5, optimised_rel: 1e-5, deep_ig_rel: 5e-5 };
+pub const TOL: Tolerances =
+    Tolerances { logits_abs: 1e-4, eai_rel: 1e-5, optimised_rel: 1e-5, deep_logits_abs: 2e-4, deep_ig_rel: 5e-5 };
 
 /// Prints the error measured against its bound (shown with `--nocapture`, and on failure) and
 /// asserts that it is strictly below it (a NaN error fails).

@@ -74,17 +74,7 @@ fn tiny_gguf(dir: &Path) -> PathBuf {
             .unwrap()
     };
     let mut tensors = vec![("token_embd.weight".to_string(), t(&[64, d])), ("output_norm.weight".into(), t(&[d]))];
-    for (name, shape) in [
-        ("attn_norm", vec![d]),
-        ("ffn_norm", vec![d]),
-        ("attn_q", vec![d, d]),
-        ("attn_k", vec![d, d]),
-        ("attn_v", vec![d, d]),
-        ("attn_output", vec![d, d]),
-        ("ffn_gate", vec![64, d]),
-        ("ffn_up", vec![64, d]),
-        ("ffn_down", vec![d, 64]),
-    ] {
+    for (name, shape) in crate::gguf_files::block_shapes(d, 64) {
         tensors.push((format!("blk.0.{name}.weight"), t(&shape)));
     }
     let meta: Vec<(&str, gguf_file::Value)> = vec![

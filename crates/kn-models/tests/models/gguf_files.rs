@@ -56,6 +56,22 @@ fn permute(data: &[f32], rows: usize, cols: usize, heads: usize) -> Vec<f32> {
     out
 }
 
+/// GGUF names and row-major shapes of one Llama block's tensors (`d` wide, FFN `ff`, one key/value
+/// head per query head).
+pub fn block_shapes(d: usize, ff: usize) -> [(&'static str, Vec<usize>); 9] {
+    [
+        ("attn_norm", vec![d]),
+        ("ffn_norm", vec![d]),
+        ("attn_q", vec![d, d]),
+        ("attn_k", vec![d, d]),
+        ("attn_v", vec![d, d]),
+        ("attn_output", vec![d, d]),
+        ("ffn_gate", vec![ff, d]),
+        ("ffn_up", vec![ff, d]),
+        ("ffn_down", vec![d, ff]),
+    ]
+}
+
 fn tiny_llama_meta() -> Meta {
     use gguf_file::Value::*;
     let v = |k: &str, x: gguf_file::Value| (k.to_string(), x);
@@ -190,17 +206,7 @@ fn every_quantized_type_loads_within_its_rounding() {
         let small = |n: usize| -> Vec<f32> { (0..n).map(|i| (i as f32 * 0.37).cos() * 0.02).collect() };
         let mut tensors = vec![("token_embd.weight".to_string(), qtensor(&emb, &[rows, cols], dtype))];
         tensors.push(("output_norm.weight".into(), qtensor(&vec![1.0; d], &[d], GgmlDType::F32)));
-        for (name, shape) in [
-            ("attn_norm", vec![d]),
-            ("ffn_norm", vec![d]),
-            ("attn_q", vec![d, d]),
-            ("attn_k", vec![d, d]),
-            ("attn_v", vec![d, d]),
-            ("attn_output", vec![d, d]),
-            ("ffn_gate", vec![8, d]),
-            ("ffn_up", vec![8, d]),
-            ("ffn_down", vec![d, 8]),
-        ] {
+        for (name, shape) in block_shapes(d, 8) {
             let n = shape.iter().product();
             tensors.push((format!("blk.0.{name}.weight"), qtensor(&small(n), &shape, GgmlDType::F32)));
         }

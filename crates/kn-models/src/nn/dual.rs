@@ -64,11 +64,16 @@ pub trait DualMatmul: Backend {
         Self::activation_kernel(&x, act, false).map(|(y, _)| y)
     }
 
-    /// `x · w`, where `wt` is `wᵀ` stored contiguously and `w` is never differentiated.
+    /// `x · w`, where `wt()` gives `wᵀ` stored contiguously (called only when the input
+    /// gradient will be needed) and `w` is never differentiated.
     ///
     /// # Shapes
-    /// - `x`: `[.., k]` (rank ≥ 2), `w`: `[k, n]`, `wt`: `[n, k]`; output: `[.., n]`
-    fn dual_matmul(x: FloatTensor<Self>, w: FloatTensor<Self>, _wt: FloatTensor<Self>) -> FloatTensor<Self> {
+    /// - `x`: `[.., k]` (rank ≥ 2), `w`: `[k, n]`, `wt()`: `[n, k]`; output: `[.., n]`
+    fn dual_matmul(
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        _wt: impl FnOnce() -> FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
         Self::rows_matmul(x, w)
     }
 }
@@ -179,13 +184,17 @@ impl<B: DualMatmul, C: CheckpointStrategy> DualMatmul for Autodiff<B, C> {
         }
     }
 
-    fn dual_matmul(x: FloatTensor<Self>, w: FloatTensor<Self>, wt: FloatTensor<Self>) -> FloatTensor<Self> {
+    fn dual_matmul(
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        wt: impl FnOnce() -> FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
         if w.is_tracked() {
             // Someone differentiates the weights: the general product handles both operands.
             return Self::rows_matmul(x, w);
         }
         match InputGrad.prepare::<C>([x.node.clone()]).compute_bound().stateful() {
-            OpsKind::Tracked(prep) => prep.finish(wt.primitive, B::rows_matmul(x.primitive, w.primitive)),
+            OpsKind::Tracked(prep) => prep.finish(wt().primitive, B::rows_matmul(x.primitive, w.primitive)),
             OpsKind::UnTracked(prep) => prep.finish(B::rows_matmul(x.primitive, w.primitive)),
         }
     }
@@ -219,6 +228,16 @@ mod tests {
         let plain = x2.grad(&grads2).unwrap();
         assert_eq!(y.into_data().to_vec::<f32>().unwrap(), y2.into_data().to_vec::<f32>().unwrap());
         assert_eq!(fast.into_data().to_vec::<f32>().unwrap(), plain.into_data().to_vec::<f32>().unwrap());
+    }
+
+    #[test]
+    fn the_transpose_is_built_only_for_a_backward_pass() {
+        let lin = Linear::new(tensor(12, [4, 3], 1.0), None);
+        lin.forward(tensor(8, [1, 2, 4], 2.0));
+        assert!(!lin.has_transpose(), "a forward pass without gradients built Wᵀ");
+        let x = tensor(8, [1, 2, 4], 2.0).require_grad();
+        lin.forward(x).sum().backward();
+        assert!(lin.has_transpose());
     }
 
     #[test]

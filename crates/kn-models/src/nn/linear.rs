@@ -1,5 +1,7 @@
 //! Affine map with the weight stored `[in, out]` (burn's layout).
 
+use std::sync::OnceLock;
+
 use burn::tensor::{Tensor, TensorPrimitive};
 
 use super::DualMatmul;
@@ -9,28 +11,33 @@ use crate::weights::RawTensor;
 ///
 /// Loaders transpose PyTorch `nn.Linear` weights (`[out, in]`) once at load time; GPT-2's
 /// `Conv1D` is already `[in, out]`. On backends that want it ([`DualMatmul::KEEP_TRANSPOSE`])
-/// `Wᵀ` is kept too, for the backward pass.
+/// `Wᵀ` is kept too, for the backward pass: built on the first product whose input gradient is
+/// needed, so that loading and the forward-only commands (predict, interventions) never pay for
+/// it in time or memory.
 #[derive(Debug, Clone)]
 pub struct Linear<B: DualMatmul> {
     /// Weight, `[d_in, d_out]`.
     weight: Tensor<B, 2>,
-    /// `Wᵀ`, `[d_out, d_in]`, contiguous; `None` on backends that read transposes in place.
-    weight_t: Option<Tensor<B, 2>>,
+    /// `Wᵀ`, `[d_out, d_in]`, contiguous, once a backward pass needed it (backends that keep it).
+    weight_t: OnceLock<Tensor<B, 2>>,
     /// Bias, `[d_out]`.
     pub bias: Option<Tensor<B, 1>>,
 }
 
 impl<B: DualMatmul> Linear<B> {
-    /// From a host weight `[d_in, d_out]` (transposed on the host when the backend keeps `Wᵀ`).
+    /// From a host weight `[d_in, d_out]`.
     pub fn from_raw(w: RawTensor, bias: Option<Tensor<B, 1>>, device: &B::Device) -> Self {
-        let weight_t = B::KEEP_TRANSPOSE.then(|| w.clone().transpose().into_tensor(device));
-        Self { weight: w.into_tensor(device), weight_t, bias }
+        Self::new(w.into_tensor(device), bias)
     }
 
     /// From a weight `[d_in, d_out]` already on the device.
     pub fn new(weight: Tensor<B, 2>, bias: Option<Tensor<B, 1>>) -> Self {
-        let weight_t = B::KEEP_TRANSPOSE.then(|| contiguous_transpose(&weight));
-        Self { weight, weight_t, bias }
+        Self { weight, weight_t: OnceLock::new(), bias }
+    }
+
+    /// Whether `Wᵀ` has been built (by a product whose input gradient was needed).
+    pub fn has_transpose(&self) -> bool {
+        self.weight_t.get().is_some()
     }
 
     /// The weight, `[d_in, d_out]`.
@@ -40,7 +47,7 @@ impl<B: DualMatmul> Linear<B> {
 
     /// Replaces the weight (same shape), keeping `Wᵀ` in step.
     pub fn set_weight(&mut self, weight: Tensor<B, 2>) {
-        self.weight_t = B::KEEP_TRANSPOSE.then(|| contiguous_transpose(&weight));
+        self.weight_t = OnceLock::new();
         self.weight = weight;
     }
 
@@ -51,9 +58,12 @@ impl<B: DualMatmul> Linear<B> {
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let w = self.weight.clone().into_primitive().tensor();
         let x = x.into_primitive().tensor();
-        let y = match &self.weight_t {
-            Some(wt) => B::dual_matmul(x, w, wt.clone().into_primitive().tensor()),
-            None => B::rows_matmul(x, w),
+        let y = if B::KEEP_TRANSPOSE {
+            let wt =
+                || self.weight_t.get_or_init(|| contiguous_transpose(&self.weight)).clone().into_primitive().tensor();
+            B::dual_matmul(x, w, wt)
+        } else {
+            B::rows_matmul(x, w)
         };
         let y = Tensor::<B, 3>::from_primitive(TensorPrimitive::Float(y));
         match &self.bias {

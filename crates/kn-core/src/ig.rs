@@ -59,6 +59,7 @@ pub fn attribute_many_observed<B: AutodiffBackend, M: KnowledgeModel<B>>(
     on_layer: &mut dyn FnMut(usize),
 ) -> Result<Vec<Attribution>, KnError> {
     cfg.validate()?;
+    model.prepare_gradients();
     if prompts.is_empty() || prompts.iter().any(|p| p.is_empty()) {
         return Err(KnError::Empty { what: "queries" });
     }

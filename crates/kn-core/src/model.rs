@@ -181,6 +181,11 @@ pub trait KnowledgeModel<B: Backend>: Sync {
         false
     }
 
+    /// Called once before attribution differentiates the model: a backend that keeps extra
+    /// state for backward passes (the ndarray build's stored `Wᵀ`) builds it here, all at once,
+    /// instead of inside the first passes. The default does nothing.
+    fn prepare_gradients(&self) {}
+
     /// The attention half of block `layer` for the last `n` positions only, given the residual
     /// stream of the earlier positions (`prefix`, unchanged): possible when no earlier
     /// position attends to a later one (causal models). `None` when the model cannot, and the

@@ -82,6 +82,19 @@ impl<B: DualMatmul> KnowledgeModel<B> for Transformer<B> {
         B::CONCURRENT_PASSES
     }
 
+    fn prepare_gradients(&self) {
+        for b in &self.blocks {
+            let a = &b.attn;
+            for lin in [&a.q, &a.k, &a.v, &a.o, &b.ffn_in, &b.ffn_out].into_iter().chain(b.ffn_gate.as_ref()) {
+                lin.prepare_transpose();
+            }
+        }
+        if let Some(t) = &self.head.transform {
+            t.dense.prepare_transpose();
+        }
+        self.head.unembed.prepare_transpose();
+    }
+
     fn attention_half_rows(
         &self,
         layer: usize,

@@ -64,6 +64,15 @@ pub trait DualMatmul: Backend {
         Self::activation_kernel(&x, act, false).map(|(y, _)| y)
     }
 
+    /// `wᵀ` of a 2-D tensor, materialised row-major in one pass on the backend's memory; `None`
+    /// where the backend has no such kernel (the caller goes through the host).
+    ///
+    /// # Shapes
+    /// - `w`: `[r, c]`; output: `[c, r]`
+    fn transpose_2d(_w: &FloatTensor<Self>) -> Option<FloatTensor<Self>> {
+        None
+    }
+
     /// `x · w`, where `wt()` gives `wᵀ` stored contiguously (called only when the input
     /// gradient will be needed) and `w` is never differentiated.
     ///
@@ -101,6 +110,13 @@ impl DualMatmul for burn::backend::NdArray<f32> {
             }
         }
         reshaped_matmul::<Self>(x, w)
+    }
+
+    fn transpose_2d(w: &FloatTensor<Self>) -> Option<FloatTensor<Self>> {
+        use burn_ndarray::NdArrayTensor;
+        let NdArrayTensor::F32(ws) = w else { return None };
+        let v = ws.view().into_dimensionality::<ndarray::Ix2>().ok()?;
+        Some(NdArrayTensor::from(super::gemm::transpose(v).into_dyn().into_shared()))
     }
 
     fn activation_kernel(
@@ -173,6 +189,11 @@ impl<B: DualMatmul> Backward<B, 1> for ActivationGrad {
 impl<B: DualMatmul, C: CheckpointStrategy> DualMatmul for Autodiff<B, C> {
     const KEEP_TRANSPOSE: bool = B::KEEP_TRANSPOSE;
     const CONCURRENT_PASSES: bool = B::CONCURRENT_PASSES;
+
+    fn transpose_2d(w: &FloatTensor<Self>) -> Option<FloatTensor<Self>> {
+        use burn::tensor::backend::AutodiffBackend as _;
+        B::transpose_2d(&w.primitive).map(Self::from_inner)
+    }
 
     fn fused_activation(x: FloatTensor<Self>, act: Activation) -> Option<FloatTensor<Self>> {
         match ActivationGrad.prepare::<C>([x.node.clone()]).compute_bound().stateful() {

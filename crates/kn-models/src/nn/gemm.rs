@@ -65,6 +65,43 @@ pub(crate) fn matmul(a: ArrayView2<'_, f32>, b: ArrayView2<'_, f32>) -> Option<A
     Some(out)
 }
 
+/// `aᵀ` as a new row-major array, in 32 × 32 tiles (a row-by-row walk would miss the cache on
+/// every write), the tile rows split over rayon's pool.
+///
+/// # Shapes
+/// - `a`: `[r, c]` (any strides); output: `[c, r]`
+pub(crate) fn transpose(a: ArrayView2<'_, f32>) -> Array2<f32> {
+    use rayon::prelude::*;
+    const TILE: usize = 32;
+    let (r, c) = a.dim();
+    let owned;
+    let src: &[f32] = match a.as_slice() {
+        Some(s) => s,
+        None => {
+            owned = a.as_standard_layout().into_owned();
+            owned.as_slice().unwrap_or(&[])
+        }
+    };
+    let mut dst = vec![0.0f32; r * c];
+    if r > 0 && c > 0 {
+        // Each work item fills TILE output rows (TILE input columns) completely, tile by tile.
+        dst.par_chunks_mut(TILE * r).enumerate().for_each(|(k, block)| {
+            let j0 = k * TILE;
+            let rows = block.len() / r;
+            for i0 in (0..r).step_by(TILE) {
+                let i1 = (i0 + TILE).min(r);
+                for j in 0..rows {
+                    let out = &mut block[j * r + i0..j * r + i1];
+                    for (o, i) in out.iter_mut().zip(i0..i1) {
+                        *o = src[i * c + j0 + j];
+                    }
+                }
+            }
+        });
+    }
+    Array2::from_shape_vec((c, r), dst).unwrap_or_else(|_| Array2::zeros((c, r)))
+}
+
 #[cfg(test)]
 mod tests {
     use ndarray::{s, Array2};
@@ -118,5 +155,13 @@ mod tests {
             }
         }
         assert!(super::matmul(a.view(), a.view()).is_none(), "6x8 · 6x8 must be refused");
+    }
+
+    #[test]
+    fn transpose_swaps_rows_and_columns_across_tiles() {
+        let a = filled(70, 45, 0.3);
+        let t = super::transpose(a.view());
+        assert_eq!(t, a.t().to_owned());
+        assert_eq!(super::transpose(a.t()), a, "a strided input");
     }
 }

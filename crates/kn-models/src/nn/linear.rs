@@ -40,6 +40,13 @@ impl<B: DualMatmul> Linear<B> {
         self.weight_t.get().is_some()
     }
 
+    /// Builds `Wᵀ` now, on backends that keep it.
+    pub fn prepare_transpose(&self) {
+        if B::KEEP_TRANSPOSE {
+            self.weight_t.get_or_init(|| contiguous_transpose(&self.weight));
+        }
+    }
+
     /// The weight, `[d_in, d_out]`.
     pub fn weight(&self) -> Tensor<B, 2> {
         self.weight.clone()
@@ -75,6 +82,9 @@ impl<B: DualMatmul> Linear<B> {
 
 /// `wᵀ` materialised (row-major), not a strided view.
 fn contiguous_transpose<B: DualMatmul>(w: &Tensor<B, 2>) -> Tensor<B, 2> {
+    if let Some(t) = B::transpose_2d(&w.clone().into_primitive().tensor()) {
+        return Tensor::from_primitive(TensorPrimitive::Float(t));
+    }
     let shape = w.dims().to_vec();
     let data = w.clone().into_data().iter::<f32>().collect();
     RawTensor { shape, data }.transpose().into_tensor(&w.device())

@@ -73,7 +73,7 @@ def careful_bert_ig(model, input_ids, mask_pos, target, steps, batch_size):
     return torch.stack(scores)
 
 
-def bench_bert(path, steps, batch_size):
+def bench_bert(path, steps, batch_size, repeat=1):
     from transformers import BertForMaskedLM, BertTokenizer
     from knowledge_neurons import KnowledgeNeurons
 
@@ -91,8 +91,8 @@ def bench_bert(path, steps, batch_size):
     enc = tok(prompt, return_tensors="pt")
     mask_pos = int((enc["input_ids"][0] == tok.mask_token_id).nonzero()[0])
     target_id = tok.convert_tokens_to_ids(target)
-    secs, _ = timed(lambda: careful_bert_ig(model, enc["input_ids"], mask_pos, target_id, steps, batch_size))
-    results.append({"case": "one prompt", "impl": "careful PyTorch", "seconds": secs})
+    secs, runs = median_time(lambda: careful_bert_ig(model, enc["input_ids"], mask_pos, target_id, steps, batch_size), repeat)
+    results.append({"case": "one prompt", "impl": "careful PyTorch", "seconds": secs, "runs_seconds": runs})
 
     log("bert: EAI get_refined_neurons, seven Paris prompts")
     secs, _ = timed(
@@ -104,7 +104,102 @@ def bench_bert(path, steps, batch_size):
     return results
 
 
-def bench_gpt2(path, steps, batch_size):
+def careful_gpt2_ig(model, input_ids, target, steps, batch_size):
+    """Causal IG as a strong PyTorch user writes it for GPT-2: the prompt's keys and values of
+    every layer computed once, then per layer l only the last position runs through layers >= l
+    (its FFN output from the scaled activations, each upper block as one query row against the
+    cached prefix keys/values plus its own), the head at that row; gradients w.r.t. the scaled
+    activations only."""
+    tr = model.transformer
+    blocks = tr.h
+    n_head = model.config.n_head
+    d = model.config.n_embd
+    dh = d // n_head
+    s = input_ids.shape[1]
+    with torch.no_grad():
+        out = tr(input_ids, output_hidden_states=True)
+        hidden = out.hidden_states  # hidden[j]: the input of block j, every position
+        prefix_kv, mids, acts = [], [], []
+        for j, blk in enumerate(blocks):
+            h = hidden[j][0]
+            _, k, v = blk.attn.c_attn(blk.ln_1(h)).split(d, dim=-1)
+            prefix_kv.append((k[:-1].view(s - 1, n_head, dh).transpose(0, 1), v[:-1].view(s - 1, n_head, dh).transpose(0, 1)))
+            att = blk.attn(blk.ln_1(h)[None])[0][0]
+            mid = h + att
+            mids.append(mid[-1])
+            acts.append(blk.mlp.act(blk.mlp.c_fc(blk.ln_2(mid[-1]))))
+
+    def upper_block(j, h):
+        """Block j on one row per batch element (`h`: [k, d]) against the cached prefix."""
+        blk = blocks[j]
+        k_ = h.shape[0]
+        q, k, v = blk.attn.c_attn(blk.ln_1(h)).split(d, dim=-1)
+        q = q.view(k_, n_head, 1, dh)
+        pk, pv = prefix_kv[j]
+        kk = torch.cat([pk[None].expand(k_, -1, -1, -1), k.view(k_, n_head, 1, dh)], dim=2)
+        vv = torch.cat([pv[None].expand(k_, -1, -1, -1), v.view(k_, n_head, 1, dh)], dim=2)
+        w = torch.softmax(q @ kk.transpose(-1, -2) / dh**0.5, dim=-1)
+        ctx = (w @ vv).reshape(k_, d)
+        h = h + blk.attn.c_proj(ctx)
+        return h + blk.mlp(blk.ln_2(h))
+
+    alphas = torch.arange(steps, dtype=torch.float32) / steps
+    scores = []
+    for l, blk in enumerate(blocks):
+        a = acts[l]
+        grad = torch.zeros_like(a)
+        for chunk in alphas.split(batch_size):
+            x = (chunk[:, None] * a[None, :]).requires_grad_(True)
+            h = mids[l][None] + blk.mlp.c_proj(x)
+            for j in range(l + 1, len(blocks)):
+                h = upper_block(j, h)
+            probs = F.softmax(model.lm_head(tr.ln_f(h)), dim=-1)[:, target]
+            grad += torch.autograd.grad(probs.sum(), x)[0].sum(0)
+        scores.append(a * grad / steps)
+    return torch.stack(scores)
+
+
+def plain_gpt2_ig(model, input_ids, target, steps, batch_size):
+    """The same IG computed plainly (the whole model on the whole prompt for every batch, the
+    activation at layer l's last position replaced through a hook), to check the careful one."""
+    blocks = model.transformer.h
+    acts = {}
+    hooks = [b.mlp.act.register_forward_hook(lambda m, i, o, j=j: acts.__setitem__(j, o[0, -1].detach())) for j, b in enumerate(blocks)]
+    with torch.no_grad():
+        model(input_ids)
+    for hk in hooks:
+        hk.remove()
+    alphas = torch.arange(steps, dtype=torch.float32) / steps
+    scores = []
+    for l, blk in enumerate(blocks):
+        a = acts[l]
+        grad = torch.zeros_like(a)
+        for chunk in alphas.split(batch_size):
+            x = (chunk[:, None] * a[None, :]).requires_grad_(True)
+
+            def patch(m, i, o, x=x):
+                o = o.expand(x.shape[0], -1, -1).clone()
+                o[:, -1] = x
+                return o
+
+            hk = blk.mlp.act.register_forward_hook(patch)
+            logits = model(input_ids.expand(x.shape[0], -1)).logits[:, -1]
+            hk.remove()
+            probs = F.softmax(logits, dim=-1)[:, target]
+            grad += torch.autograd.grad(probs.sum(), x)[0].sum(0)
+        scores.append(a * grad / steps)
+    return torch.stack(scores)
+
+
+def median_time(fn, repeat):
+    """The median of `repeat` timings of `fn`, after one untimed warm-up call (kn-cli bench's
+    timings are medians too, and its first pass is not special), and the timings."""
+    fn()
+    runs = [timed(fn)[0] for _ in range(repeat)]
+    return sorted(runs)[len(runs) // 2], runs
+
+
+def bench_gpt2(path, steps, batch_size, repeat=1):
     from transformers import GPT2LMHeadModel, GPT2Tokenizer
     from knowledge_neurons import KnowledgeNeurons
 
@@ -116,24 +211,59 @@ def bench_gpt2(path, steps, batch_size):
         n = len(tok.encode(prompt))
         log(f"gpt2: EAI get_scores, {n}-token prompt")
         secs, _ = timed(lambda: kn.get_scores(prompt, " Paris", batch_size=batch_size, steps=steps, pbar=False))
-        results.append({"case": f"{n}-token prompt, 1-token target", "impl": "knowledge-neurons get_scores", "seconds": secs})
+        case = f"{n}-token prompt, 1-token target"
+        results.append({"case": case, "impl": "knowledge-neurons get_scores", "seconds": secs})
+        ids = torch.tensor([tok.encode(prompt)])
+        target = tok.encode(" Paris")[0]
+        log(f"gpt2: careful PyTorch causal IG, {n}-token prompt (checked against the plain computation)")
+        careful = careful_gpt2_ig(model, ids, target, steps, batch_size)
+        plain = plain_gpt2_ig(model, ids, target, steps, batch_size)
+        rel = float((careful - plain).abs().max() / plain.abs().max())
+        if rel > 1e-5:
+            raise SystemExit(f"careful causal IG differs from the plain one: {rel:.2e} relative to the largest score")
+        secs, runs = median_time(lambda: careful_gpt2_ig(model, ids, target, steps, batch_size), repeat)
+        results.append({"case": case, "impl": "careful PyTorch", "seconds": secs, "runs_seconds": runs, "max_rel_error_vs_plain": rel})
     return results
+
+
+def whole(kind, path, steps, batch_size):
+    """One whole one-shot job, the way a script would do it (the shell times the process,
+    interpreter start and imports included): `predict` loads bert and runs one forward at the
+    [MASK]; `attribute` loads it and runs the careful IG of one prompt."""
+    from transformers import BertForMaskedLM, BertTokenizer
+
+    model = BertForMaskedLM.from_pretrained(path).eval()
+    tok = BertTokenizer.from_pretrained(path)
+    enc = tok(PARIS[1], return_tensors="pt")
+    mask_pos = int((enc["input_ids"][0] == tok.mask_token_id).nonzero()[0])
+    if kind == "predict":
+        with torch.no_grad():
+            probs = F.softmax(model(**enc).logits[0, mask_pos], dim=-1)
+        print(json.dumps({"top": tok.convert_ids_to_tokens(probs.topk(5).indices.tolist())}))
+    else:
+        scores = careful_bert_ig(model, enc["input_ids"], mask_pos, tok.convert_tokens_to_ids("paris"), steps, batch_size)
+        print(json.dumps({"max_score": float(scores.max())}))
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--whole", choices=["predict", "attribute"], help="run one whole job on --bert and exit")
     ap.add_argument("--bert", help="bert-base-uncased-shaped checkpoint folder")
     ap.add_argument("--gpt2", help="gpt2-shaped checkpoint folder (vocab.json + merges.txt)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--batch-size", type=int, default=20)
+    ap.add_argument("--repeat", type=int, default=3, help="timings of each careful-PyTorch case (median reported)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
+    if a.whole:
+        whole(a.whole, a.bert, a.steps, a.batch_size)
+        return
     out = {"torch": torch.__version__, "threads": torch.get_num_threads(), "steps": a.steps, "results": []}
     if a.bert:
-        out["results"] += bench_bert(a.bert, a.steps, a.batch_size)
+        out["results"] += bench_bert(a.bert, a.steps, a.batch_size, a.repeat)
     if a.gpt2:
-        out["results"] += bench_gpt2(a.gpt2, a.steps, a.batch_size)
+        out["results"] += bench_gpt2(a.gpt2, a.steps, a.batch_size, a.repeat)
     out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps(out))
 

@@ -268,6 +268,16 @@ pub struct BenchArgs {
     /// every run's seconds are listed too.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     pub repeat: u32,
+    /// Also time loading `--model` alone (config, weights, tokenizer), `--repeat` times.
+    #[arg(long, requires = "model")]
+    pub load: bool,
+    /// Time only the loading (implies `--load`; no attribution).
+    #[arg(long, requires = "model")]
+    pub load_only: bool,
+    /// Also time the architecture's weight products alone (ndarray build) and print their
+    /// fraction of the FMA peak.
+    #[arg(long)]
+    pub kernels: bool,
 }
 
 /// `kn-cli init-random`.

@@ -1,14 +1,17 @@
 //! `kn-cli bench`: attribution speed on a model of real shape (random weights by default).
 //!
-//! Prints JSON with seconds, prompts per second, achieved GFLOP/s (the forward and backward
-//! matrix products the IG tail performs, counted analytically) and peak RSS.
+//! Prints JSON with the CPU model and its measured FMA peak, seconds, prompts per second,
+//! achieved GFLOP/s (the forward and backward matrix products the IG tail performs, counted
+//! analytically) and their fraction of the peak, peak RSS; with `--load`, the loading time of
+//! `--model`; with `--kernels`, the GFLOP/s of the architecture's weight products alone.
 
-use std::time::Instant;
+use std::path::Path;
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Result};
 use kn_core::{attribute_many, AttributionConfig, KnowledgeModel, Objective, Query};
 use kn_models::random::{preset_config, random_model};
-use kn_models::Transformer;
+use kn_models::{ArchConfig, HfConfig, Transformer};
 use serde_json::json;
 
 use crate::cli::BenchArgs;
@@ -19,19 +22,34 @@ const PARIS: &str = include_str!("../../../../data/prompts/paris.txt");
 
 /// Runs the command.
 pub fn run(a: BenchArgs) -> Result<()> {
-    let (model, tokenizer, name) = match &a.model {
-        Some(m) => {
-            let args = crate::model_args::ModelArgs {
-                model: m.clone(),
-                tokenizer: a.tokenizer.clone(),
-                ignore_prefix: Vec::new(),
-                offline: false,
-                revision: None,
-                cache_dir: None,
-                device: "default".into(),
-            };
-            let b = args.load()?;
-            (b.model, b.tokenizer, m.clone())
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let model_args = a.model.as_ref().map(|m| crate::model_args::ModelArgs {
+        model: m.clone(),
+        tokenizer: a.tokenizer.clone(),
+        ignore_prefix: Vec::new(),
+        offline: false,
+        revision: None,
+        cache_dir: None,
+        device: "default".into(),
+    });
+    let mut results = Vec::new();
+    let (model, tokenizer, arch, name) = match &model_args {
+        Some(args) => {
+            let mut runs = Vec::new();
+            let mut bundle = None;
+            let time_load = a.load || a.load_only;
+            for _ in 0..if time_load { a.repeat } else { 1 } {
+                drop(bundle.take());
+                let start = Instant::now();
+                bundle = Some(args.load()?);
+                runs.push(start.elapsed().as_secs_f64());
+            }
+            let b = bundle.ok_or_else(|| anyhow!("no model loaded"))?;
+            if time_load {
+                eprintln!("load: {:.2} s", median(&runs));
+                results.push(json!({"case": "load", "seconds": median(&runs), "runs_seconds": runs}));
+            }
+            (b.model, b.tokenizer, b.config, args.model.clone())
         }
         None => {
             let cfg = preset_config(&a.preset).ok_or_else(|| anyhow!("unknown preset '{}'", a.preset))?;
@@ -39,20 +57,36 @@ pub fn run(a: BenchArgs) -> Result<()> {
                 .or_else(|_| kn_models::backend::device("default"))
                 .map_err(|e| anyhow!(e))?;
             let (m, _) = random_model::<B>(&cfg, a.seed, &device)?;
+            let arch = HfConfig::from_json(&cfg.to_string(), Path::new("config.json"))?
+                .to_arch(Path::new("config.json"))?;
             let tok = match &a.tokenizer {
                 Some(dir) => Some(kn_models::TextTokenizer::from_dir(dir)?),
                 None => None,
             };
-            (m, tok, format!("{} (random weights)", a.preset))
+            (m, tok, arch, format!("{} (random weights)", a.preset))
         }
     };
     let dims = model.dims();
     let cfg = AttributionConfig { steps: a.steps, batch_size: a.batch_size, ..Default::default() };
     cfg.validate()?;
-    let cases = cases(&model, tokenizer.as_ref(), &a)?;
-    let mut results = Vec::new();
+    let cases = if a.load_only { Vec::new() } else { cases(&model, tokenizer.as_ref(), &a)? };
+    // Measured once the arguments and the model are known to be good (a bad one fails fast).
+    let peak = super::peak::measure(threads, Duration::from_millis(200));
+    eprintln!(
+        "{}: FMA peak {:.1} GFLOP/s ({}, {} threads)",
+        super::peak::cpu_model().unwrap_or_else(|| "unknown CPU".into()),
+        peak.gflop_per_second,
+        peak.isa,
+        peak.threads
+    );
+    if !cases.is_empty() {
+        // Wᵀ for the backward passes is built once per model, before the first timing.
+        let start = Instant::now();
+        model.prepare_gradients();
+        eprintln!("backward weights prepared in {:.2} s", start.elapsed().as_secs_f64());
+    }
     for (label, queries) in cases {
-        let flops = ig_flops(&model, &queries, &cfg);
+        let flops = ig_flops(&arch, model.objective(), &queries, &cfg);
         let mut runs = Vec::new();
         for _ in 0..a.repeat {
             let start = Instant::now();
@@ -71,22 +105,59 @@ pub fn run(a: BenchArgs) -> Result<()> {
             "prompts_per_second": queries.len() as f64 / secs,
             "gflop": flops / 1e9,
             "gflop_per_second": flops / 1e9 / secs,
+            "percent_of_fma_peak": 100.0 * flops / 1e9 / secs / peak.gflop_per_second,
         }));
     }
+    let kernels = if a.kernels { kernel_table(&arch, peak.gflop_per_second) } else { Vec::new() };
     println!(
         "{}",
         json!({
             "model": name,
             "backend": kn_models::backend::NAME,
+            "cpu": super::peak::cpu_model(),
+            "fma_peak": peak,
             "dims": dims,
             "steps": cfg.steps,
             "batch_size": cfg.batch_size,
-            "threads": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            "threads": threads,
             "results": results,
+            "kernels": kernels,
             "peak_rss_mb": peak_rss_mb(),
         })
     );
     Ok(())
+}
+
+/// GFLOP/s of the weight products an IG pass of this architecture performs (batch 20: the
+/// forward products at the target rows and on a 9-token prompt, and their backward products
+/// by `Wᵀ`), and their fraction of the FMA peak. The ndarray build only.
+#[cfg(feature = "ndarray")]
+fn kernel_table(c: &ArchConfig, peak: f64) -> Vec<serde_json::Value> {
+    let (d, ff, v) = (c.d_model, c.d_ff, c.vocab_size);
+    let attn = c.n_heads * c.head_dim;
+    let shapes = [
+        ("FFN in, 9-token prompt", 180, d, ff),
+        ("FFN out, 9-token prompt", 180, ff, d),
+        ("attention q projection, 9-token prompt", 180, d, attn),
+        ("FFN in, target rows", 20, d, ff),
+        ("FFN out, target rows", 20, ff, d),
+        ("head, target rows", 20, d, v),
+        ("head backward, target rows", 20, v, d),
+    ];
+    shapes
+        .iter()
+        .map(|&(label, m, k, n)| {
+            let g = kn_models::nn::product_gflops(m, k, n, false, 0.3);
+            eprintln!("[{m} x {k}] · [{k} x {n}] ({label}): {g:.1} GFLOP/s, {:.0} % of peak", 100.0 * g / peak);
+            json!({"product": label, "m": m, "k": k, "n": n, "gflop_per_second": g, "percent_of_fma_peak": 100.0 * g / peak})
+        })
+        .collect()
+}
+
+/// The other backends multiply through burn: no kernel table.
+#[cfg(not(feature = "ndarray"))]
+fn kernel_table(_c: &ArchConfig, _peak: f64) -> Vec<serde_json::Value> {
+    Vec::new()
 }
 
 /// The median of run times (the mean of the middle two for an even count).
@@ -168,34 +239,38 @@ fn cases(
 /// it: per layer l and quadrature point, layer l's FFN output at the target rows, the full
 /// blocks between, the last block's keys/values on every row and the rest at the target rows,
 /// and the head at the target rows (causal models: one row per block against cached keys).
-/// The backward pass differentiates the activations only (weights are constants), so it costs
-/// about as much as the forward: the total is twice the forward count.
-fn ig_flops(model: &Transformer<B>, queries: &[Vec<Query>], cfg: &AttributionConfig) -> f64 {
-    let d = model.dims();
-    let (dm, dff, v) = (d.d_model as f64, d.d_ff as f64, d.vocab_size as f64);
-    let last = d.n_layers - 1;
+/// Projections follow the architecture: grouped-query keys/values (`n_kv_heads · head_dim`
+/// wide) and a gated FFN's third matrix. The backward pass differentiates the activations only
+/// (weights are constants), so it costs about as much as the forward: the total is twice the
+/// forward count.
+fn ig_flops(c: &ArchConfig, objective: Objective, queries: &[Vec<Query>], cfg: &AttributionConfig) -> f64 {
+    let (dm, dff, v) = (c.d_model as f64, c.d_ff as f64, c.vocab_size as f64);
+    let q_width = (c.n_heads * c.head_dim) as f64;
+    let kv_width = (c.n_kv_heads * c.head_dim) as f64;
+    let ffn_mats = if c.gated_ffn { 3.0 } else { 2.0 };
+    let last = c.n_layers - 1;
     let mut total = 0.0;
     for prompt in queries {
         for q in prompt {
             let s = q.ids.len() as f64;
             let n = q.positions.len() as f64;
-            let causal = model.objective() == Objective::CausalLm && q.positions == [q.ids.len() - 1];
-            // One block: q/k/v/o projections, scores and context, FFN in and out.
+            let causal = objective == Objective::CausalLm && q.positions == [q.ids.len() - 1];
+            // One block: q/o projections on `rows`, k/v on `kv_rows`, scores and context, FFN.
             let block = |rows: f64, kv_rows: f64| {
-                2.0 * (2.0 * dm * dm * rows
-                    + 2.0 * dm * dm * kv_rows
-                    + 2.0 * rows * kv_rows * dm
-                    + 2.0 * dm * dff * rows)
+                2.0 * (2.0 * dm * q_width * rows
+                    + 2.0 * dm * kv_width * kv_rows
+                    + 2.0 * rows * kv_rows * q_width
+                    + ffn_mats * dm * dff * rows)
             };
             let mut fwd = 0.0;
-            for l in 0..d.n_layers {
+            for l in 0..c.n_layers {
                 fwd += n * 2.0 * dm * dff + n * 2.0 * dm * v;
                 if l == last {
                     continue;
                 }
                 if causal {
                     // The last row only; keys/values of the prefix are cached.
-                    fwd += (last - l) as f64 * (block(1.0, 1.0) + 4.0 * (s - 1.0) * dm);
+                    fwd += (last - l) as f64 * (block(1.0, 1.0) + 4.0 * (s - 1.0) * q_width);
                 } else {
                     fwd += (last - l - 1) as f64 * block(s, s) + block(n, s);
                 }

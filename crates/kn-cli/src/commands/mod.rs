@@ -2,6 +2,7 @@
 
 mod attribute;
 mod bench;
+mod peak;
 mod intervene;
 mod models;
 mod neurons;

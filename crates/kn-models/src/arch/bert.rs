@@ -73,7 +73,7 @@ pub fn load<B: DualMatmul>(l: &mut Loader<'_, B>) -> Result<Transformer<B>, Load
     let head = LmHead {
         final_norm: None,
         transform: Some(transform),
-        unembed: l.unembedding("cls.predictions.decoder.weight", &word)?,
+        unembed: l.unembedding("cls.predictions.decoder.weight", &word, &embeddings.word)?,
         bias: Some(bias),
     };
     Ok(Transformer { embeddings, blocks, head, objective: Objective::MaskedLm, max_positions: c.max_positions })

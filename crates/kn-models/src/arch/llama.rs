@@ -62,7 +62,7 @@ pub fn load<B: DualMatmul>(l: &mut Loader<'_, B>) -> Result<Transformer<B>, Load
     let head = LmHead {
         final_norm: Some(l.norm("model.norm")?),
         transform: None,
-        unembed: l.unembedding("lm_head.weight", &embed)?,
+        unembed: l.unembedding("lm_head.weight", &embed, &embeddings.word)?,
         bias: None,
     };
     Ok(Transformer { embeddings, blocks, head, objective: Objective::CausalLm, max_positions: c.max_positions })

@@ -61,7 +61,7 @@ impl<B: DualMatmul> Loader<'_, B> {
         bias: bool,
     ) -> Result<Linear<B>, LoadError> {
         let w = match layout {
-            Layout::OutIn => self.raw(&format!("{name}.weight"), &[d_out, d_in])?.transpose(),
+            Layout::OutIn => self.weights.take_transposed(&format!("{name}.weight"), &[d_out, d_in])?,
             Layout::InOut => self.raw(&format!("{name}.weight"), &[d_in, d_out])?,
         };
         let bias = if bias { Some(self.vector(&format!("{name}.bias"), d_out)?) } else { None };
@@ -84,16 +84,27 @@ impl<B: DualMatmul> Loader<'_, B> {
     }
 
     /// The transposed unembedding `[d_model, vocab]`: `explicit` if the checkpoint has it
-    /// (an untied or duplicated head), else the tied token embedding `tied` (`[vocab, d_model]`),
-    /// which an untied config (`tie_word_embeddings: false`) does not allow.
-    pub fn unembedding(&mut self, explicit: &str, tied: &RawTensor) -> Result<Linear<B>, LoadError> {
+    /// (an untied or duplicated head), else the tied token embedding `tied` (`[vocab, d_model]`,
+    /// on the host, and `table`, the same values on the device), which an untied config
+    /// (`tie_word_embeddings: false`) does not allow.
+    ///
+    /// A tied head (or an explicit one equal to the embedding, as BERT checkpoints save it) takes
+    /// the embedding table itself as its `Wᵀ` for backward passes instead of building a copy.
+    pub fn unembedding(
+        &mut self,
+        explicit: &str,
+        tied: &RawTensor,
+        table: &burn::tensor::Tensor<B, 2>,
+    ) -> Result<Linear<B>, LoadError> {
         let (v, d) = (self.cfg.vocab_size, self.cfg.d_model);
         let w = if self.cfg.tie_word_embeddings {
-            self.weights.take_opt(explicit, &[v, d])?.unwrap_or_else(|| tied.clone())
+            self.weights.take_opt(explicit, &[v, d])?
         } else {
-            self.weights.take(explicit, &[v, d])?
+            Some(self.weights.take(explicit, &[v, d])?)
         };
-        Ok(Linear::from_raw(w.transpose(), None, self.device))
+        let shared = w.as_ref().is_none_or(|w| w.data == tied.data);
+        let head = Linear::from_raw(w.as_ref().unwrap_or(tied).transposed(), None, self.device);
+        Ok(if shared { head.with_transpose(table.clone()) } else { head })
     }
 }
 
@@ -145,7 +156,7 @@ pub fn load_gpt<B: DualMatmul>(
     let head = LmHead {
         final_norm: Some(l.norm(&format!("{p}ln_f"))?),
         transform: None,
-        unembed: l.unembedding("lm_head.weight", &wte)?,
+        unembed: l.unembedding("lm_head.weight", &wte, &embeddings.word)?,
         bias: None,
     };
     Ok(Transformer { embeddings, blocks, head, objective: Objective::CausalLm, max_positions: c.max_positions })

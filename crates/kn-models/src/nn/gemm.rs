@@ -65,14 +65,11 @@ pub(crate) fn matmul(a: ArrayView2<'_, f32>, b: ArrayView2<'_, f32>) -> Option<A
     Some(out)
 }
 
-/// `aᵀ` as a new row-major array, in 32 × 32 tiles (a row-by-row walk would miss the cache on
-/// every write), the tile rows split over rayon's pool.
+/// `aᵀ` as a new row-major array ([`crate::weights::transpose_slice`]: tiled, in parallel).
 ///
 /// # Shapes
 /// - `a`: `[r, c]` (any strides); output: `[c, r]`
 pub(crate) fn transpose(a: ArrayView2<'_, f32>) -> Array2<f32> {
-    use rayon::prelude::*;
-    const TILE: usize = 32;
     let (r, c) = a.dim();
     let owned;
     let src: &[f32] = match a.as_slice() {
@@ -82,24 +79,33 @@ pub(crate) fn transpose(a: ArrayView2<'_, f32>) -> Array2<f32> {
             owned.as_slice().unwrap_or(&[])
         }
     };
-    let mut dst = vec![0.0f32; r * c];
-    if r > 0 && c > 0 {
-        // Each work item fills TILE output rows (TILE input columns) completely, tile by tile.
-        dst.par_chunks_mut(TILE * r).enumerate().for_each(|(k, block)| {
-            let j0 = k * TILE;
-            let rows = block.len() / r;
-            for i0 in (0..r).step_by(TILE) {
-                let i1 = (i0 + TILE).min(r);
-                for j in 0..rows {
-                    let out = &mut block[j * r + i0..j * r + i1];
-                    for (o, i) in out.iter_mut().zip(i0..i1) {
-                        *o = src[i * c + j0 + j];
-                    }
-                }
-            }
-        });
-    }
+    let dst = crate::weights::transpose_slice(src, r, c);
     Array2::from_shape_vec((c, r), dst).unwrap_or_else(|_| Array2::zeros((c, r)))
+}
+
+/// GFLOP/s of the weight product `[m, k] · [k, n]` on random operands, as the ndarray build
+/// runs it (the right operand contiguous, or a transposed view of a `[n, k]` array when
+/// `strided_rhs`), over at least `min_secs` after a warm-up product: for `kn-cli bench
+/// --kernels`, which prints it beside the CPU's measured FMA peak.
+pub fn product_gflops(m: usize, k: usize, n: usize, strided_rhs: bool, min_secs: f64) -> f64 {
+    let a = Array2::from_shape_fn((m, k), |(i, j)| ((i * 7 + j * 13) % 17) as f32 * 0.01);
+    let b = Array2::from_shape_fn(if strided_rhs { (n, k) } else { (k, n) }, |(i, j)| ((i * 5 + j * 3) % 11) as f32 * 0.01);
+    let rhs = if strided_rhs { b.t() } else { b.view() };
+    let mut sink = 0.0f32;
+    let mut run = || {
+        if let Some(y) = matmul(a.view(), rhs) {
+            sink += y[[0, 0]];
+        }
+    };
+    run();
+    let start = std::time::Instant::now();
+    let mut count = 0usize;
+    while count == 0 || start.elapsed().as_secs_f64() < min_secs {
+        run();
+        count += 1;
+    }
+    std::hint::black_box(sink);
+    2.0 * (m * k * n * count) as f64 / start.elapsed().as_secs_f64() / 1e9
 }
 
 #[cfg(test)]

@@ -35,6 +35,15 @@ impl<B: DualMatmul> Linear<B> {
         Self { weight, weight_t: OnceLock::new(), bias }
     }
 
+    /// The same map with `wt` (`[d_out, d_in]`, equal to `Wᵀ`) as its transpose, on backends
+    /// that keep one: a tied head shares the token-embedding table instead of copying it.
+    pub fn with_transpose(self, wt: Tensor<B, 2>) -> Self {
+        if B::KEEP_TRANSPOSE {
+            let _ = self.weight_t.set(wt);
+        }
+        self
+    }
+
     /// Whether `Wᵀ` has been built (by a product whose input gradient was needed).
     pub fn has_transpose(&self) -> bool {
         self.weight_t.get().is_some()

@@ -16,6 +16,9 @@ pub mod mask;
 pub mod norm;
 pub mod rope;
 
+#[cfg(feature = "ndarray")]
+pub use gemm::product_gflops;
+
 pub use activation::Activation;
 pub use attention::Attention;
 pub use block::{Block, NormPlacement};

@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use safetensors::{tensor::Dtype, SafeTensors};
 
@@ -14,7 +15,7 @@ use crate::error::LoadError;
 #[derive(Debug, Default)]
 pub(crate) struct Checkpoint {
     /// Float tensors.
-    pub floats: HashMap<String, RawTensor>,
+    pub floats: HashMap<String, Stored>,
     /// Non-float tensors: name → (shape, dtype).
     pub others: HashMap<String, (Vec<usize>, String)>,
 }
@@ -120,29 +121,153 @@ fn read_file(file: &Path) -> Result<Checkpoint, LoadError> {
     }
 }
 
+/// Indexes a safetensors file through a read-only memory map (no buffer of the whole file):
+/// its float tensors are converted to f32 only when taken ([`Mapped::take`]), transposed in
+/// the same pass where the model wants them transposed, their non-finite values counted there.
 fn read_safetensors(path: &Path) -> Result<Checkpoint, LoadError> {
-    let bytes = std::fs::read(path).map_err(|source| LoadError::Io { path: path.to_path_buf(), source })?;
-    let st = SafeTensors::deserialize(&bytes)
+    let io = |source| LoadError::Io { path: path.to_path_buf(), source };
+    let file = std::fs::File::open(path).map_err(io)?;
+    let map = Arc::new(map_file(&file).map_err(io)?);
+    let st = SafeTensors::deserialize(&map[..])
         .map_err(|e| LoadError::CorruptWeights { path: path.to_path_buf(), reason: e.to_string() })?;
+    let base = map.as_ptr() as usize;
     let mut out = Checkpoint::default();
     for (name, view) in st.tensors() {
-        let raw = view.data();
-        let data: Vec<f32> = match view.dtype() {
-            Dtype::F32 => raw.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
-            Dtype::F16 => raw.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
-            Dtype::BF16 => raw.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
-            Dtype::F64 => raw
-                .chunks_exact(8)
-                .map(|b| f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]) as f32)
-                .collect(),
+        let shape = view.shape().to_vec();
+        let width = match view.dtype() {
+            Dtype::F32 => 4,
+            Dtype::F16 | Dtype::BF16 => 2,
+            Dtype::F64 => 8,
             other => {
-                out.others.insert(name, (view.shape().to_vec(), format!("{other:?}")));
+                out.others.insert(name, (shape, format!("{other:?}")));
                 continue;
             }
         };
-        out.floats.insert(name, RawTensor { shape: view.shape().to_vec(), data });
+        // `data()` is a slice of the map: its offset locates the tensor in the file.
+        let start = view.data().as_ptr() as usize - base;
+        let bytes = start..start + view.data().len();
+        debug_assert_eq!(bytes.len(), shape.iter().product::<usize>() * width);
+        out.floats.insert(name, Stored::Mapped(Mapped { map: Arc::clone(&map), dtype: view.dtype(), shape, bytes }));
     }
     Ok(out)
+}
+
+/// A float tensor of a checkpoint: converted already (PyTorch files, GGUF, tests) or still
+/// bytes in a mapped safetensors file.
+#[derive(Debug)]
+pub(crate) enum Stored {
+    /// Values in memory.
+    Host(RawTensor),
+    /// Bytes in a mapped file.
+    Mapped(Mapped),
+}
+
+impl Stored {
+    /// The row-major shape.
+    pub fn shape(&self) -> &[usize] {
+        match self {
+            Self::Host(t) => &t.shape,
+            Self::Mapped(m) => &m.shape,
+        }
+    }
+}
+
+/// A tensor's bytes in a mapped safetensors file (validated by `safetensors`: the range holds
+/// exactly `shape`'s elements of `dtype`).
+#[derive(Debug)]
+pub(crate) struct Mapped {
+    map: Arc<memmap2::Mmap>,
+    dtype: Dtype,
+    shape: Vec<usize>,
+    bytes: std::ops::Range<usize>,
+}
+
+impl Mapped {
+    /// The values as f32 (transposed, for a 2-D tensor, when `transpose`) and how many of them
+    /// are not finite.
+    ///
+    /// # Shapes
+    /// - output: `shape`, or `[c, r]` for a transposed `[r, c]`
+    pub fn take(&self, transpose: bool) -> (RawTensor, usize) {
+        let raw = &self.map[self.bytes.clone()];
+        let (r, c) = match self.shape[..] {
+            [r, c] if transpose => (r, c),
+            _ => (0, 0),
+        };
+        let data = match (self.dtype, transpose) {
+            (Dtype::F32, false) => convert(raw, f32::from_le_bytes),
+            (Dtype::F16, false) => convert(raw, |b| half::f16::from_le_bytes(b).to_f32()),
+            (Dtype::BF16, false) => convert(raw, |b| half::bf16::from_le_bytes(b).to_f32()),
+            (Dtype::F32, true) => super::transpose_with(r, c, |k| f32::from_le_bytes(at(raw, k))),
+            (Dtype::F16, true) => super::transpose_with(r, c, |k| half::f16::from_le_bytes(at(raw, k)).to_f32()),
+            (Dtype::BF16, true) => super::transpose_with(r, c, |k| half::bf16::from_le_bytes(at(raw, k)).to_f32()),
+            (_, false) => convert(raw, |b| f64::from_le_bytes(b) as f32),
+            (_, true) => super::transpose_with(r, c, |k| f64::from_le_bytes(at(raw, k)) as f32),
+        };
+        release(&self.map, self.bytes.clone());
+        let shape = if transpose && self.shape.len() == 2 { vec![c, r] } else { self.shape.clone() };
+        let non_finite = count_non_finite(&data);
+        (RawTensor { shape, data }, non_finite)
+    }
+}
+
+/// Element `k` of `N`-byte values.
+#[inline(always)]
+fn at<const N: usize>(raw: &[u8], k: usize) -> [u8; N] {
+    let mut a = [0u8; N];
+    a.copy_from_slice(&raw[k * N..k * N + N]);
+    a
+}
+
+/// Maps `file` read-only.
+#[allow(unsafe_code)]
+fn map_file(file: &std::fs::File) -> std::io::Result<memmap2::Mmap> {
+    // SAFETY: the map is read-only and lives only while this module converts its bytes into
+    // owned f32 vectors. The one hazard of any file map, another process truncating or
+    // rewriting the file during those milliseconds, is the same one `safetensors` and
+    // `candle` accept for their mapped loads; a checkpoint being written while it is loaded
+    // is not a supported use.
+    unsafe { memmap2::Mmap::map(file) }
+}
+
+/// Drops the pages of `bytes` from this process's resident set once they are converted (they
+/// stay in the page cache), so that a load never holds the whole file and every converted
+/// tensor at once. Best effort: a failure only leaves the pages mapped until the map goes.
+#[allow(unsafe_code)]
+fn release(map: &memmap2::Mmap, bytes: std::ops::Range<usize>) {
+    #[cfg(unix)]
+    // SAFETY: the map is read-only and private to this module, no reference into the range
+    // outlives the conversion that just finished, and for a read-only file mapping
+    // MADV_DONTNEED only unmaps pages: a later read of the range (a neighbouring tensor sharing
+    // its first or last page) faults them in again from the file, unchanged.
+    unsafe {
+        let _ = map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, bytes.start, bytes.len());
+    }
+    #[cfg(not(unix))]
+    let _ = (map, bytes);
+}
+
+/// Decodes little-endian values of `N` bytes into f32, in parallel chunks.
+fn convert<const N: usize>(raw: &[u8], decode: impl Fn([u8; N]) -> f32 + Sync) -> Vec<f32> {
+    use rayon::prelude::*;
+    const CHUNK: usize = 1 << 16;
+    let mut data = vec![0.0f32; raw.len() / N];
+    data.par_chunks_mut(CHUNK).zip(raw.par_chunks(CHUNK * N)).for_each(|(out, bytes)| {
+        for (o, b) in out.iter_mut().zip(bytes.chunks_exact(N)) {
+            let mut a = [0u8; N];
+            a.copy_from_slice(b);
+            *o = decode(a);
+        }
+    });
+    data
+}
+
+/// How many values are NaN or infinite (branch-free, in parallel chunks).
+pub(crate) fn count_non_finite(data: &[f32]) -> usize {
+    use rayon::prelude::*;
+    data.par_chunks(1 << 16)
+        .map(|c| c.iter().map(|v| usize::from(v.to_bits() & 0x7f80_0000 == 0x7f80_0000)).sum::<usize>())
+        .sum()
 }
 
 /// A PyTorch zip checkpoint (`torch.save` since 1.6), through candle-core's reader, which
@@ -165,7 +290,7 @@ fn read_pytorch(path: &Path) -> Result<Checkpoint, LoadError> {
                     .and_then(|t| t.ok_or_else(|| candle_core::Error::Msg("no data".into())))
                     .and_then(|t| t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>())
                     .map_err(|e| corrupt(format!("tensor '{name}': {e}")))?;
-                out.floats.insert(name, RawTensor { shape, data });
+                out.floats.insert(name, Stored::Host(RawTensor { shape, data }));
             }
             other => {
                 out.others.insert(name, (shape, format!("{other:?}")));

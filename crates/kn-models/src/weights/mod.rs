@@ -27,20 +27,16 @@ impl RawTensor {
     /// # Shapes
     /// - `self`: `[r, c]`; output: `[c, r]`
     pub fn transpose(self) -> Self {
+        self.transposed()
+    }
+
+    /// [`RawTensor::transpose`] without consuming `self`.
+    ///
+    /// # Shapes
+    /// - `self`: `[r, c]`; output: `[c, r]`
+    pub fn transposed(&self) -> Self {
         let (r, c) = (self.shape[0], self.shape[1]);
-        let mut data = vec![0.0f32; r * c];
-        // In 32×32 tiles: a row-by-row walk would miss the cache on every write.
-        const TILE: usize = 32;
-        for i0 in (0..r).step_by(TILE) {
-            for j0 in (0..c).step_by(TILE) {
-                for i in i0..(i0 + TILE).min(r) {
-                    for j in j0..(j0 + TILE).min(c) {
-                        data[j * r + i] = self.data[i * c + j];
-                    }
-                }
-            }
-        }
-        Self { shape: vec![c, r], data }
+        Self { shape: vec![c, r], data: transpose_slice(&self.data, r, c) }
     }
 
     /// Columns `from..to` of a 2-D tensor.
@@ -67,6 +63,45 @@ impl RawTensor {
     }
 }
 
+/// `src` (`[r, c]`, row-major) transposed, in 32 × 32 tiles (a row-by-row walk would miss the
+/// cache on every write), blocks of output rows split over rayon's pool.
+///
+/// # Shapes
+/// - `src`: `[r, c]`; output: `[c, r]`
+pub(crate) fn transpose_slice(src: &[f32], r: usize, c: usize) -> Vec<f32> {
+    transpose_with(r, c, |k| src[k])
+}
+
+/// The `[c, r]` transpose of the `[r, c]` row-major values `get(i·c + j)`, in 32 × 32 tiles
+/// (a row-by-row walk would miss the cache on every write), blocks of output rows split over
+/// rayon's pool. Reading through `get` lets a loader decode a file's bytes and transpose them
+/// in one pass.
+///
+/// # Shapes
+/// - output: `[c, r]`, row-major
+pub(crate) fn transpose_with(r: usize, c: usize, get: impl Fn(usize) -> f32 + Sync) -> Vec<f32> {
+    use rayon::prelude::*;
+    const TILE: usize = 32;
+    let mut dst = vec![0.0f32; r * c];
+    if r > 0 && c > 0 {
+        // Each work item fills TILE output rows (TILE input columns) completely, tile by tile.
+        dst.par_chunks_mut(TILE * r).enumerate().for_each(|(k, block)| {
+            let j0 = k * TILE;
+            let rows = block.len() / r;
+            for i0 in (0..r).step_by(TILE) {
+                let i1 = (i0 + TILE).min(r);
+                for j in 0..rows {
+                    let out = &mut block[j * r + i0..j * r + i1];
+                    for (o, i) in out.iter_mut().zip(i0..i1) {
+                        *o = get(i * c + j0 + j);
+                    }
+                }
+            }
+        });
+    }
+    dst
+}
+
 /// Known buffers that checkpoints carry and no model here needs (causal-mask buffers,
 /// position-id buffers, BERT's pooler and next-sentence head).
 const KNOWN_UNUSED: &[&str] = &[
@@ -89,7 +124,7 @@ const KNOWN_UNUSED: &[&str] = &[
 /// tensor is silently dropped.
 #[derive(Debug)]
 pub struct WeightMap {
-    tensors: HashMap<String, RawTensor>,
+    tensors: HashMap<String, files::Stored>,
     /// Integer and bool tensors (buffers): name → (shape, dtype). Taking one as a weight is an
     /// error naming its dtype.
     others: HashMap<String, (Vec<usize>, String)>,
@@ -135,11 +170,17 @@ impl WeightMap {
     /// in one shard only); a `.bin` storage shorter than its tensors is an error.
     pub fn from_dir(dir: &Path) -> Result<Self, LoadError> {
         let c = files::read_checkpoint(dir)?;
-        Ok(Self { tensors: c.floats, others: c.others, ignore_prefixes: Vec::new(), synthetic: None })
+        Ok(Self {
+            tensors: c.floats,
+            others: c.others,
+            ignore_prefixes: Vec::new(),
+            synthetic: None,
+        })
     }
 
     /// A map over tensors already in memory (tests).
     pub fn from_tensors(tensors: HashMap<String, RawTensor>) -> Self {
+        let tensors = tensors.into_iter().map(|(k, t)| (k, files::Stored::Host(t))).collect();
         Self { tensors, others: HashMap::new(), ignore_prefixes: Vec::new(), synthetic: None }
     }
 
@@ -186,17 +227,38 @@ impl WeightMap {
 
     /// Removes tensor `name` and checks that it has shape `expected` and only finite values.
     pub fn take(&mut self, name: &str, expected: &[usize]) -> Result<RawTensor, LoadError> {
+        self.take_as(name, expected, false)
+    }
+
+    /// [`WeightMap::take`] of a 2-D tensor `expected` = `[r, c]`, returned transposed
+    /// (`[c, r]`): a mapped file's bytes are converted straight into the transposed layout.
+    pub fn take_transposed(&mut self, name: &str, expected: &[usize]) -> Result<RawTensor, LoadError> {
+        self.take_as(name, expected, expected.len() == 2)
+    }
+
+    fn take_as(&mut self, name: &str, expected: &[usize], transpose: bool) -> Result<RawTensor, LoadError> {
         if let Some(s) = &mut self.synthetic {
-            return Ok(s.make(name, expected));
+            let t = s.make(name, expected);
+            return Ok(if transpose { t.transposed() } else { t });
         }
         if let Some((_, dtype)) = self.others.remove(name) {
             return Err(LoadError::UnsupportedDtype { name: name.to_string(), dtype });
         }
-        let t = self.tensors.remove(name).ok_or_else(|| LoadError::MissingTensor { name: name.to_string() })?;
-        if t.shape != expected {
-            return Err(LoadError::ShapeMismatch { name: name.to_string(), expected: expected.to_vec(), got: t.shape });
+        let stored = self.tensors.remove(name).ok_or_else(|| LoadError::MissingTensor { name: name.to_string() })?;
+        if stored.shape() != expected {
+            return Err(LoadError::ShapeMismatch {
+                name: name.to_string(),
+                expected: expected.to_vec(),
+                got: stored.shape().to_vec(),
+            });
         }
-        let count = t.data.iter().filter(|v| !v.is_finite()).count();
+        let (t, count) = match stored {
+            files::Stored::Host(t) => {
+                let count = files::count_non_finite(&t.data);
+                (if transpose { t.transposed() } else { t }, count)
+            }
+            files::Stored::Mapped(m) => m.take(transpose),
+        };
         if count > 0 {
             return Err(LoadError::NonFinite { name: name.to_string(), count });
         }

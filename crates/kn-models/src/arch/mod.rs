@@ -60,12 +60,19 @@ impl<B: DualMatmul> Loader<'_, B> {
         layout: Layout,
         bias: bool,
     ) -> Result<Linear<B>, LoadError> {
-        let w = match layout {
-            Layout::OutIn => self.weights.take_transposed(&format!("{name}.weight"), &[d_out, d_in])?,
-            Layout::InOut => self.raw(&format!("{name}.weight"), &[d_in, d_out])?,
+        let weight = format!("{name}.weight");
+        // Kept as stored where the map keeps `Wᵀ`; else decoded straight into `[in, out]`.
+        let (w, transposed) = match layout {
+            Layout::OutIn if Linear::<B>::keeps_transposed(d_in, d_out) => (self.raw(&weight, &[d_out, d_in])?, true),
+            Layout::OutIn => (self.weights.take_transposed(&weight, &[d_out, d_in])?, false),
+            Layout::InOut => (self.raw(&weight, &[d_in, d_out])?, false),
         };
         let bias = if bias { Some(self.vector(&format!("{name}.bias"), d_out)?) } else { None };
-        Ok(Linear::from_raw(w, bias, self.device))
+        Ok(if transposed {
+            Linear::from_transposed(w.into_tensor(self.device), bias)
+        } else {
+            Linear::from_raw(w, bias, self.device)
+        })
     }
 
     /// The config's norm at `name`: a LayerNorm (`weight`/`bias`, or the old `gamma`/`beta`)
@@ -88,8 +95,8 @@ impl<B: DualMatmul> Loader<'_, B> {
     /// on the host, and `table`, the same values on the device), which an untied config
     /// (`tie_word_embeddings: false`) does not allow.
     ///
-    /// A tied head (or an explicit one equal to the embedding, as BERT checkpoints save it) takes
-    /// the embedding table itself as its `Wᵀ` for backward passes instead of building a copy.
+    /// A tied head (or an explicit one equal to the embedding, as BERT checkpoints save it) keeps
+    /// the embedding table itself as its `Wᵀ` where maps keep `Wᵀ` (no copy of the table).
     pub fn unembedding(
         &mut self,
         explicit: &str,
@@ -102,9 +109,12 @@ impl<B: DualMatmul> Loader<'_, B> {
         } else {
             Some(self.weights.take(explicit, &[v, d])?)
         };
-        let shared = w.as_ref().is_none_or(|w| w.data == tied.data);
-        let head = Linear::from_raw(w.as_ref().unwrap_or(tied).transposed(), None, self.device);
-        Ok(if shared { head.with_transpose(table.clone()) } else { head })
+        Ok(match w {
+            Some(w) if w.data != tied.data => Linear::from_raw_transposed(w, None, self.device),
+            // Tied (or saved equal to the embedding): the table itself, where the map keeps `Wᵀ`.
+            _ if Linear::<B>::keeps_transposed(d, v) => Linear::from_transposed(table.clone(), None),
+            _ => Linear::from_raw_transposed(tied.clone(), None, self.device),
+        })
     }
 }
 

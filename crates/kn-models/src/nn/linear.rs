@@ -1,4 +1,4 @@
-//! Affine map with the weight stored `[in, out]` (burn's layout).
+//! Affine map `y = x W + b`, its weight stored once, in the layout its two products read best.
 
 use std::sync::OnceLock;
 
@@ -9,62 +9,109 @@ use crate::weights::RawTensor;
 
 /// `y = x W + b` with `W: [d_in, d_out]`.
 ///
-/// Loaders transpose PyTorch `nn.Linear` weights (`[out, in]`) once at load time; GPT-2's
-/// `Conv1D` is already `[in, out]`. On backends that want it ([`DualMatmul::KEEP_TRANSPOSE`])
-/// `Wᵀ` is kept too, for the backward pass: built on the first product whose input gradient is
-/// needed, so that loading and the forward-only commands (predict, interventions) never pay for
-/// it in time or memory.
+/// Attribution multiplies by `W` forwards and by `Wᵀ` backwards. On backends that want a
+/// contiguous operand for the backward product ([`DualMatmul::KEEP_TRANSPOSE`], the ndarray
+/// build) the weight is stored once, in the layout that makes both products fast: the `gemm`
+/// kernels read a transposed view at full speed when the inner dimension is the narrow side
+/// (`d_model`), and at a fraction of it when it is the wide side (`d_ff`, the vocabulary;
+/// `kn-cli bench --kernels` prints both). So an expanding map (`d_in < d_out`: FFN in, gate,
+/// the head) keeps PyTorch's `[d_out, d_in]` (`Wᵀ`, contiguous for the backward; the forward
+/// reads its transposed view), a contracting one (`d_in > d_out`: FFN out) keeps `[d_in, d_out]`
+/// (the backward reads the view), and only square maps (attention projections) build a
+/// contiguous `Wᵀ` beside `W`, on the first product whose input gradient is needed, so that the
+/// forward-only commands never pay for it. Other backends keep `[d_in, d_out]` and multiply
+/// transposed operands in place.
 #[derive(Debug, Clone)]
 pub struct Linear<B: DualMatmul> {
-    /// Weight, `[d_in, d_out]`.
-    weight: Tensor<B, 2>,
-    /// `Wᵀ`, `[d_out, d_in]`, contiguous, once a backward pass needed it (backends that keep it).
+    /// The weight as kept: `[d_in, d_out]`, or `[d_out, d_in]` when `transposed`.
+    stored: Tensor<B, 2>,
+    /// Whether `stored` is `Wᵀ`.
+    transposed: bool,
+    /// A contiguous `Wᵀ` beside a square `W` once a backward pass needed it.
     weight_t: OnceLock<Tensor<B, 2>>,
     /// Bias, `[d_out]`.
     pub bias: Option<Tensor<B, 1>>,
 }
 
 impl<B: DualMatmul> Linear<B> {
-    /// From a host weight `[d_in, d_out]`.
+    /// From a host weight `[d_in, d_out]` (transposed on the host when it is kept as `Wᵀ`).
     pub fn from_raw(w: RawTensor, bias: Option<Tensor<B, 1>>, device: &B::Device) -> Self {
-        Self::new(w.into_tensor(device), bias)
+        let (d_in, d_out) = (w.shape[0], w.shape[1]);
+        if Self::keeps_transposed(d_in, d_out) {
+            Self::from_transposed(w.transposed().into_tensor(device), bias)
+        } else {
+            Self::new(w.into_tensor(device), bias)
+        }
     }
 
-    /// From a weight `[d_in, d_out]` already on the device.
+    /// From a host `Wᵀ` `[d_out, d_in]` (PyTorch's `nn.Linear` layout), transposed on the host
+    /// only when it is not kept as it is.
+    pub fn from_raw_transposed(wt: RawTensor, bias: Option<Tensor<B, 1>>, device: &B::Device) -> Self {
+        let (d_out, d_in) = (wt.shape[0], wt.shape[1]);
+        if Self::keeps_transposed(d_in, d_out) {
+            Self::from_transposed(wt.into_tensor(device), bias)
+        } else {
+            Self::new(wt.transposed().into_tensor(device), bias)
+        }
+    }
+
+    /// Whether a `[d_in, d_out]` map is kept as `Wᵀ` on this backend (an expanding map on a
+    /// backend that keeps transposes).
+    pub fn keeps_transposed(d_in: usize, d_out: usize) -> bool {
+        B::KEEP_TRANSPOSE && d_in < d_out
+    }
+
+    /// From a weight `[d_in, d_out]` already on the device, kept as it is.
     pub fn new(weight: Tensor<B, 2>, bias: Option<Tensor<B, 1>>) -> Self {
-        Self { weight, weight_t: OnceLock::new(), bias }
+        Self { stored: weight, transposed: false, weight_t: OnceLock::new(), bias }
     }
 
-    /// The same map with `wt` (`[d_out, d_in]`, equal to `Wᵀ`) as its transpose, on backends
-    /// that keep one: a tied head shares the token-embedding table instead of copying it.
-    pub fn with_transpose(self, wt: Tensor<B, 2>) -> Self {
+    /// From `Wᵀ` `[d_out, d_in]` already on the device, kept as it is (a tied head keeps the
+    /// token-embedding table itself). On backends that do not keep transposes the map holds
+    /// the transposed view.
+    pub fn from_transposed(wt: Tensor<B, 2>, bias: Option<Tensor<B, 1>>) -> Self {
         if B::KEEP_TRANSPOSE {
-            let _ = self.weight_t.set(wt);
+            Self { stored: wt, transposed: true, weight_t: OnceLock::new(), bias }
+        } else {
+            Self::new(wt.transpose(), bias)
         }
-        self
     }
 
-    /// Whether `Wᵀ` has been built (by a product whose input gradient was needed).
+    /// Whether a contiguous `Wᵀ` is at hand for the backward product without building one
+    /// (a kept `Wᵀ`, or a square map's built one).
     pub fn has_transpose(&self) -> bool {
-        self.weight_t.get().is_some()
+        self.transposed || self.weight_t.get().is_some()
     }
 
-    /// Builds `Wᵀ` now, on backends that keep it.
+    /// Builds what the backward product reads, now (a square map's contiguous `Wᵀ`), on
+    /// backends that keep it.
     pub fn prepare_transpose(&self) {
-        if B::KEEP_TRANSPOSE {
-            self.weight_t.get_or_init(|| contiguous_transpose(&self.weight));
+        if B::KEEP_TRANSPOSE && self.builds_transpose() {
+            self.weight_t.get_or_init(|| contiguous_transpose(&self.stored));
         }
     }
 
-    /// The weight, `[d_in, d_out]`.
-    pub fn weight(&self) -> Tensor<B, 2> {
-        self.weight.clone()
+    /// Whether the backward product needs a contiguous `Wᵀ` built beside `W`: a square map kept
+    /// as `[d_in, d_out]` (a contracting one reads the transposed view at full speed).
+    fn builds_transpose(&self) -> bool {
+        let [d_in, d_out] = self.stored.dims();
+        !self.transposed && d_out >= d_in
     }
 
-    /// Replaces the weight (same shape), keeping `Wᵀ` in step.
+    /// The weight, `[d_in, d_out]` (a transposed view when kept as `Wᵀ`).
+    pub fn weight(&self) -> Tensor<B, 2> {
+        if self.transposed {
+            self.stored.clone().transpose()
+        } else {
+            self.stored.clone()
+        }
+    }
+
+    /// Replaces the weight (`[d_in, d_out]`, same shape), in the layout kept, and drops a built
+    /// `Wᵀ`.
     pub fn set_weight(&mut self, weight: Tensor<B, 2>) {
         self.weight_t = OnceLock::new();
-        self.weight = weight;
+        self.stored = if self.transposed { contiguous_transpose(&weight) } else { weight };
     }
 
     /// Applies the map to every row.
@@ -72,14 +119,17 @@ impl<B: DualMatmul> Linear<B> {
     /// # Shapes
     /// - `x`: `[batch, seq, d_in]`; output: `[batch, seq, d_out]`
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let w = self.weight.clone().into_primitive().tensor();
         let x = x.into_primitive().tensor();
-        let y = if B::KEEP_TRANSPOSE {
-            let wt =
-                || self.weight_t.get_or_init(|| contiguous_transpose(&self.weight)).clone().into_primitive().tensor();
-            B::dual_matmul(x, w, wt)
-        } else {
+        let w = self.weight().into_primitive().tensor();
+        let y = if !B::KEEP_TRANSPOSE {
             B::rows_matmul(x, w)
+        } else if self.transposed {
+            B::dual_matmul(x, w, || self.stored.clone().into_primitive().tensor())
+        } else if self.builds_transpose() {
+            let wt = || self.weight_t.get_or_init(|| contiguous_transpose(&self.stored)).clone();
+            B::dual_matmul(x, w, || wt().into_primitive().tensor())
+        } else {
+            B::dual_matmul(x, w, || self.stored.clone().transpose().into_primitive().tensor())
         };
         let y = Tensor::<B, 3>::from_primitive(TensorPrimitive::Float(y));
         match &self.bias {
@@ -88,6 +138,7 @@ impl<B: DualMatmul> Linear<B> {
         }
     }
 }
+
 
 /// `wᵀ` materialised (row-major), not a strided view.
 fn contiguous_transpose<B: DualMatmul>(w: &Tensor<B, 2>) -> Tensor<B, 2> {

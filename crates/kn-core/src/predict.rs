@@ -51,13 +51,29 @@ const SUM_BLOCK: usize = 1024;
 pub fn log_softmax<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
     let last = D - 1;
     let v = x.dims()[last];
+    let device = x.device();
     let shifted = x.clone() - x.detach().max_dim(last);
     let e = shifted.clone().exp();
     let sum = if v <= SUM_BLOCK {
         e.sum_dim(last)
     } else {
-        let parts = (0..v).step_by(SUM_BLOCK).map(|s| e.clone().narrow(last, s, SUM_BLOCK.min(v - s)).sum_dim(last));
-        Tensor::cat(parts.collect(), last).sum_dim(last)
+        // Zero-padded to whole blocks and viewed as `[rows, blocks, SUM_BLOCK]`: one sum per
+        // block, then over the blocks. (Slicing the row into blocks instead costs a zero-filled
+        // copy of the whole tensor per block in the backward pass.)
+        let dims = e.dims();
+        let blocks = v.div_ceil(SUM_BLOCK);
+        let rows = dims[..last].iter().product::<usize>();
+        let padded = match blocks * SUM_BLOCK - v {
+            0 => e,
+            pad => {
+                let mut zeros = dims;
+                zeros[last] = pad;
+                Tensor::cat(vec![e, Tensor::zeros(zeros, &device)], last)
+            }
+        };
+        let mut out = dims;
+        out[last] = 1;
+        padded.reshape([rows, blocks, SUM_BLOCK]).sum_dim(2).sum_dim(1).reshape(out)
     };
     shifted - sum.log()
 }
@@ -89,6 +105,37 @@ pub fn to_vec<B: Backend, const D: usize>(t: Tensor<B, D>) -> Result<Vec<f32>, K
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn blocked_log_softmax_and_its_gradient_match_f64() {
+        use burn::backend::{Autodiff, NdArray};
+        use burn::tensor::TensorData;
+        type B = Autodiff<NdArray<f32>>;
+        // Three rows over a vocabulary that is not a whole number of blocks.
+        let (rows, v) = (3, 2 * SUM_BLOCK + 517);
+        let vals: Vec<f32> = (0..rows * v).map(|i| ((i as f32 * 0.731).sin() * 7.0)).collect();
+        let x = Tensor::<B, 2>::from_data(TensorData::new(vals.clone(), [rows, v]), &Default::default()).require_grad();
+        let target = 1234;
+        let logp = log_softmax(x.clone());
+        let grads = logp.clone().slice([0..rows, target..target + 1]).sum().backward();
+        let got = logp.into_data().to_vec::<f32>().unwrap();
+        let grad = x.grad(&grads).unwrap().into_data().to_vec::<f32>().unwrap();
+        let (mut worst, mut worst_grad) = (0.0f64, 0.0f64);
+        for r in 0..rows {
+            let row = &vals[r * v..(r + 1) * v];
+            let max = row.iter().fold(f64::MIN, |m, &y| m.max(y as f64));
+            let lse = max + row.iter().map(|&y| (y as f64 - max).exp()).sum::<f64>().ln();
+            for (j, &y) in row.iter().enumerate() {
+                worst = worst.max((got[r * v + j] as f64 - (y as f64 - lse)).abs());
+                // d log p_t / d x_j = [j = t] - softmax_j
+                let want = f64::from(u8::from(j == target)) - (y as f64 - lse).exp();
+                worst_grad = worst_grad.max((grad[r * v + j] as f64 - want).abs());
+            }
+        }
+        println!("blocked log_softmax vs f64: values {worst:.1e}, gradient {worst_grad:.1e}");
+        assert!(worst < 1e-5, "{worst}");
+        assert!(worst_grad < 1e-6, "{worst_grad}");
+    }
 
     #[test]
     fn top_k_orders_by_probability() {

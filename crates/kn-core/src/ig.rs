@@ -7,7 +7,7 @@
 use burn::tensor::{backend::AutodiffBackend, Tensor, TensorData};
 
 use crate::attribution::{Attribution, AttributionConfig, Completeness, Method, ObjectiveFn, PieceCombination};
-use crate::predict::{log_softmax, to_vec};
+use crate::predict::to_vec;
 use crate::query::Query;
 use crate::schedule::run_passes;
 use crate::tail::{cache, final_rows, tail_rows, Cached};
@@ -296,8 +296,7 @@ fn target_logprobs<B: AutodiffBackend, M: KnowledgeModel<B>>(
     q: &Query,
 ) -> Tensor<B, 2> {
     let k = resid.dims()[0];
-    let logits = model.logits(gather_rows(resid, &q.positions));
-    let logp = log_softmax(logits);
+    let logp = model.log_probs(gather_rows(resid, &q.positions));
     let cols: Vec<Tensor<B, 3>> = q
         .target_ids
         .iter()

@@ -152,6 +152,16 @@ pub trait KnowledgeModel<B: Backend>: Sync {
     /// - `resid`: `[batch, rows, d_model]`; output: `[batch, rows, vocab]`
     fn logits(&self, resid: Tensor<B, 3>) -> Tensor<B, 3>;
 
+    /// Log-probabilities over the vocabulary, `log softmax(logits(resid))`. The default
+    /// composes [`crate::predict::log_softmax`] from tensor ops; a model whose backend has a
+    /// fused kernel for it (one pass for the values, one for the gradient) uses that.
+    ///
+    /// # Shapes
+    /// - `resid`: `[batch, rows, d_model]`; output: `[batch, rows, vocab]`
+    fn log_probs(&self, resid: Tensor<B, 3>) -> Tensor<B, 3> {
+        crate::predict::log_softmax(self.logits(resid))
+    }
+
     /// FFN output weight of `layer`: row `i` is neuron `i`'s value vector.
     ///
     /// # Shapes

@@ -60,6 +60,14 @@ impl<B: DualMatmul> KnowledgeModel<B> for Transformer<B> {
         self.head.forward(resid)
     }
 
+    fn log_probs(&self, resid: Tensor<B, 3>) -> Tensor<B, 3> {
+        let logits = self.head.forward(resid);
+        match B::fused_log_softmax(logits.clone().into_primitive().tensor()) {
+            Some(y) => Tensor::from_primitive(burn::tensor::TensorPrimitive::Float(y)),
+            None => kn_core::predict::log_softmax(logits),
+        }
+    }
+
     fn ffn_out_weight(&self, layer: usize) -> Tensor<B, 2> {
         self.blocks[layer].ffn_out.weight()
     }

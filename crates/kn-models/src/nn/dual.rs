@@ -64,6 +64,33 @@ pub trait DualMatmul: Backend {
         Self::activation_kernel(&x, act, false).map(|(y, _)| y)
     }
 
+    /// `log softmax(x)` over the last axis from one fused kernel (the normaliser summed in
+    /// blocks, as `kn_core::predict::log_softmax`); `None` where the backend has none.
+    ///
+    /// # Shapes
+    /// - `x`, output: `[.., vocab]`
+    fn log_softmax_kernel(_x: &FloatTensor<Self>) -> Option<FloatTensor<Self>> {
+        None
+    }
+
+    /// The input gradient of `y = log softmax(x)` given the output gradient `g`:
+    /// `g − exp(y) · Σ g` over the last axis; `None` where the backend has no kernel.
+    ///
+    /// # Shapes
+    /// - `y`, `g`, output: `[.., vocab]`
+    fn log_softmax_backward_kernel(_y: &FloatTensor<Self>, _g: &FloatTensor<Self>) -> Option<FloatTensor<Self>> {
+        None
+    }
+
+    /// `log softmax(x)` through [`DualMatmul::log_softmax_kernel`], differentiable on autodiff
+    /// backends; `None` where there is no kernel and the caller composes it.
+    ///
+    /// # Shapes
+    /// - `x`, output: `[.., vocab]`
+    fn fused_log_softmax(x: FloatTensor<Self>) -> Option<FloatTensor<Self>> {
+        Self::log_softmax_kernel(&x)
+    }
+
     /// `wᵀ` of a 2-D tensor, materialised row-major in one pass on the backend's memory; `None`
     /// where the backend has no such kernel (the caller goes through the host).
     ///
@@ -117,6 +144,18 @@ impl DualMatmul for burn::backend::NdArray<f32> {
         let NdArrayTensor::F32(ws) = w else { return None };
         let v = ws.view().into_dimensionality::<ndarray::Ix2>().ok()?;
         Some(NdArrayTensor::from(super::gemm::transpose(v).into_dyn().into_shared()))
+    }
+
+    fn log_softmax_kernel(x: &FloatTensor<Self>) -> Option<FloatTensor<Self>> {
+        use burn_ndarray::NdArrayTensor;
+        let NdArrayTensor::F32(xs) = x else { return None };
+        Some(NdArrayTensor::from(super::softmax::log_softmax(xs.view())?.into_shared()))
+    }
+
+    fn log_softmax_backward_kernel(y: &FloatTensor<Self>, g: &FloatTensor<Self>) -> Option<FloatTensor<Self>> {
+        use burn_ndarray::NdArrayTensor;
+        let (NdArrayTensor::F32(ys), NdArrayTensor::F32(gs)) = (y, g) else { return None };
+        Some(NdArrayTensor::from(super::softmax::log_softmax_backward(ys.view(), gs.view())?.into_shared()))
     }
 
     fn activation_kernel(
@@ -186,6 +225,33 @@ impl<B: DualMatmul> Backward<B, 1> for ActivationGrad {
     }
 }
 
+/// The backward step of a fused log-softmax: `grad_x = g − exp(y) · Σ g`.
+#[derive(Debug)]
+struct LogSoftmaxGrad;
+
+impl<B: DualMatmul> Backward<B, 1> for LogSoftmaxGrad {
+    /// `y = log softmax(x)`.
+    type State = FloatTensor<B>;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+        let [parent] = ops.parents;
+        let grad = grads.consume::<B>(&ops.node);
+        if let Some(node) = parent {
+            let y = ops.state;
+            let dx = match B::log_softmax_backward_kernel(&y, &grad) {
+                Some(dx) => dx,
+                // The same formula from the backend's primitives.
+                None => {
+                    let last = y.shape().num_dims() - 1;
+                    let total = B::float_sum_dim(grad.clone(), last);
+                    B::float_sub(grad, B::float_mul(B::float_exp(y), total))
+                }
+            };
+            grads.register::<B>(node.id, dx);
+        }
+    }
+}
+
 impl<B: DualMatmul, C: CheckpointStrategy> DualMatmul for Autodiff<B, C> {
     const KEEP_TRANSPOSE: bool = B::KEEP_TRANSPOSE;
     const CONCURRENT_PASSES: bool = B::CONCURRENT_PASSES;
@@ -193,6 +259,16 @@ impl<B: DualMatmul, C: CheckpointStrategy> DualMatmul for Autodiff<B, C> {
     fn transpose_2d(w: &FloatTensor<Self>) -> Option<FloatTensor<Self>> {
         use burn::tensor::backend::AutodiffBackend as _;
         B::transpose_2d(&w.primitive).map(Self::from_inner)
+    }
+
+    fn fused_log_softmax(x: FloatTensor<Self>) -> Option<FloatTensor<Self>> {
+        match LogSoftmaxGrad.prepare::<C>([x.node.clone()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let y = B::log_softmax_kernel(&x.primitive)?;
+                Some(prep.finish(y.clone(), y))
+            }
+            OpsKind::UnTracked(prep) => Some(prep.finish(B::log_softmax_kernel(&x.primitive)?)),
+        }
     }
 
     fn fused_activation(x: FloatTensor<Self>, act: Activation) -> Option<FloatTensor<Self>> {

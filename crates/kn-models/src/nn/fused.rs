@@ -24,7 +24,7 @@ const INV_SQRT_2PI: f32 = 0.398_942_3;
 /// subnormal), to about 2 ulp: Cody–Waite reduction by `ln 2` and Cephes' degree-6 polynomial.
 /// Branch-free, so a loop of it vectorises.
 #[inline(always)]
-fn exp(x: f32) -> f32 {
+pub(crate) fn exp(x: f32) -> f32 {
     let x = x.clamp(-87.0, 88.0);
     let n = (x * std::f32::consts::LOG2_E + 0.5).floor();
     let r = x - n * 0.693_359_4 + n * 2.121_944_4e-4;

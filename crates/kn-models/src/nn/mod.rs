@@ -15,6 +15,8 @@ pub mod linear;
 pub mod mask;
 pub mod norm;
 pub mod rope;
+#[cfg(feature = "ndarray")]
+mod softmax;
 
 #[cfg(feature = "ndarray")]
 pub use gemm::product_gflops;

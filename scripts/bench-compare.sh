@@ -69,5 +69,8 @@ whole "predict, bert-base" transformers "$PYTHON" scripts/bench_python.py --whol
 whole "attribute one prompt, bert-base" kn-cli "$KN" attribute --model "$WORK/bert" --prompt "The capital of france is [MASK]" --target paris --quiet
 whole "attribute one prompt, bert-base" "careful PyTorch" "$PYTHON" scripts/bench_python.py --whole attribute --bert "$WORK/bert" --threads "$THREADS"
 echo "Python (careful PyTorch and knowledge-neurons):" >&2
-"$PYTHON" scripts/bench_python.py --bert "$WORK/bert" --gpt2 "$WORK/gpt2" --threads "$THREADS" --repeat "$REPEAT" >>"$OUT"
+# The same product shapes as kn-cli bench --kernels printed, in numpy (OpenBLAS) and torch (MKL).
+shapes=$(python3 -c 'import json, sys; print(json.dumps([[k["m"], k["k"], k["n"]] for l in open(sys.argv[1]) for k in json.loads(l).get("kernels", [])]))' "$OUT")
+OPENBLAS_NUM_THREADS=$THREADS "$PYTHON" scripts/bench_python.py --bert "$WORK/bert" --gpt2 "$WORK/gpt2" \
+  --threads "$THREADS" --repeat "$REPEAT" --kernels "$shapes" >>"$OUT"
 python3 scripts/bench_table.py "$OUT"

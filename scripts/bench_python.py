@@ -41,6 +41,21 @@ def timed(fn):
     return time.perf_counter() - start, out
 
 
+def ig_scores(acts, steps, batch_size, target_probs):
+    """IG by the left Riemann sum (alphas k/steps, as the Python library) for each layer's
+    activations `acts[l]` ([d_ff]): `target_probs(l, x)` is the target probability for each row
+    of the scaled activations `x` ([k, d_ff]), differentiable in `x`."""
+    alphas = torch.arange(steps, dtype=torch.float32) / steps
+    scores = []
+    for l, a in enumerate(acts):
+        grad = torch.zeros_like(a)
+        for chunk in alphas.split(batch_size):
+            x = (chunk[:, None] * a[None, :]).requires_grad_(True)
+            grad += torch.autograd.grad(target_probs(l, x).sum(), x)[0].sum(0)
+        scores.append(a * grad / steps)
+    return torch.stack(scores)
+
+
 def careful_bert_ig(model, input_ids, mask_pos, target, steps, batch_size):
     """IG as a strong PyTorch user writes it: layers below l once, all alphas of a batch in one
     pass, the MLM head at the [MASK] row only, gradients w.r.t. the scaled activations only."""
@@ -54,54 +69,17 @@ def careful_bert_ig(model, input_ids, mask_pos, target, steps, batch_size):
             h = layer.output(inter, att)
             atts.append(att)
             inters.append(inter)
-    alphas = torch.arange(steps, dtype=torch.float32) / steps
-    scores = []
-    for l, layer in enumerate(layers):
-        a = inters[l][0, mask_pos]
-        grad = torch.zeros_like(a)
-        for chunk in alphas.split(batch_size):
-            k = len(chunk)
-            x = (chunk[:, None] * a[None, :]).requires_grad_(True)
-            inter = inters[l].repeat(k, 1, 1)
-            inter = torch.cat([inter[:, :mask_pos], x[:, None], inter[:, mask_pos + 1 :]], dim=1)
-            hb = layer.output(inter, atts[l].repeat(k, 1, 1))
-            for upper in layers[l + 1 :]:
-                hb = upper(hb)[0]
-            probs = F.softmax(model.cls(hb[:, mask_pos]), dim=-1)[:, target]
-            grad += torch.autograd.grad(probs.sum(), x)[0].sum(0)
-        scores.append(a * grad / steps)
-    return torch.stack(scores)
 
+    def target_probs(l, x):
+        k = x.shape[0]
+        inter = inters[l].repeat(k, 1, 1)
+        inter = torch.cat([inter[:, :mask_pos], x[:, None], inter[:, mask_pos + 1 :]], dim=1)
+        hb = layers[l].output(inter, atts[l].repeat(k, 1, 1))
+        for upper in layers[l + 1 :]:
+            hb = upper(hb)[0]
+        return F.softmax(model.cls(hb[:, mask_pos]), dim=-1)[:, target]
 
-def bench_bert(path, steps, batch_size, repeat=1):
-    from transformers import BertForMaskedLM, BertTokenizer
-    from knowledge_neurons import KnowledgeNeurons
-
-    model = BertForMaskedLM.from_pretrained(path).eval()
-    tok = BertTokenizer.from_pretrained(path)
-    kn = KnowledgeNeurons(model, tok, model_type="bert", device="cpu")
-    prompt, target = PARIS[1], "paris"
-    results = []
-
-    log("bert: EAI get_scores, one prompt")
-    secs, _ = timed(lambda: kn.get_scores(prompt, target, batch_size=batch_size, steps=steps, pbar=False))
-    results.append({"case": "one prompt", "impl": "knowledge-neurons get_scores", "seconds": secs})
-
-    log("bert: careful PyTorch IG, one prompt")
-    enc = tok(prompt, return_tensors="pt")
-    mask_pos = int((enc["input_ids"][0] == tok.mask_token_id).nonzero()[0])
-    target_id = tok.convert_tokens_to_ids(target)
-    secs, runs = median_time(lambda: careful_bert_ig(model, enc["input_ids"], mask_pos, target_id, steps, batch_size), repeat)
-    results.append({"case": "one prompt", "impl": "careful PyTorch", "seconds": secs, "runs_seconds": runs})
-
-    log("bert: EAI get_refined_neurons, seven Paris prompts")
-    secs, _ = timed(
-        lambda: kn.get_refined_neurons(
-            PARIS, target, p=0.5, batch_size=batch_size, steps=steps, coarse_adaptive_threshold=0.3, quiet=True
-        )
-    )
-    results.append({"case": "seven Paris prompts", "impl": "knowledge-neurons get_refined_neurons", "seconds": secs})
-    return results
+    return ig_scores([i[0, mask_pos] for i in inters], steps, batch_size, target_probs)
 
 
 def careful_gpt2_ig(model, input_ids, target, steps, batch_size):
@@ -143,20 +121,13 @@ def careful_gpt2_ig(model, input_ids, target, steps, batch_size):
         h = h + blk.attn.c_proj(ctx)
         return h + blk.mlp(blk.ln_2(h))
 
-    alphas = torch.arange(steps, dtype=torch.float32) / steps
-    scores = []
-    for l, blk in enumerate(blocks):
-        a = acts[l]
-        grad = torch.zeros_like(a)
-        for chunk in alphas.split(batch_size):
-            x = (chunk[:, None] * a[None, :]).requires_grad_(True)
-            h = mids[l][None] + blk.mlp.c_proj(x)
-            for j in range(l + 1, len(blocks)):
-                h = upper_block(j, h)
-            probs = F.softmax(model.lm_head(tr.ln_f(h)), dim=-1)[:, target]
-            grad += torch.autograd.grad(probs.sum(), x)[0].sum(0)
-        scores.append(a * grad / steps)
-    return torch.stack(scores)
+    def target_probs(l, x):
+        h = mids[l][None] + blocks[l].mlp.c_proj(x)
+        for j in range(l + 1, len(blocks)):
+            h = upper_block(j, h)
+        return F.softmax(model.lm_head(tr.ln_f(h)), dim=-1)[:, target]
+
+    return ig_scores(acts, steps, batch_size, target_probs)
 
 
 def plain_gpt2_ig(model, input_ids, target, steps, batch_size):
@@ -169,26 +140,18 @@ def plain_gpt2_ig(model, input_ids, target, steps, batch_size):
         model(input_ids)
     for hk in hooks:
         hk.remove()
-    alphas = torch.arange(steps, dtype=torch.float32) / steps
-    scores = []
-    for l, blk in enumerate(blocks):
-        a = acts[l]
-        grad = torch.zeros_like(a)
-        for chunk in alphas.split(batch_size):
-            x = (chunk[:, None] * a[None, :]).requires_grad_(True)
+    def target_probs(l, x):
+        def patch(m, i, o):
+            o = o.expand(x.shape[0], -1, -1).clone()
+            o[:, -1] = x
+            return o
 
-            def patch(m, i, o, x=x):
-                o = o.expand(x.shape[0], -1, -1).clone()
-                o[:, -1] = x
-                return o
+        hk = blocks[l].mlp.act.register_forward_hook(patch)
+        logits = model(input_ids.expand(x.shape[0], -1)).logits[:, -1]
+        hk.remove()
+        return F.softmax(logits, dim=-1)[:, target]
 
-            hk = blk.mlp.act.register_forward_hook(patch)
-            logits = model(input_ids.expand(x.shape[0], -1)).logits[:, -1]
-            hk.remove()
-            probs = F.softmax(logits, dim=-1)[:, target]
-            grad += torch.autograd.grad(probs.sum(), x)[0].sum(0)
-        scores.append(a * grad / steps)
-    return torch.stack(scores)
+    return ig_scores([acts[j] for j in range(len(blocks))], steps, batch_size, target_probs)
 
 
 def median_time(fn, repeat):
@@ -245,8 +208,38 @@ def whole(kind, path, steps, batch_size):
         print(json.dumps({"max_score": float(scores.max())}))
 
 
+def kernel_rates(shapes, min_secs=0.3):
+    """GFLOP/s of `[m, k] · [k, n]` in numpy (the OpenBLAS its wheel bundles) and torch (MKL /
+    oneDNN on x86), with the right operand contiguous and as a transposed view, beside
+    `kn-cli bench --kernels` (the gemm crate) on the same shapes."""
+    import numpy as np
+
+    def rate(f, flops):
+        f()
+        start, n = time.perf_counter(), 0
+        while n == 0 or time.perf_counter() - start < min_secs:
+            f()
+            n += 1
+        return flops * n / (time.perf_counter() - start) / 1e9
+
+    out = []
+    for m, k, n in shapes:
+        a = np.random.rand(m, k).astype(np.float32)
+        b = np.random.rand(k, n).astype(np.float32)
+        bt = np.ascontiguousarray(b.T)
+        ta, tb, tbt = torch.from_numpy(a), torch.from_numpy(b), torch.from_numpy(bt)
+        flops = 2 * m * k * n
+        out.append({
+            "m": m, "k": k, "n": n,
+            "openblas": rate(lambda: a @ b, flops), "openblas_view": rate(lambda: a @ bt.T, flops),
+            "torch": rate(lambda: ta @ tb, flops), "torch_view": rate(lambda: ta @ tbt.T, flops),
+        })
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--kernels", help="JSON list of [m, k, n] product shapes to time in numpy and torch")
     ap.add_argument("--whole", choices=["predict", "attribute"], help="run one whole job on --bert and exit")
     ap.add_argument("--bert", help="bert-base-uncased-shaped checkpoint folder")
     ap.add_argument("--gpt2", help="gpt2-shaped checkpoint folder (vocab.json + merges.txt)")
@@ -264,6 +257,8 @@ def main():
         out["results"] += bench_bert(a.bert, a.steps, a.batch_size, a.repeat)
     if a.gpt2:
         out["results"] += bench_gpt2(a.gpt2, a.steps, a.batch_size, a.repeat)
+    if a.kernels:
+        out["kernels"] = kernel_rates(json.loads(a.kernels))
     out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps(out))
 

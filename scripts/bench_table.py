@@ -127,10 +127,15 @@ def main(path):
     kernels = [k for d in kn.values() for k in d.get("kernels", [])]
     if kernels:
         print()
-        print("| weight product (bert-base shapes) | GFLOP/s | % of FMA peak |")
-        print("|---|---|---|")
+        other = {(k["m"], k["k"], k["n"]): k for k in (py or {}).get("kernels", [])}
+        print("| weight product (bert-base shapes), GFLOP/s (% of FMA peak) | gemm crate (kn-cli) | OpenBLAS (numpy) | MKL (torch) |")
+        print("|---|---|---|---|")
+        pct = lambda g: f"{g:.0f} ({100 * g / peak:.0f} %)"
         for k in kernels:
-            print(f"| [{k['m']}×{k['k']}]·[{k['k']}×{k['n']}] {k['product']} | {k['gflop_per_second']:.0f} | {k['percent_of_fma_peak']:.0f} % |")
+            o = other.get((k["m"], k["k"], k["n"]))
+            cells = [f"{pct(k['gflop_per_second'])}; view {k['strided_rhs_gflop_per_second']:.0f}"]
+            cells += [f"{pct(o['openblas'])}; view {o['openblas_view']:.0f}", f"{pct(o['torch'])}; view {o['torch_view']:.0f}"] if o else ["", ""]
+            print(f"| [{k['m']}×{k['k']}]·[{k['k']}×{k['n']}] {k['product']} | " + " | ".join(cells) + " |")
     print()
     print("| goal (issue #16) | measured | met |")
     print("|---|---|---|")

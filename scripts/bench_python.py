@@ -82,6 +82,37 @@ def careful_bert_ig(model, input_ids, mask_pos, target, steps, batch_size):
     return ig_scores([i[0, mask_pos] for i in inters], steps, batch_size, target_probs)
 
 
+def bench_bert(path, steps, batch_size, repeat=1):
+    from transformers import BertForMaskedLM, BertTokenizer
+    from knowledge_neurons import KnowledgeNeurons
+
+    model = BertForMaskedLM.from_pretrained(path).eval()
+    tok = BertTokenizer.from_pretrained(path)
+    kn = KnowledgeNeurons(model, tok, model_type="bert", device="cpu")
+    prompt, target = PARIS[1], "paris"
+    results = []
+
+    log("bert: EAI get_scores, one prompt")
+    secs, _ = timed(lambda: kn.get_scores(prompt, target, batch_size=batch_size, steps=steps, pbar=False))
+    results.append({"case": "one prompt", "impl": "knowledge-neurons get_scores", "seconds": secs})
+
+    log("bert: careful PyTorch IG, one prompt")
+    enc = tok(prompt, return_tensors="pt")
+    mask_pos = int((enc["input_ids"][0] == tok.mask_token_id).nonzero()[0])
+    target_id = tok.convert_tokens_to_ids(target)
+    secs, runs = median_time(lambda: careful_bert_ig(model, enc["input_ids"], mask_pos, target_id, steps, batch_size), repeat)
+    results.append({"case": "one prompt", "impl": "careful PyTorch", "seconds": secs, "runs_seconds": runs})
+
+    log("bert: EAI get_refined_neurons, seven Paris prompts")
+    secs, _ = timed(
+        lambda: kn.get_refined_neurons(
+            PARIS, target, p=0.5, batch_size=batch_size, steps=steps, coarse_adaptive_threshold=0.3, quiet=True
+        )
+    )
+    results.append({"case": "seven Paris prompts", "impl": "knowledge-neurons get_refined_neurons", "seconds": secs})
+    return results
+
+
 def careful_gpt2_ig(model, input_ids, target, steps, batch_size):
     """Causal IG as a strong PyTorch user writes it for GPT-2: the prompt's keys and values of
     every layer computed once, then per layer l only the last position runs through layers >= l

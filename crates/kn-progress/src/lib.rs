@@ -1,8 +1,8 @@
-//! What the tools print on stderr: progress of long work (a bar with count, rate and ETA,
-//! redrawn in place on a terminal; when stderr is not a terminal (logs, CI) a plain line every
-//! `log_every` units and at the end; with `quiet` nothing), and one-line errors.
+//! What the tools print on stderr: progress of long work (on a terminal an `indicatif` bar
+//! with count, rate and ETA, redrawn in place; when stderr is not a terminal (logs, CI) a plain
+//! line every `log_every` units and at the end; with `quiet` nothing), and one-line errors.
 
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
 /// A usage error as the tools print errors: one `error: …` line. `rendered` is the text an
@@ -65,32 +65,44 @@ pub struct Bar {
     skipped: u64,
     mode: Mode,
     start: Instant,
-    last_draw: Option<Instant>,
+    /// The terminal bar (`Mode::Terminal` only).
+    bar: Option<indicatif::ProgressBar>,
 }
 
 impl Bar {
     /// A bar for `total` units called `unit` ("layers", "facts").
     pub fn new(label: impl Into<String>, total: u64, unit: impl Into<String>, mode: Mode) -> Self {
-        Self {
-            label: label.into(),
-            unit: unit.into(),
-            total,
-            done: 0,
-            skipped: 0,
-            mode,
-            start: Instant::now(),
-            last_draw: None,
-        }
+        let (label, unit) = (label.into(), unit.into());
+        let bar = (mode == Mode::Terminal).then(|| {
+            let style = indicatif::ProgressStyle::with_template(&format!(
+                "{{msg}} [{{bar:24}}] {{pos}}/{{len}} {unit}, {{per_sec}}, elapsed {{elapsed}}, ETA {{eta}}"
+            ))
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("#>-");
+            let bar = indicatif::ProgressBar::with_draw_target(Some(total), indicatif::ProgressDrawTarget::stderr())
+                .with_style(style)
+                .with_message(label.clone());
+            bar.enable_steady_tick(Duration::from_millis(200));
+            bar
+        });
+        Self { label, unit, total, done: 0, skipped: 0, mode, start: Instant::now(), bar }
     }
 
     /// Counts `n` units as already done (resumed work), outside the rate and ETA.
     pub fn skip(&mut self, n: u64) {
         self.skipped += n;
+        if let Some(bar) = &self.bar {
+            bar.inc(n);
+            bar.reset_eta();
+        }
     }
 
     /// Replaces the label (the prompt being worked on, say).
     pub fn set_label(&mut self, label: impl Into<String>) {
         self.label = label.into();
+        if let Some(bar) = &self.bar {
+            bar.set_message(self.label.clone());
+        }
     }
 
     /// Marks `n` more units done and redraws if due.
@@ -100,15 +112,11 @@ impl Bar {
         match self.mode {
             Mode::Hidden => {}
             Mode::Terminal => {
-                let due = self.last_draw.is_none_or(|t| t.elapsed() >= Duration::from_millis(100));
-                if due || finished {
-                    self.last_draw = Some(Instant::now());
-                    let mut err = std::io::stderr().lock();
-                    let _ = write!(err, "\r\x1b[2K{}", self.line());
+                if let Some(bar) = &self.bar {
+                    bar.inc(n);
                     if finished {
-                        let _ = writeln!(err);
+                        bar.finish();
                     }
-                    let _ = err.flush();
                 }
             }
             Mode::Lines { every } => {
@@ -119,7 +127,7 @@ impl Bar {
         }
     }
 
-    /// The text of the bar as it is now.
+    /// The text of the bar as it is now (the plain lines; the terminal bar is indicatif's).
     pub fn line(&self) -> String {
         let count = self.skipped + self.done;
         let width = 24usize;

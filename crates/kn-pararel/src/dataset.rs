@@ -214,9 +214,56 @@ pub fn causal(d: &Dataset) -> Dataset {
         .collect()
 }
 
+/// A seeded, stratified sample: at most `n` facts of each relation, chosen by a Fisher–Yates
+/// shuffle of the relation's facts (in id order) with `kn_core::planted::Lcg(seed)`, so the same
+/// seed gives the same facts on every platform. Relations with fewer facts keep them all.
+pub fn sample_per_relation(d: &Dataset, n: usize, seed: u64) -> Dataset {
+    let mut by_relation: BTreeMap<&str, Vec<&String>> = BTreeMap::new();
+    for (id, f) in d {
+        by_relation.entry(f.relation_name.as_str()).or_default().push(id);
+    }
+    let mut rng = kn_core::planted::Lcg(seed ^ 0x5851_f42d_4c95_7f2d);
+    let mut out = Dataset::new();
+    for ids in by_relation.values_mut() {
+        for i in (1..ids.len()).rev() {
+            let j = ((rng.uniform() * (i + 1) as f32) as usize).min(i);
+            ids.swap(i, j);
+        }
+        for id in ids.iter().take(n) {
+            out.insert((*id).clone(), d[*id].clone());
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn facts(per_relation: &[(&str, usize)]) -> Dataset {
+        let mut d = Dataset::new();
+        for (r, count) in per_relation {
+            for i in 0..*count {
+                let f = Fact { sentences: vec![format!("s{i} [MASK]")], relation_name: r.to_string(), obj_label: format!("o{i}"), sub_label: format!("s{i}") };
+                d.insert(format!("{r}-{i:03}"), f);
+            }
+        }
+        d
+    }
+
+    #[test]
+    fn samples_are_stratified_seeded_and_capped() {
+        let d = facts(&[("P17", 50), ("P19", 30), ("P36", 3)]);
+        let a = sample_per_relation(&d, 10, 7);
+        let count = |s: &Dataset, r: &str| s.values().filter(|f| f.relation_name == r).count();
+        assert_eq!((count(&a, "P17"), count(&a, "P19"), count(&a, "P36")), (10, 10, 3));
+        assert_eq!(a, sample_per_relation(&d, 10, 7), "same seed, same sample");
+        assert_ne!(a, sample_per_relation(&d, 10, 8), "another seed, another sample");
+        assert!(a.iter().all(|(id, f)| d[id] == *f), "facts are copied unchanged");
+        // Not simply the first ids.
+        assert!(a.keys().any(|id| id.starts_with("P17-") && id.as_str() >= "P17-010"));
+        assert_eq!(sample_per_relation(&d, 100, 7), d, "a cap above every relation keeps everything");
+    }
 
     #[test]
     fn causal_prompts_need_the_object_last() {

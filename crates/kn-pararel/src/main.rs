@@ -74,6 +74,12 @@ struct DataArgs {
     /// Instead: the planted world's facts (for `run --model planted`).
     #[arg(long, conflicts_with_all = ["download", "causal"])]
     planted: bool,
+    /// Keep at most this many facts per relation: a seeded, stratified sample (after `--causal`).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    per_relation: Option<u64>,
+    /// Seed of the `--per-relation` sample.
+    #[arg(long, default_value_t = 0, requires = "per_relation")]
+    seed: u64,
     /// Output JSON ({uuid: {sentences, relation_name, obj_label}}).
     #[arg(long)]
     out: PathBuf,
@@ -203,6 +209,10 @@ fn data(a: DataArgs) -> Result<()> {
         } else {
             d
         }
+    };
+    let d = match a.per_relation {
+        Some(n) => dataset::sample_per_relation(&d, usize::try_from(n).unwrap_or(usize::MAX), a.seed),
+        None => d,
     };
     let text = serde_json::to_string(&d)?;
     std::fs::write(&a.out, text).with_context(|| format!("writing {}", a.out.display()))?;

@@ -8,7 +8,7 @@ use std::path::Path;
 use safetensors::tensor::{Dtype, TensorView};
 use serde_json::{json, Value};
 
-use crate::config::HfConfig;
+use crate::config::{ArchConfig, HfConfig};
 use crate::error::LoadError;
 use crate::load::build;
 use crate::transformer::Transformer;
@@ -81,6 +81,12 @@ pub fn preset_config(name: &str) -> Option<Value> {
     })
 }
 
+/// The normalised config of a `config.json` value (a preset's, say).
+pub fn arch_config(config: &Value) -> Result<ArchConfig, LoadError> {
+    let path = Path::new("config.json");
+    HfConfig::from_json(&config.to_string(), path)?.to_arch(path)
+}
+
 /// A model of `config` with random weights (N(0, 0.02), as Hugging Face initialises), and the
 /// tensors it was built from under their Hugging Face names.
 pub fn random_model<B: DualMatmul>(
@@ -88,8 +94,7 @@ pub fn random_model<B: DualMatmul>(
     seed: u64,
     device: &B::Device,
 ) -> Result<(Transformer<B>, Vec<(String, RawTensor)>), LoadError> {
-    let path = Path::new("config.json");
-    let cfg = HfConfig::from_json(&config.to_string(), path)?.to_arch(path)?;
+    let cfg = arch_config(config)?;
     let mut weights = WeightMap::synthetic(seed, 0.02);
     let model = build(&cfg, &mut weights, device)?;
     Ok((model, weights.handed_out()))

@@ -244,7 +244,12 @@ mod tests {
         let mut d = Dataset::new();
         for (r, count) in per_relation {
             for i in 0..*count {
-                let f = Fact { sentences: vec![format!("s{i} [MASK]")], relation_name: r.to_string(), obj_label: format!("o{i}"), sub_label: format!("s{i}") };
+                let f = Fact {
+                    sentences: vec![format!("s{i} [MASK]")],
+                    relation_name: r.to_string(),
+                    obj_label: format!("o{i}"),
+                    sub_label: format!("s{i}"),
+                };
                 d.insert(format!("{r}-{i:03}"), f);
             }
         }

@@ -5,13 +5,12 @@
 //! analytically) and their fraction of the peak, peak RSS; with `--load`, the loading time of
 //! `--model`; with `--kernels`, the GFLOP/s of the architecture's weight products alone.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Result};
 use kn_core::{attribute_many, AttributionConfig, KnowledgeModel, Objective, Query};
-use kn_models::random::{preset_config, random_model};
-use kn_models::{ArchConfig, HfConfig, Transformer};
+use kn_models::random::{arch_config, preset_config, random_model};
+use kn_models::{ArchConfig, Transformer};
 use serde_json::json;
 
 use crate::cli::BenchArgs;
@@ -57,8 +56,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
                 .or_else(|_| kn_models::backend::device("default"))
                 .map_err(|e| anyhow!(e))?;
             let (m, _) = random_model::<B>(&cfg, a.seed, &device)?;
-            let arch = HfConfig::from_json(&cfg.to_string(), Path::new("config.json"))?
-                .to_arch(Path::new("config.json"))?;
+            let arch = arch_config(&cfg)?;
             let tok = match &a.tokenizer {
                 Some(dir) => Some(kn_models::TextTokenizer::from_dir(dir)?),
                 None => None,

@@ -2,11 +2,11 @@
 
 mod attribute;
 mod bench;
-mod peak;
 mod intervene;
 mod models;
 mod neurons;
 mod outcome;
+mod peak;
 mod predict;
 
 use std::path::{Path, PathBuf};

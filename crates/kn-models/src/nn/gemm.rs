@@ -48,7 +48,12 @@ pub(crate) fn matmul(a: ArrayView2<'_, f32>, b: ArrayView2<'_, f32>) -> Option<A
 }
 
 /// `out = a · b` through the `gemm` crate.
-fn product(a: ArrayView2<'_, f32>, b: ArrayView2<'_, f32>, out: &mut ArrayViewMut2<'_, f32>, parallelism: gemm::Parallelism) {
+fn product(
+    a: ArrayView2<'_, f32>,
+    b: ArrayView2<'_, f32>,
+    out: &mut ArrayViewMut2<'_, f32>,
+    parallelism: gemm::Parallelism,
+) {
     let (m, k) = a.dim();
     let n = b.dim().1;
     if b.dim().0 != k || out.dim() != (m, n) {
@@ -112,7 +117,8 @@ pub(crate) fn transpose(a: ArrayView2<'_, f32>) -> Array2<f32> {
 /// --kernels`, which prints it beside the CPU's measured FMA peak.
 pub fn product_gflops(m: usize, k: usize, n: usize, strided_rhs: bool, min_secs: f64) -> f64 {
     let a = Array2::from_shape_fn((m, k), |(i, j)| ((i * 7 + j * 13) % 17) as f32 * 0.01);
-    let b = Array2::from_shape_fn(if strided_rhs { (n, k) } else { (k, n) }, |(i, j)| ((i * 5 + j * 3) % 11) as f32 * 0.01);
+    let b =
+        Array2::from_shape_fn(if strided_rhs { (n, k) } else { (k, n) }, |(i, j)| ((i * 5 + j * 3) % 11) as f32 * 0.01);
     let rhs = if strided_rhs { b.t() } else { b.view() };
     let mut sink = 0.0f32;
     let mut run = || {

@@ -86,16 +86,29 @@ impl<B: DualMatmul> Linear<B> {
     /// Builds what the backward product reads, now (a square map's contiguous `Wᵀ`), on
     /// backends that keep it.
     pub fn prepare_transpose(&self) {
-        if B::KEEP_TRANSPOSE && self.builds_transpose() {
-            self.weight_t.get_or_init(|| contiguous_transpose(&self.stored));
+        if B::KEEP_TRANSPOSE {
+            self.backward_operand();
         }
     }
 
-    /// Whether the backward product needs a contiguous `Wᵀ` built beside `W`: a square map kept
-    /// as `[d_in, d_out]` (a contracting one reads the transposed view at full speed).
+    /// Whether the backward product needs a contiguous `Wᵀ` built beside `W`: a map kept as
+    /// `[d_in, d_out]` that does not contract (the square ones, or an expanding one given to
+    /// [`Linear::new`]); a contracting one reads the transposed view at full speed.
     fn builds_transpose(&self) -> bool {
         let [d_in, d_out] = self.stored.dims();
         !self.transposed && d_out >= d_in
+    }
+
+    /// `Wᵀ` `[d_out, d_in]` as the backward product reads it: the kept `Wᵀ`, the built
+    /// contiguous one (built now if need be), or a transposed view of a contracting `W`.
+    fn backward_operand(&self) -> Tensor<B, 2> {
+        if self.transposed {
+            self.stored.clone()
+        } else if self.builds_transpose() {
+            self.weight_t.get_or_init(|| contiguous_transpose(&self.stored)).clone()
+        } else {
+            self.stored.clone().transpose()
+        }
     }
 
     /// The weight, `[d_in, d_out]` (a transposed view when kept as `Wᵀ`).
@@ -121,15 +134,10 @@ impl<B: DualMatmul> Linear<B> {
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let x = x.into_primitive().tensor();
         let w = self.weight().into_primitive().tensor();
-        let y = if !B::KEEP_TRANSPOSE {
-            B::rows_matmul(x, w)
-        } else if self.transposed {
-            B::dual_matmul(x, w, || self.stored.clone().into_primitive().tensor())
-        } else if self.builds_transpose() {
-            let wt = || self.weight_t.get_or_init(|| contiguous_transpose(&self.stored)).clone();
-            B::dual_matmul(x, w, || wt().into_primitive().tensor())
+        let y = if B::KEEP_TRANSPOSE {
+            B::dual_matmul(x, w, || self.backward_operand().into_primitive().tensor())
         } else {
-            B::dual_matmul(x, w, || self.stored.clone().transpose().into_primitive().tensor())
+            B::rows_matmul(x, w)
         };
         let y = Tensor::<B, 3>::from_primitive(TensorPrimitive::Float(y));
         match &self.bias {
@@ -138,7 +146,6 @@ impl<B: DualMatmul> Linear<B> {
         }
     }
 }
-
 
 /// `wᵀ` materialised (row-major), not a strided view.
 fn contiguous_transpose<B: DualMatmul>(w: &Tensor<B, 2>) -> Tensor<B, 2> {

@@ -190,24 +190,36 @@ impl Mapped {
     /// - output: `shape`, or `[c, r]` for a transposed `[r, c]`
     pub fn take(&self, transpose: bool) -> (RawTensor, usize) {
         let raw = &self.map[self.bytes.clone()];
-        let (r, c) = match self.shape[..] {
-            [r, c] if transpose => (r, c),
-            _ => (0, 0),
+        let transposed = match self.shape[..] {
+            [r, c] if transpose => Some((r, c)),
+            _ => None,
         };
-        let data = match (self.dtype, transpose) {
-            (Dtype::F32, false) => convert(raw, f32::from_le_bytes),
-            (Dtype::F16, false) => convert(raw, |b| half::f16::from_le_bytes(b).to_f32()),
-            (Dtype::BF16, false) => convert(raw, |b| half::bf16::from_le_bytes(b).to_f32()),
-            (Dtype::F32, true) => super::transpose_with(r, c, |k| f32::from_le_bytes(at(raw, k))),
-            (Dtype::F16, true) => super::transpose_with(r, c, |k| half::f16::from_le_bytes(at(raw, k)).to_f32()),
-            (Dtype::BF16, true) => super::transpose_with(r, c, |k| half::bf16::from_le_bytes(at(raw, k)).to_f32()),
-            (_, false) => convert(raw, |b| f64::from_le_bytes(b) as f32),
-            (_, true) => super::transpose_with(r, c, |k| f64::from_le_bytes(at(raw, k)) as f32),
+        let data = match self.dtype {
+            Dtype::F32 => decode(raw, transposed, f32::from_le_bytes),
+            Dtype::F16 => decode(raw, transposed, |b| half::f16::from_le_bytes(b).to_f32()),
+            Dtype::BF16 => decode(raw, transposed, |b| half::bf16::from_le_bytes(b).to_f32()),
+            _ => decode(raw, transposed, |b| f64::from_le_bytes(b) as f32),
         };
         release(&self.map, self.bytes.clone());
-        let shape = if transpose && self.shape.len() == 2 { vec![c, r] } else { self.shape.clone() };
+        let shape = match transposed {
+            Some((r, c)) => vec![c, r],
+            None => self.shape.clone(),
+        };
         let non_finite = count_non_finite(&data);
         (RawTensor { shape, data }, non_finite)
+    }
+}
+
+/// Little-endian values of `N` bytes decoded to f32, row-major as stored, or for
+/// `transposed = Some((r, c))` the `[c, r]` transpose of the `[r, c]` values, in one pass.
+fn decode<const N: usize>(
+    raw: &[u8],
+    transposed: Option<(usize, usize)>,
+    dec: impl Fn([u8; N]) -> f32 + Sync,
+) -> Vec<f32> {
+    match transposed {
+        Some((r, c)) => super::transpose_with(r, c, |k| dec(at(raw, k))),
+        None => convert(raw, dec),
     }
 }
 
@@ -248,15 +260,13 @@ fn release(map: &memmap2::Mmap, bytes: std::ops::Range<usize>) {
 }
 
 /// Decodes little-endian values of `N` bytes into f32, in parallel chunks.
-fn convert<const N: usize>(raw: &[u8], decode: impl Fn([u8; N]) -> f32 + Sync) -> Vec<f32> {
+fn convert<const N: usize>(raw: &[u8], dec: impl Fn([u8; N]) -> f32 + Sync) -> Vec<f32> {
     use rayon::prelude::*;
     const CHUNK: usize = 1 << 16;
     let mut data = vec![0.0f32; raw.len() / N];
     data.par_chunks_mut(CHUNK).zip(raw.par_chunks(CHUNK * N)).for_each(|(out, bytes)| {
         for (o, b) in out.iter_mut().zip(bytes.chunks_exact(N)) {
-            let mut a = [0u8; N];
-            a.copy_from_slice(b);
-            *o = decode(a);
+            *o = dec(at(b, 0));
         }
     });
     data

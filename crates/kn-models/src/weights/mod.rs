@@ -170,12 +170,7 @@ impl WeightMap {
     /// in one shard only); a `.bin` storage shorter than its tensors is an error.
     pub fn from_dir(dir: &Path) -> Result<Self, LoadError> {
         let c = files::read_checkpoint(dir)?;
-        Ok(Self {
-            tensors: c.floats,
-            others: c.others,
-            ignore_prefixes: Vec::new(),
-            synthetic: None,
-        })
+        Ok(Self { tensors: c.floats, others: c.others, ignore_prefixes: Vec::new(), synthetic: None })
     }
 
     /// A map over tensors already in memory (tests).

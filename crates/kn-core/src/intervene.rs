@@ -4,9 +4,7 @@ use burn::tensor::{backend::Backend, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use crate::predict::to_vec;
-use crate::{
-    forward_hooked, FfnHook, KnError, KnowledgeModel, ModelDims, ModelInput, NeuronId, NoHook, Objective, Query,
-};
+use crate::{FfnHook, KnError, KnowledgeModel, ModelDims, ModelInput, NeuronId, NoHook, Objective, Query};
 
 /// Which sequence positions an activation patch touches.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -18,6 +16,9 @@ pub enum Scope {
     Last,
     /// Every position.
     All,
+    /// Per sequence of a padded batch, its own positions (row `r` of the batch touches
+    /// `rows[r]`): the target positions of several prompts measured in one pass.
+    Rows(Vec<Vec<usize>>),
 }
 
 /// Multiplies chosen neurons' activations by `factor` (0 suppresses, 2 enhances).
@@ -48,19 +49,23 @@ impl<B: Backend> FfnHook<B> for ScaleNeurons {
             Some(idx) if !idx.is_empty() => idx,
             _ => return act,
         };
-        let [_, s, d_ff] = act.dims();
-        let positions: Vec<usize> = match &self.scope {
-            Scope::Positions(p) => p.iter().copied().filter(|&p| p < s).collect(),
-            Scope::Last => vec![s - 1],
-            Scope::All => (0..s).collect(),
+        let [b, s, d_ff] = act.dims();
+        let rows: Vec<Vec<usize>> = match &self.scope {
+            Scope::Positions(p) => vec![p.clone()],
+            Scope::Last => vec![vec![s - 1]],
+            Scope::All => vec![(0..s).collect()],
+            // A batch row without its own entry is left alone.
+            Scope::Rows(r) => (0..b).map(|k| r.get(k).cloned().unwrap_or_default()).collect(),
         };
-        let mut mult = vec![1.0f32; s * d_ff];
-        for &p in &positions {
-            for &i in idx {
-                mult[p * d_ff + i] = self.factor;
+        let mut mult = vec![1.0f32; rows.len() * s * d_ff];
+        for (r, positions) in rows.iter().enumerate() {
+            for &p in positions.iter().filter(|&&p| p < s) {
+                for &i in idx {
+                    mult[(r * s + p) * d_ff + i] = self.factor;
+                }
             }
         }
-        let mult = Tensor::<B, 3>::from_data(TensorData::new(mult, [1, s, d_ff]), &act.device());
+        let mult = Tensor::<B, 3>::from_data(TensorData::new(mult, [rows.len(), s, d_ff]), &act.device());
         act * mult
     }
 }
@@ -112,24 +117,36 @@ pub fn measure<B: Backend, M: KnowledgeModel<B>>(
 ) -> Result<Outcome, KnError> {
     let first = queries.first().ok_or(KnError::Empty { what: "queries" })?;
     let mut gt_prob = 1.0f32;
-    for q in queries {
-        for (row, &t) in probs_rows(model, &q.ids, &q.positions, hook)?.iter().zip(&q.target_ids) {
-            gt_prob *= row[t as usize];
+    let mut first_rows = Vec::new();
+    for (k, q) in queries.iter().enumerate() {
+        let rows = probs_rows(model, &q.ids, &q.positions, hook)?;
+        for (row, &t) in rows.iter().zip(&q.target_ids) {
+            gt_prob *= row.get(t as usize).copied().ok_or(KnError::TokenOutOfRange { id: t, vocab: row.len() })?;
+        }
+        if k == 0 {
+            first_rows = rows;
         }
     }
     let (mut argmax_ids, mut argmax_prob) = (Vec::new(), 1.0f32);
     match model.objective() {
         Objective::MaskedLm => {
-            for row in probs_rows(model, &first.ids, &first.positions, hook)? {
-                let (id, p) = argmax(&row);
+            // The first query's rows are the ones the argmax is read from.
+            for row in &first_rows {
+                let (id, p) = argmax(row);
                 argmax_ids.push(id);
                 argmax_prob *= p;
             }
         }
         Objective::CausalLm => {
             let mut ids = first.ids.clone();
-            for _ in 0..queries.len() {
-                let rows = probs_rows(model, &ids, &[ids.len() - 1], hook)?;
+            for step in 0..queries.len() {
+                // The first greedy step reads the first query's row when it is the last position.
+                let reuse = step == 0 && first.positions == [ids.len() - 1] && first_rows.len() == 1;
+                let rows = if reuse {
+                    std::mem::take(&mut first_rows)
+                } else {
+                    probs_rows(model, &ids, &[ids.len() - 1], hook)?
+                };
                 let (id, p) = argmax(&rows[0]);
                 argmax_ids.push(id);
                 argmax_prob *= p;
@@ -138,6 +155,77 @@ pub fn measure<B: Backend, M: KnowledgeModel<B>>(
         }
     }
     Ok(Outcome { gt_prob, argmax_ids, argmax_prob })
+}
+
+/// [`measure`] for several one-token queries (one position, one target id each) in one
+/// right-padded batch pass: `queries[k]` reads its target at its own position, and `neurons`
+/// (if any) are scaled by `factor` at that position only, as [`target_scope`] does for one
+/// query (a causal query's position is its last). Padding is masked out of attention, so
+/// each outcome equals [`measure`]'s on its own query up to float rounding.
+pub fn measure_batch<B: Backend, M: KnowledgeModel<B>>(
+    model: &M,
+    queries: &[&Query],
+    patch: Option<(&[NeuronId], f32)>,
+) -> Result<Vec<Outcome>, KnError> {
+    Ok(queries
+        .iter()
+        .zip(probs_batch(model, queries, patch)?)
+        .map(|(q, row)| {
+            let (id, p) = argmax(&row);
+            Outcome { gt_prob: row[q.target_ids[0] as usize], argmax_ids: vec![id], argmax_prob: p }
+        })
+        .collect())
+}
+
+/// The probability rows [`measure_batch`] reads its outcomes from: row `k` is the softmax at
+/// `queries[k]`'s position.
+///
+/// # Shapes
+/// - output: `queries.len()` rows of `vocab_size`
+pub fn probs_batch<B: Backend, M: KnowledgeModel<B>>(
+    model: &M,
+    queries: &[&Query],
+    patch: Option<(&[NeuronId], f32)>,
+) -> Result<Vec<Vec<f32>>, KnError> {
+    if queries.is_empty() {
+        return Ok(Vec::new());
+    }
+    let dims = model.dims();
+    let mut seqs = Vec::with_capacity(queries.len());
+    let mut positions = Vec::with_capacity(queries.len());
+    for q in queries {
+        q.check(&dims)?;
+        match (q.positions.as_slice(), q.target_ids.as_slice()) {
+            ([p], [_]) => positions.push(*p),
+            _ => {
+                return Err(KnError::InvalidSetting(format!(
+                    "measure_batch takes one-token queries; this one has {} positions and {} target ids",
+                    q.positions.len(),
+                    q.target_ids.len()
+                )))
+            }
+        }
+        seqs.push(q.ids.clone());
+    }
+    let input = ModelInput::from_batch(&seqs, 0, &model.device());
+    let mut hook: Box<dyn FfnHook<B>> = match patch {
+        Some((neurons, factor)) => Box::new(ScaleNeurons::new(
+            neurons,
+            &dims,
+            factor,
+            Scope::Rows(positions.iter().map(|&p| vec![p]).collect()),
+        )?),
+        None => Box::new(NoHook),
+    };
+    let resid = crate::model::run_layers(model, model.embed(&input), &input, 0, hook.as_mut());
+    let d = dims.d_model;
+    let rows: Vec<Tensor<B, 3>> =
+        positions.iter().enumerate().map(|(r, &p)| resid.clone().slice([r..r + 1, p..p + 1, 0..d])).collect();
+    let n = rows.len();
+    let logits = model.logits(Tensor::cat(rows, 0));
+    let v = dims.vocab_size;
+    let probs = to_vec(crate::predict::log_softmax(logits.reshape([n, v])).exp())?;
+    Ok(probs.chunks(v).map(<[f32]>::to_vec).collect())
 }
 
 /// Before/after of an activation patch.
@@ -186,17 +274,17 @@ fn probs_rows<B: Backend, M: KnowledgeModel<B>>(
     hook: &mut dyn FfnHook<B>,
 ) -> Result<Vec<Vec<f32>>, KnError> {
     let input = ModelInput::from_ids(ids, &model.device());
-    let logits = forward_hooked(model, &input, hook);
-    let [_, s, v] = logits.dims();
-    let mut out = Vec::with_capacity(positions.len());
-    for &p in positions {
-        if p >= s {
-            return Err(KnError::PositionOutOfRange { pos: p, seq_len: s });
-        }
-        let row = crate::predict::log_softmax(logits.clone().slice([0..1, p..p + 1, 0..v]).reshape([v])).exp();
-        out.push(to_vec(row)?);
+    let s = ids.len();
+    if let Some(&p) = positions.iter().find(|&&p| p >= s) {
+        return Err(KnError::PositionOutOfRange { pos: p, seq_len: s });
     }
-    Ok(out)
+    let resid = crate::model::run_layers(model, model.embed(&input), &input, 0, hook);
+    // The head only at the positions read (a causal prompt of 10 tokens would otherwise pay
+    // for 10 rows of a 50k-token vocabulary to read one).
+    let logits = model.logits(crate::model::gather_rows(resid, positions));
+    let v = model.dims().vocab_size;
+    let probs = to_vec(crate::predict::log_softmax(logits.reshape([positions.len(), v])).exp())?;
+    Ok(probs.chunks(v).map(<[f32]>::to_vec).collect())
 }
 
 fn argmax(row: &[f32]) -> (u32, f32) {

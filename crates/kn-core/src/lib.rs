@@ -30,7 +30,7 @@ pub use edit::{activation_signs, edit, edit_for, edit_signed, erase, EditRule, F
 pub use error::KnError;
 pub use hooks::{Capture, FfnHook, NoHook};
 pub use ig::{attribute, attribute_many, attribute_many_observed, attribute_observed};
-pub use intervene::{enhance, measure, suppress, Effect, Outcome, ScaleNeurons, Scope};
+pub use intervene::{enhance, measure, measure_batch, probs_batch, suppress, Effect, Outcome, ScaleNeurons, Scope};
 pub use model::{forward_hooked, gather_rows, run_layers, KnowledgeModel, ModelDims, ModelInput, Objective};
 pub use neuron::NeuronId;
 pub use quadrature::Quadrature;

@@ -214,26 +214,42 @@ pub fn causal(d: &Dataset) -> Dataset {
         .collect()
 }
 
-/// A seeded, stratified sample: at most `n` facts of each relation, chosen by a Fisher–Yates
-/// shuffle of the relation's facts (in id order) with `kn_core::planted::Lcg(seed)`, so the same
-/// seed gives the same facts on every platform. Relations with fewer facts keep them all.
+/// A seeded, stratified sample: at most `n` facts of each relation, the first `n` of
+/// [`shuffled_by_relation`]. Relations with fewer facts keep them all.
 pub fn sample_per_relation(d: &Dataset, n: usize, seed: u64) -> Dataset {
+    shuffled_by_relation(d, seed)
+        .values()
+        .flat_map(|ids| ids.iter().take(n))
+        .map(|id| ((*id).clone(), d[*id].clone()))
+        .collect()
+}
+
+/// Each relation's fact ids in a seeded order: a Fisher–Yates shuffle of the relation's facts
+/// (in id order) with `kn_core::planted::Lcg(seed)`, so the same seed gives the same order on
+/// every platform.
+pub fn shuffled_by_relation(d: &Dataset, seed: u64) -> BTreeMap<&str, Vec<&String>> {
     let mut by_relation: BTreeMap<&str, Vec<&String>> = BTreeMap::new();
     for (id, f) in d {
         by_relation.entry(f.relation_name.as_str()).or_default().push(id);
     }
     let mut rng = kn_core::planted::Lcg(seed ^ 0x5851_f42d_4c95_7f2d);
-    let mut out = Dataset::new();
     for ids in by_relation.values_mut() {
         for i in (1..ids.len()).rev() {
             let j = ((rng.uniform() * (i + 1) as f32) as usize).min(i);
             ids.swap(i, j);
         }
-        for id in ids.iter().take(n) {
-            out.insert((*id).clone(), d[*id].clone());
-        }
     }
-    out
+    by_relation
+}
+
+/// The facts of relations with at least `n` patterns (the most prompts any of their facts has).
+pub fn min_patterns(d: &Dataset, n: usize) -> Dataset {
+    let mut most: BTreeMap<&str, usize> = BTreeMap::new();
+    for f in d.values() {
+        let e = most.entry(f.relation_name.as_str()).or_default();
+        *e = (*e).max(f.sentences.len());
+    }
+    d.iter().filter(|(_, f)| most[f.relation_name.as_str()] >= n).map(|(k, f)| (k.clone(), f.clone())).collect()
 }
 
 #[cfg(test)]
@@ -268,6 +284,15 @@ mod tests {
         // Not simply the first ids.
         assert!(a.keys().any(|id| id.starts_with("P17-") && id.as_str() >= "P17-010"));
         assert_eq!(sample_per_relation(&d, 100, 7), d, "a cap above every relation keeps everything");
+    }
+
+    #[test]
+    fn min_patterns_keeps_relations_by_their_richest_fact() {
+        let mut d = facts(&[("P17", 2), ("P19", 2)]);
+        d.get_mut("P17-001").unwrap().sentences = vec!["a [MASK]".into(), "b [MASK]".into(), "c [MASK]".into()];
+        let kept = min_patterns(&d, 3);
+        assert_eq!(kept.keys().collect::<Vec<_>>(), vec!["P17-000", "P17-001"]);
+        assert_eq!(min_patterns(&d, 1), d);
     }
 
     #[test]

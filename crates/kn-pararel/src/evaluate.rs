@@ -3,10 +3,10 @@
 
 use anyhow::Result;
 use burn::tensor::backend::AutodiffBackend;
-use kn_core::intervene::{patch_effect, target_scope};
+use kn_core::intervene::target_scope;
 use kn_core::{
-    attribute_many, coarse, refine, AttributionConfig, KnowledgeModel, Method, NeuronId, Query, ScaleNeurons, Sharing,
-    Threshold,
+    attribute_many, coarse, measure, measure_batch, refine, AttributionConfig, KnowledgeModel, Method, NeuronId,
+    NoHook, Outcome, Query, ScaleNeurons, Sharing, Threshold,
 };
 use serde::{Deserialize, Serialize};
 
@@ -193,10 +193,18 @@ pub fn evaluate<B: AutodiffBackend, M: KnowledgeModel<B>>(
         Some((_, f)) => f.sentences.iter().filter_map(|s| enc.queries(s, &f.obj_label).ok()).collect(),
         None => Vec::new(),
     };
+    // The unpatched outcomes once per prompt, shared by the four interventions.
+    let (rel_before, unrel_before) = (outcomes(model, &related, None)?, outcomes(model, &unrel, None)?);
     let pair = |neurons: &[NeuronId], factor: f32| -> Result<Pair> {
         Ok(Pair {
-            related: stats(model, &related, neurons, factor)?,
-            unrelated: stats(model, &unrel, neurons, factor)?,
+            related: stats(&related, &rel_before, &outcomes(model, &related, Some((neurons, factor)))?),
+            unrelated: stats(&unrel, &unrel_before, &outcomes(model, &unrel, Some((neurons, factor)))?),
+        })
+    };
+    let related_only = |neurons: &[NeuronId], factor: f32| -> Result<Pair> {
+        Ok(Pair {
+            related: stats(&related, &rel_before, &outcomes(model, &related, Some((neurons, factor)))?),
+            unrelated: Stats::default(),
         })
     };
     Ok(FactResult {
@@ -207,11 +215,8 @@ pub fn evaluate<B: AutodiffBackend, M: KnowledgeModel<B>>(
         n_object_tokens: n_tokens,
         suppression: pair(&refined.neurons, 0.0)?,
         enhancement: pair(&refined.neurons, cfg.enhance)?,
-        baseline_suppression: Pair { related: stats(model, &related, &baseline, 0.0)?, unrelated: Stats::default() },
-        baseline_enhancement: Pair {
-            related: stats(model, &related, &baseline, cfg.enhance)?,
-            unrelated: Stats::default(),
-        },
+        baseline_suppression: related_only(&baseline, 0.0)?,
+        baseline_enhancement: related_only(&baseline, cfg.enhance)?,
         neurons: refined.neurons,
         p: refined.p,
         baseline_neurons: baseline,
@@ -232,24 +237,47 @@ fn top_neurons(scores: &[Vec<f32>], k: usize) -> Vec<NeuronId> {
     top
 }
 
-/// Effect of scaling `neurons` by `factor` on each prompt.
-fn stats<B: AutodiffBackend, M: KnowledgeModel<B>>(
+/// What the model predicts for each prompt, with `patch` (neurons scaled by a factor at the
+/// target position) if given: one padded batch pass when every prompt is one one-token query
+/// (the usual case: single-token objects), else one [`measure`] per prompt.
+fn outcomes<B: AutodiffBackend, M: KnowledgeModel<B>>(
     model: &M,
     prompts: &[Vec<Query>],
-    neurons: &[NeuronId],
-    factor: f32,
-) -> Result<Stats> {
+    patch: Option<(&[NeuronId], f32)>,
+) -> Result<Vec<Outcome>> {
+    let single: Option<Vec<&Query>> = prompts
+        .iter()
+        .map(|q| match q.as_slice() {
+            [one] if one.positions.len() == 1 && one.target_ids.len() == 1 => Some(one),
+            _ => None,
+        })
+        .collect();
+    if let Some(single) = single {
+        return Ok(measure_batch(model, &single, patch)?);
+    }
+    prompts
+        .iter()
+        .map(|q| match patch {
+            Some((neurons, factor)) => {
+                let mut p = ScaleNeurons::new(neurons, &model.dims(), factor, target_scope(model.objective(), q))?;
+                Ok(measure(model, q, &mut p)?)
+            }
+            None => Ok(measure(model, q, &mut NoHook)?),
+        })
+        .collect()
+}
+
+/// Per-prompt effect, from the outcomes before and after an intervention.
+fn stats(prompts: &[Vec<Query>], before: &[Outcome], after: &[Outcome]) -> Stats {
     let mut s = Stats::default();
-    for q in prompts {
-        let mut patch = ScaleNeurons::new(neurons, &model.dims(), factor, target_scope(model.objective(), q))?;
-        let e = patch_effect(model, q, &mut patch)?;
+    for ((q, b), a) in prompts.iter().zip(before).zip(after) {
         let target: Vec<u32> = q.iter().flat_map(|x| x.target_ids.iter().copied()).collect();
-        s.pct_change.push(100.0 * e.relative_change());
-        s.prob_before.push(e.before.gt_prob);
-        s.prob_after.push(e.after.gt_prob);
-        s.correct_before.push(e.before.argmax_ids == target);
-        s.correct_after.push(e.after.argmax_ids == target);
+        s.pct_change.push(100.0 * (a.gt_prob - b.gt_prob) / b.gt_prob);
+        s.prob_before.push(b.gt_prob);
+        s.prob_after.push(a.gt_prob);
+        s.correct_before.push(b.argmax_ids == target);
+        s.correct_after.push(a.argmax_ids == target);
     }
     s.n_prompts = prompts.len();
-    Ok(s)
+    s
 }

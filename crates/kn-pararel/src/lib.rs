@@ -12,6 +12,7 @@ pub mod encode;
 pub mod evaluate;
 pub mod export;
 pub mod fingerprint;
+pub mod known;
 pub mod report;
 pub mod results;
 pub mod run;

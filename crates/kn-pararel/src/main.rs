@@ -13,6 +13,7 @@ use kn_pararel::dataset::{self, Dataset, Which};
 use kn_pararel::encode::{planted_sentences, Encoder, PlantedEncoder, TextEncoder};
 use kn_pararel::evaluate::EvalConfig;
 use kn_pararel::fingerprint::{self, Fingerprint};
+use kn_pararel::known::{self, KnownConfig};
 use kn_pararel::{download, export, report, results, run, shard::Shard};
 use serde_json::json;
 
@@ -30,6 +31,10 @@ enum Cmd {
     ///
     /// Example: kn-pararel data --input data/pararel --download --dataset eai --out eai.json
     Data(DataArgs),
+    /// Keep the facts the model knows (greedy answer = object on at least one prompt), N per relation.
+    ///
+    /// Example: kn-pararel known -m model.gguf --dataset causal.json --per-relation 20 --out runs/smollm2
+    Known(KnownArgs),
     /// Evaluate the facts of this shard, resuming what the output folder holds.
     ///
     /// Example: kn-pararel run --model bert-base-uncased --dataset eai.json --out runs/bert --shard 0/8
@@ -80,14 +85,18 @@ struct DataArgs {
     /// Seed of the `--per-relation` sample.
     #[arg(long, default_value_t = 0, requires = "per_relation")]
     seed: u64,
+    /// Keep only relations with at least this many patterns (prompts of their richest fact; after `--causal`).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    min_patterns: Option<u64>,
     /// Output JSON ({uuid: {sentences, relation_name, obj_label}}).
     #[arg(long)]
     out: PathBuf,
 }
 
+/// The model options every model-loading command shares.
 #[derive(Debug, clap::Args)]
-struct RunArgs {
-    /// Folder or Hub name, or `planted` (the synthetic model with known knowledge neurons).
+struct ModelArgs {
+    /// Folder, GGUF file or Hub name, or `planted` (the synthetic model with known knowledge neurons).
     #[arg(long, short = 'm')]
     model: String,
     /// Checkpoint tensors under this prefix may stay unused (repeatable).
@@ -96,6 +105,45 @@ struct RunArgs {
     /// Never download models.
     #[arg(long)]
     offline: bool,
+}
+
+#[derive(Debug, clap::Args)]
+struct KnownArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// A fact set written by `kn-pararel data`.
+    #[arg(long)]
+    dataset: PathBuf,
+    /// Only these relations (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    relations: Vec<String>,
+    /// Known facts to keep per relation (default: all; then every fact is checked).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    per_relation: Option<u64>,
+    /// Seed of the order in which each relation's facts are checked.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Check at most this many facts per relation.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    max_checked: Option<u64>,
+    /// Objects of several tokens: compare a greedy answer of as many tokens instead of skipping.
+    #[arg(long)]
+    multi_token: bool,
+    /// Known when every object token is within the model's top K on some prompt (1: its greedy answer).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    top_k: u64,
+    /// Output folder: known.jsonl (one verdict per fact checked), known.json (the kept facts), known-summary.json.
+    #[arg(long)]
+    out: PathBuf,
+    /// No progress bar.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    #[command(flatten)]
+    model: ModelArgs,
     /// A fact set written by `kn-pararel data`.
     #[arg(long)]
     dataset: PathBuf,
@@ -164,6 +212,7 @@ fn main() -> ExitCode {
 fn dispatch(cmd: Cmd) -> Result<()> {
     match cmd {
         Cmd::Data(a) => data(a),
+        Cmd::Known(a) => known_cmd(a),
         Cmd::Run(a) => run_cmd(a),
         Cmd::Merge(a) => merge(a),
         Cmd::Report { dir } => report_cmd(&dir),
@@ -210,6 +259,10 @@ fn data(a: DataArgs) -> Result<()> {
             d
         }
     };
+    let d = match a.min_patterns {
+        Some(n) => dataset::min_patterns(&d, usize::try_from(n).unwrap_or(usize::MAX)),
+        None => d,
+    };
     let d = match a.per_relation {
         Some(n) => dataset::sample_per_relation(&d, usize::try_from(n).unwrap_or(usize::MAX), a.seed),
         None => d,
@@ -233,6 +286,95 @@ fn load_dataset(path: &PathBuf, relations: &[String]) -> Result<Dataset> {
     Ok(d)
 }
 
+/// Loads a model (not `planted`) on the backend's default device, with its tokenizer.
+fn load(m: &ModelArgs) -> Result<kn_models::ModelBundle<B>> {
+    let opts = LoadOptions {
+        hub: HubOptions { offline: m.offline, ..Default::default() },
+        ignore_prefixes: m.ignore_prefix.clone(),
+        tokenizer_dir: None,
+    };
+    let device =
+        kn_models::backend::device("default").or_else(|_| kn_models::backend::device("cpu")).map_err(|e| anyhow!(e))?;
+    let bundle = load_model::<B>(&m.model, &opts, &device)?;
+    if bundle.tokenizer.is_none() {
+        bail!("{} has no tokenizer", m.model);
+    }
+    Ok(bundle)
+}
+
+/// Binds `$m` (`&mut` the model) and `$enc` (its `&dyn Encoder`) for `$body`: the planted world,
+/// or a checkpoint loaded by [`load`]. (A macro: the model types differ and the library's
+/// functions are generic over them.)
+macro_rules! with_model {
+    ($args:expr, |$m:ident, $enc:ident| $body:expr) => {{
+        let args: &ModelArgs = $args;
+        if args.model == "planted" {
+            let mut pm = planted_model();
+            let e =
+                PlantedEncoder { n_templates: pm.dims().vocab_size - 2 - 2 * pm.facts.len(), n_facts: pm.facts.len() };
+            #[allow(unused_mut)]
+            let ($m, $enc): (&mut PlantedModel<B>, &dyn Encoder) = (&mut pm, &e);
+            $body
+        } else {
+            let mut bundle = load(args)?;
+            let tok = bundle.tokenizer.as_ref().ok_or_else(|| anyhow!("{} has no tokenizer", args.model))?;
+            let e = TextEncoder { tok, dims: bundle.model.dims(), objective: bundle.model.objective() };
+            #[allow(unused_mut)]
+            let ($m, $enc): (&mut _, &dyn Encoder) = (&mut bundle.model, &e);
+            $body
+        }
+    }};
+}
+
+fn known_cmd(a: KnownArgs) -> Result<()> {
+    let data = load_dataset(&a.dataset, &a.relations)?;
+    let cfg = KnownConfig {
+        per_relation: a.per_relation.map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
+        seed: a.seed,
+        max_checked: a.max_checked.map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
+        skip_multi_token: !a.multi_token,
+        top_k: usize::try_from(a.top_k).unwrap_or(usize::MAX),
+    };
+    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    let fp = fingerprint_of(&a.model, &a.dataset, &a.relations, serde_json::to_value(cfg)?)?;
+    let has = std::fs::metadata(a.out.join("known.jsonl")).map(|m| m.len() > 0).unwrap_or(false);
+    fp.record_or_check(&a.out.join("known.run.json"), has)?;
+    let (kept, summary) = with_model!(&a.model, |m, enc| known::filter(&*m, enc, &data, &cfg, &a.out, a.quiet))?;
+    write_atomic(&a.out.join("known.json"), &serde_json::to_string(&kept)?)?;
+    write_atomic(&a.out.join("known-summary.json"), &serde_json::to_string_pretty(&summary)?)?;
+    println!("{}", json!({"kept": summary.overall.kept, "overall": summary.overall, "out": a.out.join("known.json")}));
+    Ok(())
+}
+
+/// What a command's output folder was made with (checked on resume).
+fn fingerprint_of(
+    model: &ModelArgs,
+    dataset: &std::path::Path,
+    relations: &[String],
+    settings: serde_json::Value,
+) -> Result<Fingerprint> {
+    Ok(Fingerprint {
+        model: model.model.clone(),
+        model_digest: if model.model == "planted" {
+            "planted".into()
+        } else {
+            fingerprint::model_digest(&model.model)?
+        },
+        dataset: dataset.display().to_string(),
+        dataset_digest: fingerprint::file_digest(&dataset.to_path_buf())?,
+        relations: relations.to_vec(),
+        settings,
+    })
+}
+
+/// Writes `text` to `path` through a temporary file and a rename (never a half-written file).
+fn write_atomic(path: &std::path::Path, text: &str) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
 fn run_cmd(a: RunArgs) -> Result<()> {
     let data = load_dataset(&a.dataset, &a.relations)?;
     let shard = Shard::resolve(a.shard.as_deref(), |k| std::env::var(k).ok())?;
@@ -243,37 +385,12 @@ fn run_cmd(a: RunArgs) -> Result<()> {
     cfg.skip_multi_token = !a.multi_token;
     cfg.unrelated_any = a.unrelated_any;
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
-    let fingerprint = Fingerprint {
-        model: a.model.clone(),
-        model_digest: if a.model == "planted" { "planted".into() } else { fingerprint::model_digest(&a.model)? },
-        dataset: a.dataset.display().to_string(),
-        dataset_digest: fingerprint::file_digest(&a.dataset)?,
-        relations: a.relations.clone(),
-        settings: serde_json::to_value(&cfg)?,
-    };
+    let fingerprint = fingerprint_of(&a.model, &a.dataset, &a.relations, serde_json::to_value(cfg)?)?;
     let results = a.out.join(shard.file_name());
     let has_results = std::fs::metadata(&results).map(|m| m.len() > 0).unwrap_or(false);
     fingerprint
         .record_or_check(&a.out.join(format!("run.shard-{}-of-{}.json", shard.index, shard.count)), has_results)?;
-    let summary = if a.model == "planted" {
-        let m = planted_model();
-        let enc = PlantedEncoder { n_templates: m.dims().vocab_size - 2 - 2 * m.facts.len(), n_facts: m.facts.len() };
-        run::run(&m, &enc, &data, &cfg, shard, a.limit, &a.out, a.quiet)?
-    } else {
-        let opts = LoadOptions {
-            hub: HubOptions { offline: a.offline, ..Default::default() },
-            ignore_prefixes: a.ignore_prefix.clone(),
-            tokenizer_dir: None,
-        };
-        let device = kn_models::backend::device("default")
-            .or_else(|_| kn_models::backend::device("cpu"))
-            .map_err(|e| anyhow!(e))?;
-        let bundle = load_model::<B>(&a.model, &opts, &device)?;
-        let tok = bundle.tokenizer.as_ref().ok_or_else(|| anyhow!("{} has no tokenizer", a.model))?;
-        let enc: Box<dyn Encoder> =
-            Box::new(TextEncoder { tok, dims: bundle.model.dims(), objective: bundle.model.objective() });
-        run::run(&bundle.model, enc.as_ref(), &data, &cfg, shard, a.limit, &a.out, a.quiet)?
-    };
+    let summary = with_model!(&a.model, |m, enc| run::run(&*m, enc, &data, &cfg, shard, a.limit, &a.out, a.quiet))?;
     println!(
         "{}",
         json!({"shard": [shard.index, shard.count], "summary": summary, "out": a.out.join(shard.file_name())})

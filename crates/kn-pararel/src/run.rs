@@ -81,7 +81,7 @@ pub fn run<B: AutodiffBackend, M: KnowledgeModel<B>>(
         let fact = &data[id.as_str()];
         let unrelated = unrelated_of(data, &controls, id, cfg.seed, cfg.unrelated_any);
         let r = evaluate(model, enc, id, fact, unrelated, cfg)?;
-        out.append(&r)?;
+        out.append(r)?;
         bar.inc(1);
     }
     Ok(RunSummary { shard_facts: mine.len(), resumed, evaluated: todo.len() })

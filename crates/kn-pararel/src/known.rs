@@ -1,0 +1,227 @@
+//! The "known facts" filter: keep a fact when the model's greedy answer to at least one of its
+//! prompts is the object, so that attribution explains knowledge the model has rather than
+//! noise. Generalised as "the object is within the model's top `k` on some prompt": every
+//! object token ranks below `k` with the tokens before it teacher-forced (for `k = 1` exactly
+//! "the greedy continuation is the object"; a causal model often starts its answer with " the",
+//! which `k > 1` tolerates). Facts are checked per relation in a seeded order (as `data --per-relation` samples)
+//! until the relation has `n` known facts, so a run gets `n` known facts per relation without
+//! checking every fact of the set; every verdict is a JSON line of `known.jsonl`, so a killed
+//! filter resumes where it stopped and gives the same facts.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::Result;
+use burn::tensor::backend::Backend;
+use kn_core::{probs_batch, KnowledgeModel, Query};
+use kn_progress::{Bar, Mode};
+use serde::{Deserialize, Serialize};
+
+use crate::dataset::{self, Dataset, Fact};
+use crate::encode::Encoder;
+use crate::evaluate::{usable, EvalConfig};
+use crate::results::{JsonlFile, Record};
+
+/// The verdict on one fact (one line of `known.jsonl`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KnownRecord {
+    /// Fact id.
+    pub uuid: String,
+    /// Relation.
+    pub relation_name: String,
+    /// Object.
+    pub obj_label: String,
+    /// Object token count (0 when it cannot be encoded).
+    pub n_object_tokens: usize,
+    /// Why the fact was not checked (a multi-token object skipped, an object or prompt that
+    /// cannot be encoded); such a fact is not kept.
+    pub skipped: Option<String>,
+    /// Per prompt and object token: its rank among the model's next-token predictions (0: the
+    /// argmax), the tokens before it teacher-forced.
+    pub ranks: Vec<Vec<usize>>,
+    /// Per prompt: the probability of the object (teacher-forced over its tokens).
+    pub prob: Vec<f32>,
+    /// Per prompt and object token: the argmax token id there (teacher-forced: for rank-0
+    /// objects the greedy continuation).
+    pub argmax: Vec<Vec<u32>>,
+}
+
+impl KnownRecord {
+    /// Known at `top_k`: on at least one prompt every object token ranks below `top_k` (for
+    /// `top_k = 1`: the greedy continuation is the object).
+    pub fn known(&self, top_k: usize) -> bool {
+        self.skipped.is_none() && self.ranks.iter().any(|r| !r.is_empty() && r.iter().all(|&x| x < top_k))
+    }
+}
+
+impl Record for KnownRecord {
+    fn key(&self) -> &str {
+        &self.uuid
+    }
+}
+
+/// Counts of one relation (or all).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KnownCounts {
+    /// Facts of the relation in the input set.
+    pub facts: usize,
+    /// Facts checked (the filter stops at `n` known).
+    pub checked: usize,
+    /// Checked and known.
+    pub known: usize,
+    /// Kept in the output set (at most `n`).
+    pub kept: usize,
+    /// Checked, not known.
+    pub dropped_unknown: usize,
+    /// Not checked: multi-token object (skipped) or not encodable.
+    pub dropped_skipped: usize,
+}
+
+impl KnownCounts {
+    fn add(&mut self, o: &Self) {
+        self.facts += o.facts;
+        self.checked += o.checked;
+        self.known += o.known;
+        self.kept += o.kept;
+        self.dropped_unknown += o.dropped_unknown;
+        self.dropped_skipped += o.dropped_skipped;
+    }
+}
+
+/// What the filter kept, and its counts per relation and overall.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct KnownSummary {
+    /// Per relation.
+    pub relations: BTreeMap<String, KnownCounts>,
+    /// All relations.
+    pub overall: KnownCounts,
+}
+
+/// Settings of the filter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KnownConfig {
+    /// Known facts kept per relation (`None`: every known fact; every fact is checked).
+    pub per_relation: Option<usize>,
+    /// Seed of the order in which a relation's facts are checked.
+    pub seed: u64,
+    /// Facts checked per relation at most (bounds the cost for relations the model hardly knows).
+    pub max_checked: Option<usize>,
+    /// Skip objects of several tokens (else their greedy answer of as many tokens is compared).
+    pub skip_multi_token: bool,
+    /// Known when the object is within the top `k` (1: the greedy answer).
+    pub top_k: usize,
+}
+
+/// Checks one fact on every prompt (the verdict does not depend on `top_k`: ranks are kept).
+pub fn check<B: Backend, M: KnowledgeModel<B>>(
+    model: &M,
+    enc: &dyn Encoder,
+    uuid: &str,
+    fact: &Fact,
+    skip_multi_token: bool,
+) -> Result<KnownRecord> {
+    let cfg = EvalConfig { skip_multi_token, ..EvalConfig::default() };
+    let mut rec = KnownRecord {
+        uuid: uuid.into(),
+        relation_name: fact.relation_name.clone(),
+        obj_label: fact.obj_label.clone(),
+        n_object_tokens: 0,
+        skipped: None,
+        ranks: Vec::new(),
+        prob: Vec::new(),
+        argmax: Vec::new(),
+    };
+    match usable(enc, fact, &cfg) {
+        Ok(n) => rec.n_object_tokens = n,
+        Err((why, n)) => {
+            rec.n_object_tokens = n;
+            rec.skipped = Some(why);
+            return Ok(rec);
+        }
+    }
+    let mut prompts = Vec::with_capacity(fact.sentences.len());
+    for s in &fact.sentences {
+        match enc.queries(s, &fact.obj_label) {
+            Ok(q) => prompts.push(q),
+            Err(e) => {
+                rec.skipped = Some(format!("prompt {s:?}: {e:#}"));
+                return Ok(rec);
+            }
+        }
+    }
+    // Every (prompt, object token) position of the fact in one padded batch pass.
+    let flat: Vec<&Query> = prompts.iter().flatten().collect();
+    let mut one_token = Vec::new();
+    for q in &flat {
+        for (&p, &t) in q.positions.iter().zip(&q.target_ids) {
+            one_token.push(Query { ids: q.ids.clone(), positions: vec![p], target_ids: vec![t] });
+        }
+    }
+    let refs: Vec<&Query> = one_token.iter().collect();
+    let mut rows = probs_batch(model, &refs, None)?.into_iter().zip(&one_token);
+    for q in &prompts {
+        let (mut prob, mut ranks, mut argmax) = (1.0f32, Vec::new(), Vec::new());
+        for _ in q.iter().flat_map(|x| &x.target_ids) {
+            let Some((row, one)) = rows.next() else { break };
+            let p = row.get(one.target_ids[0] as usize).copied().unwrap_or(0.0);
+            prob *= p;
+            ranks.push(row.iter().filter(|&&x| x > p).count());
+            argmax.push(kn_core::predict::top_k_of(&row, 1).first().map_or(0, |b| b.id));
+        }
+        rec.prob.push(prob);
+        rec.ranks.push(ranks);
+        rec.argmax.push(argmax);
+    }
+    Ok(rec)
+}
+
+/// Runs the filter over `data` into `dir/known.jsonl` (resuming what it holds) and returns the
+/// kept facts with the counts.
+pub fn filter<B: Backend, M: KnowledgeModel<B>>(
+    model: &M,
+    enc: &dyn Encoder,
+    data: &Dataset,
+    cfg: &KnownConfig,
+    dir: &Path,
+    quiet: bool,
+) -> Result<(Dataset, KnownSummary)> {
+    std::fs::create_dir_all(dir)?;
+    let mut out: JsonlFile<KnownRecord> = JsonlFile::open(&dir.join("known.jsonl"))?;
+    let mut previous: BTreeMap<String, KnownRecord> =
+        std::mem::take(&mut out.records).into_iter().map(|r| (r.uuid.clone(), r)).collect();
+    let order = dataset::shuffled_by_relation(data, cfg.seed);
+    let (want, cap) = (cfg.per_relation.unwrap_or(usize::MAX), cfg.max_checked.unwrap_or(usize::MAX));
+    let total: usize = order.values().map(|ids| ids.len().min(cap)).sum();
+    let mut bar = Bar::new("known facts".to_string(), total as u64, "facts", Mode::detect(quiet, 200));
+    let (mut kept, mut summary) = (Dataset::new(), KnownSummary::default());
+    for (rel, ids) in &order {
+        let mut c = KnownCounts { facts: ids.len(), ..Default::default() };
+        for id in ids.iter().take(cap) {
+            if c.kept == want {
+                break;
+            }
+            let rec = match previous.remove(id.as_str()) {
+                Some(r) => r,
+                None => {
+                    let r = check(model, enc, id, &data[id.as_str()], cfg.skip_multi_token)?;
+                    out.append(r.clone())?;
+                    r
+                }
+            };
+            bar.inc(1);
+            c.checked += 1;
+            if rec.skipped.is_some() {
+                c.dropped_skipped += 1;
+            } else if rec.known(cfg.top_k) {
+                c.known += 1;
+                c.kept += 1;
+                kept.insert((*id).clone(), data[id.as_str()].clone());
+            } else {
+                c.dropped_unknown += 1;
+            }
+        }
+        summary.overall.add(&c);
+        summary.relations.insert((*rel).to_string(), c);
+    }
+    Ok((kept, summary))
+}

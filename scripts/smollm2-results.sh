@@ -48,9 +48,10 @@ timed() {
 }
 
 known() {
-  # 20 known facts per relation (greedy answer = object on some prompt), checked in a seeded order.
+  # 20 known facts per relation (greedy answer = object on some prompt), checked in a seeded
+  # order, at most 200 facts per relation (relations the model hardly knows keep what it knows).
   if [ ! -f "$run/known-summary.json" ]; then
-    timed known $bin known -m "$model" --dataset "$run/causal.json" --per-relation 20 --seed 1 --out "$run" -q
+    timed known $bin known -m "$model" --dataset "$run/causal.json" --per-relation 20 --max-checked 200 --seed 1 --out "$run" -q
   fi
 }
 

@@ -120,60 +120,84 @@ pub fn check<B: Backend, M: KnowledgeModel<B>>(
     fact: &Fact,
     skip_multi_token: bool,
 ) -> Result<KnownRecord> {
+    let mut v = check_many(model, enc, &[(uuid, fact)], skip_multi_token)?;
+    v.pop().ok_or_else(|| anyhow::anyhow!("no verdict for {uuid}"))
+}
+
+/// [`check`] for several facts, every (prompt, object token) position of them in one padded
+/// batch pass (a pass over a few dozen short prompts costs little more than over one).
+pub fn check_many<B: Backend, M: KnowledgeModel<B>>(
+    model: &M,
+    enc: &dyn Encoder,
+    facts: &[(&str, &Fact)],
+    skip_multi_token: bool,
+) -> Result<Vec<KnownRecord>> {
     let cfg = EvalConfig { skip_multi_token, ..EvalConfig::default() };
-    let mut rec = KnownRecord {
-        uuid: uuid.into(),
-        relation_name: fact.relation_name.clone(),
-        obj_label: fact.obj_label.clone(),
-        n_object_tokens: 0,
-        skipped: None,
-        ranks: Vec::new(),
-        prob: Vec::new(),
-        argmax: Vec::new(),
-    };
-    match usable(enc, fact, &cfg) {
-        Ok(n) => rec.n_object_tokens = n,
-        Err((why, n)) => {
-            rec.n_object_tokens = n;
-            rec.skipped = Some(why);
-            return Ok(rec);
-        }
-    }
-    let mut prompts = Vec::with_capacity(fact.sentences.len());
-    for s in &fact.sentences {
-        match enc.queries(s, &fact.obj_label) {
-            Ok(q) => prompts.push(q),
-            Err(e) => {
-                rec.skipped = Some(format!("prompt {s:?}: {e:#}"));
-                return Ok(rec);
+    let mut recs = Vec::with_capacity(facts.len());
+    // Per fact, its prompts' queries (empty when the fact is skipped).
+    let mut prompts: Vec<Vec<Vec<Query>>> = Vec::with_capacity(facts.len());
+    for (uuid, fact) in facts {
+        let mut rec = KnownRecord {
+            uuid: (*uuid).into(),
+            relation_name: fact.relation_name.clone(),
+            obj_label: fact.obj_label.clone(),
+            n_object_tokens: 0,
+            skipped: None,
+            ranks: Vec::new(),
+            prob: Vec::new(),
+            argmax: Vec::new(),
+        };
+        let mut qs = Vec::new();
+        match usable(enc, fact, &cfg) {
+            Ok(n) => {
+                rec.n_object_tokens = n;
+                for s in &fact.sentences {
+                    match enc.queries(s, &fact.obj_label) {
+                        Ok(q) => qs.push(q),
+                        Err(e) => {
+                            rec.skipped = Some(format!("prompt {s:?}: {e:#}"));
+                            qs.clear();
+                            break;
+                        }
+                    }
+                }
+            }
+            Err((why, n)) => {
+                rec.n_object_tokens = n;
+                rec.skipped = Some(why);
             }
         }
+        recs.push(rec);
+        prompts.push(qs);
     }
-    // Every (prompt, object token) position of the fact in one padded batch pass.
-    let flat: Vec<&Query> = prompts.iter().flatten().collect();
     let mut one_token = Vec::new();
-    for q in &flat {
+    for q in prompts.iter().flatten().flatten() {
         for (&p, &t) in q.positions.iter().zip(&q.target_ids) {
             one_token.push(Query { ids: q.ids.clone(), positions: vec![p], target_ids: vec![t] });
         }
     }
     let refs: Vec<&Query> = one_token.iter().collect();
     let mut rows = probs_batch(model, &refs, None)?.into_iter().zip(&one_token);
-    for q in &prompts {
-        let (mut prob, mut ranks, mut argmax) = (1.0f32, Vec::new(), Vec::new());
-        for _ in q.iter().flat_map(|x| &x.target_ids) {
-            let Some((row, one)) = rows.next() else { break };
-            let p = row.get(one.target_ids[0] as usize).copied().unwrap_or(0.0);
-            prob *= p;
-            ranks.push(row.iter().filter(|&&x| x > p).count());
-            argmax.push(kn_core::predict::top_k_of(&row, 1).first().map_or(0, |b| b.id));
+    for (rec, qs) in recs.iter_mut().zip(&prompts) {
+        for q in qs {
+            let (mut prob, mut ranks, mut argmax) = (1.0f32, Vec::new(), Vec::new());
+            for _ in q.iter().flat_map(|x| &x.target_ids) {
+                let Some((row, one)) = rows.next() else { break };
+                let p = row.get(one.target_ids[0] as usize).copied().unwrap_or(0.0);
+                prob *= p;
+                ranks.push(row.iter().filter(|&&x| x > p).count());
+                argmax.push(kn_core::predict::top_k_of(&row, 1).first().map_or(0, |b| b.id));
+            }
+            rec.prob.push(prob);
+            rec.ranks.push(ranks);
+            rec.argmax.push(argmax);
         }
-        rec.prob.push(prob);
-        rec.ranks.push(ranks);
-        rec.argmax.push(argmax);
     }
-    Ok(rec)
+    Ok(recs)
 }
+
+/// Facts checked in one batch pass by [`filter`].
+const CHUNK: usize = 8;
 
 /// Runs the filter over `data` into `dir/known.jsonl` (resuming what it holds) and returns the
 /// kept facts with the counts.
@@ -196,28 +220,40 @@ pub fn filter<B: Backend, M: KnowledgeModel<B>>(
     let (mut kept, mut summary) = (Dataset::new(), KnownSummary::default());
     for (rel, ids) in &order {
         let mut c = KnownCounts { facts: ids.len(), ..Default::default() };
-        for id in ids.iter().take(cap) {
+        let ids: Vec<&String> = ids.iter().take(cap).copied().collect();
+        for chunk in ids.chunks(CHUNK) {
             if c.kept == want {
                 break;
             }
-            let rec = match previous.remove(id.as_str()) {
-                Some(r) => r,
-                None => {
-                    let r = check(model, enc, id, &data[id.as_str()], cfg.skip_multi_token)?;
+            // Verdicts not in the file yet, checked together; a chunk may check a few facts
+            // past the n-th known one (their verdicts are kept for a later, larger n).
+            let new: Vec<(&str, &Fact)> = chunk
+                .iter()
+                .filter(|id| !previous.contains_key(id.as_str()))
+                .map(|id| (id.as_str(), &data[id.as_str()]))
+                .collect();
+            if !new.is_empty() {
+                for r in check_many(model, enc, &new, cfg.skip_multi_token)? {
                     out.append(r.clone())?;
-                    r
+                    previous.insert(r.uuid.clone(), r);
                 }
-            };
-            bar.inc(1);
-            c.checked += 1;
-            if rec.skipped.is_some() {
-                c.dropped_skipped += 1;
-            } else if rec.known(cfg.top_k) {
-                c.known += 1;
-                c.kept += 1;
-                kept.insert((*id).clone(), data[id.as_str()].clone());
-            } else {
-                c.dropped_unknown += 1;
+            }
+            for id in chunk {
+                if c.kept == want {
+                    break;
+                }
+                let Some(rec) = previous.get(id.as_str()) else { continue };
+                bar.inc(1);
+                c.checked += 1;
+                if rec.skipped.is_some() {
+                    c.dropped_skipped += 1;
+                } else if rec.known(cfg.top_k) {
+                    c.known += 1;
+                    c.kept += 1;
+                    kept.insert((*id).clone(), data[id.as_str()].clone());
+                } else {
+                    c.dropped_unknown += 1;
+                }
             }
         }
         summary.overall.add(&c);

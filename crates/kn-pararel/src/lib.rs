@@ -8,7 +8,9 @@
 
 pub mod dataset;
 pub mod download;
+pub mod edit_study;
 pub mod encode;
+pub mod erase_study;
 pub mod evaluate;
 pub mod export;
 pub mod fingerprint;
@@ -17,3 +19,5 @@ pub mod report;
 pub mod results;
 pub mod run;
 pub mod shard;
+pub mod study;
+pub mod study_report;

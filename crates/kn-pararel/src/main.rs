@@ -13,6 +13,9 @@ use kn_pararel::dataset::{self, Dataset, Which};
 use kn_pararel::encode::{planted_sentences, Encoder, PlantedEncoder, TextEncoder};
 use kn_pararel::evaluate::EvalConfig;
 use kn_pararel::fingerprint::{self, Fingerprint};
+use kn_pararel::edit_study::{self, EditConfig};
+use kn_pararel::erase_study::{self, EraseConfig};
+use kn_pararel::evaluate::FactResult;
 use kn_pararel::known::{self, KnownConfig};
 use kn_pararel::{download, export, report, results, run, shard::Shard};
 use serde_json::json;
@@ -39,11 +42,20 @@ enum Cmd {
     ///
     /// Example: kn-pararel run --model bert-base-uncased --dataset eai.json --out runs/bert --shard 0/8
     Run(RunArgs),
+    /// The paper's updating-facts study on a finished run: edit each sampled fact's neurons to a new object.
+    ///
+    /// Example: kn-pararel edit -m model.gguf --dataset runs/smollm2/known.json --run runs/smollm2 --per-relation 10
+    Edit(EditArgs),
+    /// The paper's erasing study on a finished run: zero the 20 most frequent neurons of a relation.
+    ///
+    /// Example: kn-pararel erase -m model.gguf --dataset runs/smollm2/known.json --run runs/smollm2
+    Erase(EraseArgs),
     /// Join the shard files into results.jsonl, checking every fact appears exactly once.
     ///
     /// Example: kn-pararel merge runs/bert --dataset eai.json
     Merge(MergeArgs),
-    /// Metrics per relation and overall (JSON, markdown) and the paper's Figures 3 and 4 (SVG).
+    /// Metrics per relation and overall (JSON, markdown), the paper's Figures 3 and 4 and the layer histogram
+    /// (SVG, PNG), with the known-facts counts and the case studies' tables when the folder has them.
     ///
     /// Example: kn-pararel report runs/bert
     Report {
@@ -179,6 +191,67 @@ struct RunArgs {
     quiet: bool,
 }
 
+/// What both case studies read: a finished run and its fact set.
+#[derive(Debug, clap::Args)]
+struct StudyArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// The fact set the run was made from.
+    #[arg(long)]
+    dataset: PathBuf,
+    /// The run folder (its results.jsonl; `merge` first for sharded runs).
+    #[arg(long)]
+    run: PathBuf,
+    /// Output folder (default: the run folder).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Seed of every sampled choice.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// No progress bar.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+#[derive(Debug, clap::Args)]
+struct EditArgs {
+    #[command(flatten)]
+    study: StudyArgs,
+    /// Facts edited per relation (default: every fact the run evaluated).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    per_relation: Option<u64>,
+    /// The edit rule: the paper's (λ1 = 1, λ2 = 8, norm-scaled) or EleutherAI's (λ = 2).
+    #[arg(long, value_enum, default_value = "paper")]
+    rule: RuleArg,
+    /// Neurons refined for more than this share of a relation's facts are not edited.
+    #[arg(long, default_value_t = 0.1)]
+    common_share: f64,
+    /// Facts of the same relation, and of other relations, whose log-perplexity is measured.
+    #[arg(long, default_value_t = 5)]
+    context: usize,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum RuleArg {
+    Paper,
+    Eai,
+}
+
+#[derive(Debug, clap::Args)]
+struct EraseArgs {
+    #[command(flatten)]
+    study: StudyArgs,
+    /// Relations to erase (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "P19,P27,P106,P937")]
+    relations: Vec<String>,
+    /// Neurons erased per relation (the most frequent refined ones).
+    #[arg(long, default_value_t = 20)]
+    top: usize,
+    /// Facts of other relations measured (sampled; default: all the run evaluated).
+    #[arg(long)]
+    others: Option<usize>,
+}
+
 #[derive(Debug, clap::Args)]
 struct MergeArgs {
     /// Run folder with results.shard-*.jsonl.
@@ -214,6 +287,8 @@ fn dispatch(cmd: Cmd) -> Result<()> {
         Cmd::Data(a) => data(a),
         Cmd::Known(a) => known_cmd(a),
         Cmd::Run(a) => run_cmd(a),
+        Cmd::Edit(a) => edit_cmd(a),
+        Cmd::Erase(a) => erase_cmd(a),
         Cmd::Merge(a) => merge(a),
         Cmd::Report { dir } => report_cmd(&dir),
         Cmd::Export { dir, model_name } => {
@@ -336,7 +411,9 @@ fn known_cmd(a: KnownArgs) -> Result<()> {
         top_k: usize::try_from(a.top_k).unwrap_or(usize::MAX),
     };
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
-    let fp = fingerprint_of(&a.model, &a.dataset, &a.relations, serde_json::to_value(cfg)?)?;
+    // A verdict depends on the model, the fact and the multi-token rule only: a later call with
+    // another --per-relation, --max-checked, --top-k or --relations reuses the verdicts there.
+    let fp = fingerprint_of(&a.model, &a.dataset, &[], json!({"skip_multi_token": cfg.skip_multi_token}))?;
     let has = std::fs::metadata(a.out.join("known.jsonl")).map(|m| m.len() > 0).unwrap_or(false);
     fp.record_or_check(&a.out.join("known.run.json"), has)?;
     let (kept, summary) = with_model!(&a.model, |m, enc| known::filter(&*m, enc, &data, &cfg, &a.out, a.quiet))?;
@@ -395,6 +472,57 @@ fn run_cmd(a: RunArgs) -> Result<()> {
         "{}",
         json!({"shard": [shard.index, shard.count], "summary": summary, "out": a.out.join(shard.file_name())})
     );
+    Ok(())
+}
+
+/// A study's inputs, its output folder, and its fingerprint recorded (or checked on resume).
+fn study_setup(a: &StudyArgs, name: &str, settings: serde_json::Value) -> Result<(Dataset, Vec<FactResult>, PathBuf)> {
+    let data = load_dataset(&a.dataset, &[])?;
+    let results_path = a.run.join("results.jsonl");
+    let results = results::read_results(&results_path).context("run `kn-pararel merge` first for sharded runs")?;
+    let out = a.out.clone().unwrap_or_else(|| a.run.clone());
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let settings = json!({"study": settings, "results_digest": fingerprint::file_digest(&results_path)?, "seed": a.seed});
+    let fp = fingerprint_of(&a.model, &a.dataset, &[], settings)?;
+    let has = std::fs::metadata(out.join(format!("{name}.jsonl"))).map(|m| m.len() > 0).unwrap_or(false);
+    fp.record_or_check(&out.join(format!("{name}.run.json")), has)?;
+    Ok((data, results, out))
+}
+
+fn edit_cmd(a: EditArgs) -> Result<()> {
+    let cfg = EditConfig {
+        per_relation: a.per_relation.map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
+        seed: a.study.seed,
+        rule: match a.rule {
+            RuleArg::Paper => kn_core::EditRule::paper(),
+            RuleArg::Eai => kn_core::EditRule::eai(),
+        },
+        common_share: a.common_share,
+        context: a.context,
+    };
+    if !(0.0..=1.0).contains(&cfg.common_share) {
+        bail!("--common-share must be in [0, 1], not {}", cfg.common_share);
+    }
+    // A fact's record does not depend on how many facts are sampled: a later call with a larger
+    // --per-relation extends the file.
+    let mut settings = serde_json::to_value(cfg)?;
+    settings["per_relation"] = serde_json::Value::Null;
+    let (data, results, out) = study_setup(&a.study, "edits", settings)?;
+    let (done, already) =
+        with_model!(&a.study.model, |m, enc| edit_study::run(m, enc, &data, &results, &cfg, &out, a.study.quiet))?;
+    println!("{}", json!({"edited": done, "resumed": already, "out": out.join("edits.jsonl")}));
+    Ok(())
+}
+
+fn erase_cmd(a: EraseArgs) -> Result<()> {
+    let cfg = EraseConfig { relations: a.relations.clone(), top: a.top, others: a.others, seed: a.study.seed };
+    // One record per relation: a later call with more --relations extends the file.
+    let mut settings = serde_json::to_value(&cfg)?;
+    settings["relations"] = serde_json::Value::Null;
+    let (data, results, out) = study_setup(&a.study, "erase", settings)?;
+    let (done, already) =
+        with_model!(&a.study.model, |m, enc| erase_study::run(m, enc, &data, &results, &cfg, &out, a.study.quiet))?;
+    println!("{}", json!({"erased": done, "resumed": already, "out": out.join("erase.jsonl")}));
     Ok(())
 }
 
@@ -471,7 +599,20 @@ fn check_shard_set(dir: &std::path::Path, files: &[PathBuf]) -> Result<()> {
 fn report_cmd(dir: &std::path::Path) -> Result<()> {
     let r =
         results::read_results(&dir.join("results.jsonl")).context("run `kn-pararel merge` first for sharded runs")?;
-    let rep = report::report(&r);
+    let mut rep = report::report(&r);
+    let known = dir.join("known-summary.json");
+    if known.is_file() {
+        let text = std::fs::read_to_string(&known).with_context(|| format!("reading {}", known.display()))?;
+        rep.known = Some(serde_json::from_str(&text).with_context(|| format!("{} is not a known-facts summary", known.display()))?);
+    }
+    let edits = dir.join("edits.jsonl");
+    if edits.is_file() {
+        rep.edits = Some(kn_pararel::study_report::edit_table(&results::read_records(&edits)?));
+    }
+    let erase = dir.join("erase.jsonl");
+    if erase.is_file() {
+        rep.erase = Some(kn_pararel::study_report::erase_rows(&results::read_records(&erase)?));
+    }
     std::fs::write(dir.join("report.json"), serde_json::to_string_pretty(&rep)?)?;
     std::fs::write(dir.join("report.md"), report::markdown(&rep))?;
     let fig3 = report::figure(&rep, "Suppressing knowledge neurons", |r| {
@@ -480,7 +621,8 @@ fn report_cmd(dir: &std::path::Path) -> Result<()> {
     let fig4 = report::figure(&rep, "Enhancing knowledge neurons", |r| {
         (r.enhance_related.paper_pct, r.enhance_unrelated.paper_pct)
     });
-    for (bars, name) in [(fig3, "fig3-suppression"), (fig4, "fig4-enhancement")] {
+    let layers = report::layer_figure(&rep);
+    for (bars, name) in [(fig3, "fig3-suppression"), (fig4, "fig4-enhancement"), (layers, "layers")] {
         let scene = bars.scene()?;
         for ext in ["svg", "png"] {
             kn_plot::save(&scene, &dir.join(format!("{name}.{ext}")))?;

@@ -72,6 +72,8 @@ pub struct Row {
     pub baseline_suppress_related: Metric,
     /// Activation baseline, enhancement, related.
     pub baseline_enhance_related: Metric,
+    /// Refined neurons per layer, summed over the facts (where in depth they sit).
+    pub layers: Vec<usize>,
 }
 
 #[derive(Default)]
@@ -80,6 +82,7 @@ struct RowAcc {
     skipped: usize,
     neurons: usize,
     cells: [Acc; 6],
+    layers: Vec<usize>,
 }
 
 impl RowAcc {
@@ -90,6 +93,12 @@ impl RowAcc {
         }
         self.facts += 1;
         self.neurons += r.neurons.len();
+        for n in &r.neurons {
+            if self.layers.len() <= n.layer {
+                self.layers.resize(n.layer + 1, 0);
+            }
+            self.layers[n.layer] += 1;
+        }
         let pairs: [(&Pair, bool); 4] = [
             (&r.suppression, true),
             (&r.enhancement, true),
@@ -116,6 +125,7 @@ impl RowAcc {
             enhance_unrelated: m(3),
             baseline_suppress_related: m(4),
             baseline_enhance_related: m(5),
+            layers: self.layers.clone(),
         }
     }
 }
@@ -127,6 +137,15 @@ pub struct Report {
     pub relations: BTreeMap<String, Row>,
     /// All facts pooled.
     pub overall: Row,
+    /// The known-facts filter's counts, when the run folder has them (`known-summary.json`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub known: Option<crate::known::KnownSummary>,
+    /// The updating-facts study, when the run folder has `edits.jsonl`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub edits: Option<crate::study_report::EditTable>,
+    /// The erasing study, when the run folder has `erase.jsonl`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub erase: Option<Vec<crate::study_report::EraseRow>>,
 }
 
 /// Aggregates records.
@@ -137,7 +156,11 @@ pub fn report(results: &[FactResult]) -> Report {
         per.entry(r.relation_name.clone()).or_default().add(r);
         all.add(r);
     }
-    Report { relations: per.into_iter().map(|(k, v)| (k, v.row())).collect(), overall: all.row() }
+    Report {
+        relations: per.into_iter().map(|(k, v)| (k, v.row())).collect(),
+        overall: all.row(),
+        ..Default::default()
+    }
 }
 
 /// Markdown table.
@@ -164,7 +187,35 @@ pub fn markdown(rep: &Report) -> String {
             cell(&r.baseline_enhance_related),
         );
     }
+    if let Some(k) = &rep.known {
+        s.push_str(&crate::study_report::known_markdown(k));
+    }
+    if let Some(e) = &rep.edits {
+        s.push_str(&crate::study_report::edit_markdown(e));
+    }
+    if let Some(e) = &rep.erase {
+        s.push_str(&crate::study_report::erase_markdown(e));
+    }
+    s.push_str("\nRefined neurons per layer (all facts): ");
+    let hist: Vec<String> = rep.overall.layers.iter().enumerate().map(|(l, c)| format!("{l}: {c}")).collect();
+    s.push_str(&hist.join(", "));
+    s.push('\n');
     s
+}
+
+/// The layer histogram: refined neurons per layer over all facts.
+pub fn layer_figure(rep: &Report) -> kn_plot::Bars {
+    kn_plot::Bars {
+        title: "Where the refined neurons sit".into(),
+        categories: (0..rep.overall.layers.len()).map(|l| l.to_string()).collect(),
+        series: vec![kn_plot::Series {
+            name: "refined neurons".into(),
+            values: rep.overall.layers.iter().map(|&c| c as f64).collect(),
+        }],
+        y_label: "refined neurons (all facts)".into(),
+        x_label: "layer".into(),
+        unit: String::new(),
+    }
 }
 
 /// A grouped bar chart per relation (related vs unrelated): the layout of the paper's

@@ -130,7 +130,8 @@ pub fn run<B: Backend, M: KnowledgeModel<B>>(
     bar.skip(already as u64);
     let all: Vec<&FactResult> = groups.values().flatten().copied().collect();
     let mut done = 0;
-    let todo: Vec<&(&FactResult, &Vec<&FactResult>)> = plan.iter().filter(|(f, _)| !out.done.contains(&f.uuid)).collect();
+    let todo: Vec<&(&FactResult, &Vec<&FactResult>)> =
+        plan.iter().filter(|(f, _)| !out.done.contains(&f.uuid)).collect();
     for (fact, relation) in todo {
         let rec = edit_one(model, enc, data, fact, relation, &all, cfg)?;
         out.append(rec)?;

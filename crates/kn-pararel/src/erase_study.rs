@@ -84,7 +84,10 @@ pub fn run<B: Backend, M: KnowledgeModel<B>>(
 ) -> Result<(usize, usize)> {
     let groups = study::by_relation(results);
     if let Some(r) = cfg.relations.iter().find(|r| !groups.contains_key(r.as_str())) {
-        bail!("relation {r} has no evaluated fact in the run (relations there: {:?})", groups.keys().collect::<Vec<_>>());
+        bail!(
+            "relation {r} has no evaluated fact in the run (relations there: {:?})",
+            groups.keys().collect::<Vec<_>>()
+        );
     }
     let mut out: JsonlFile<EraseRecord> = JsonlFile::open(&dir.join("erase.jsonl"))?;
     let already = cfg.relations.iter().filter(|r| out.done.contains(r.as_str())).count();
@@ -94,7 +97,8 @@ pub fn run<B: Backend, M: KnowledgeModel<B>>(
     let todo: Vec<&String> = cfg.relations.iter().filter(|r| !out.done.contains(r.as_str())).collect();
     for rel in todo {
         let facts = &groups[rel.as_str()];
-        let others: Vec<&FactResult> = groups.iter().filter(|(k, _)| *k != rel).flat_map(|(_, v)| v.iter().copied()).collect();
+        let others: Vec<&FactResult> =
+            groups.iter().filter(|(k, _)| *k != rel).flat_map(|(_, v)| v.iter().copied()).collect();
         let mut rng = study::rng_for(cfg.seed, rel);
         let others: Vec<&FactResult> =
             study::pick(&others, cfg.others.unwrap_or(usize::MAX), &mut rng).into_iter().copied().collect();

@@ -10,12 +10,12 @@ use kn_core::KnowledgeModel;
 use kn_models::backend::AutodiffBackend as B;
 use kn_models::{load_model, HubOptions, LoadOptions};
 use kn_pararel::dataset::{self, Dataset, Which};
-use kn_pararel::encode::{planted_sentences, Encoder, PlantedEncoder, TextEncoder};
-use kn_pararel::evaluate::EvalConfig;
-use kn_pararel::fingerprint::{self, Fingerprint};
 use kn_pararel::edit_study::{self, EditConfig};
+use kn_pararel::encode::{planted_sentences, Encoder, PlantedEncoder, TextEncoder};
 use kn_pararel::erase_study::{self, EraseConfig};
+use kn_pararel::evaluate::EvalConfig;
 use kn_pararel::evaluate::FactResult;
+use kn_pararel::fingerprint::{self, Fingerprint};
 use kn_pararel::known::{self, KnownConfig};
 use kn_pararel::{download, export, report, results, run, shard::Shard};
 use serde_json::json;
@@ -482,7 +482,8 @@ fn study_setup(a: &StudyArgs, name: &str, settings: serde_json::Value) -> Result
     let results = results::read_results(&results_path).context("run `kn-pararel merge` first for sharded runs")?;
     let out = a.out.clone().unwrap_or_else(|| a.run.clone());
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-    let settings = json!({"study": settings, "results_digest": fingerprint::file_digest(&results_path)?, "seed": a.seed});
+    let settings =
+        json!({"study": settings, "results_digest": fingerprint::file_digest(&results_path)?, "seed": a.seed});
     let fp = fingerprint_of(&a.model, &a.dataset, &[], settings)?;
     let has = std::fs::metadata(out.join(format!("{name}.jsonl"))).map(|m| m.len() > 0).unwrap_or(false);
     fp.record_or_check(&out.join(format!("{name}.run.json")), has)?;
@@ -603,7 +604,9 @@ fn report_cmd(dir: &std::path::Path) -> Result<()> {
     let known = dir.join("known-summary.json");
     if known.is_file() {
         let text = std::fs::read_to_string(&known).with_context(|| format!("reading {}", known.display()))?;
-        rep.known = Some(serde_json::from_str(&text).with_context(|| format!("{} is not a known-facts summary", known.display()))?);
+        rep.known = Some(
+            serde_json::from_str(&text).with_context(|| format!("{} is not a known-facts summary", known.display()))?,
+        );
     }
     let edits = dir.join("edits.jsonl");
     if edits.is_file() {

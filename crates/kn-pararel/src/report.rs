@@ -156,11 +156,7 @@ pub fn report(results: &[FactResult]) -> Report {
         per.entry(r.relation_name.clone()).or_default().add(r);
         all.add(r);
     }
-    Report {
-        relations: per.into_iter().map(|(k, v)| (k, v.row())).collect(),
-        overall: all.row(),
-        ..Default::default()
-    }
+    Report { relations: per.into_iter().map(|(k, v)| (k, v.row())).collect(), overall: all.row(), ..Default::default() }
 }
 
 /// Markdown table.

@@ -191,3 +191,41 @@ fn a_neuron_listed_twice_is_edited_once() {
     edit(&mut twice, &[n, n], 5, 6, EditRule::eai()).unwrap().keep();
     assert_eq!(values(once.ffn_out_weight(1).inner()), values(twice.ffn_out_weight(1).inner()));
 }
+
+#[test]
+fn batched_measurements_equal_one_query_at_a_time_on_every_architecture() {
+    // Prompts of different lengths (padded in the batch), each read and patched at its own
+    // position: the masked model at a middle position, the causal ones at the last.
+    let prompts: [&[u32]; 4] = [&[3, 5, 7, 9, 11], &[4, 6], &[8, 10, 12, 14, 16, 18, 20], &[13, 15, 17]];
+    let neurons = [NeuronId::new(0, 1), NeuronId::new(1, 3), NeuronId::new(1, 5)];
+    for name in ["tiny-bert", "tiny-gpt2", "tiny-gpt-neo", "tiny-llama", "tiny-mistral", "tiny-qwen2"] {
+        let model = tiny(name);
+        let masked = model.objective() == kn_core::Objective::MaskedLm;
+        let queries: Vec<Query> = prompts
+            .iter()
+            .enumerate()
+            .map(|(k, ids)| {
+                let pos = if masked { ids.len() / 2 } else { ids.len() - 1 };
+                Query { ids: ids.to_vec(), positions: vec![pos], target_ids: vec![2 + k as u32] }
+            })
+            .collect();
+        let refs: Vec<&Query> = queries.iter().collect();
+        let mut worst = 0.0f32;
+        for patch in [None, Some((&neurons[..], 0.0f32)), Some((&neurons[..], 2.0f32))] {
+            let batched = kn_core::measure_batch(&model, &refs, patch).unwrap();
+            for (q, b) in queries.iter().zip(&batched) {
+                let one = match patch {
+                    None => measure(&model, std::slice::from_ref(q), &mut NoHook).unwrap(),
+                    Some((n, f)) => {
+                        let scope = kn_core::intervene::target_scope(model.objective(), std::slice::from_ref(q));
+                        let mut p = kn_core::ScaleNeurons::new(n, &model.dims(), f, scope).unwrap();
+                        measure(&model, std::slice::from_ref(q), &mut p).unwrap()
+                    }
+                };
+                assert_eq!(one.argmax_ids, b.argmax_ids, "{name}: argmax of {q:?} with {patch:?}");
+                worst = worst.max((one.gt_prob - b.gt_prob).abs() / one.gt_prob);
+            }
+        }
+        within(&format!("{name}: batched vs one-at-a-time target probability, relative"), worst, 1e-5);
+    }
+}

@@ -217,8 +217,15 @@ pub fn layer_figure(rep: &Report) -> kn_plot::Bars {
 /// A grouped bar chart per relation (related vs unrelated): the layout of the paper's
 /// Figure 3 (suppression) and Figure 4 (enhancement).
 pub fn figure(rep: &Report, title: &str, pick: impl Fn(&Row) -> (f64, f64)) -> kn_plot::Bars {
-    let rels: Vec<(&String, (f64, f64))> =
-        rep.relations.iter().filter(|(_, r)| r.facts > 0).map(|(k, r)| (k, pick(r))).collect();
+    let all = "all".to_string();
+    // Per relation, then the pooled mean over every fact (the paper's last group).
+    let rels: Vec<(&String, (f64, f64))> = rep
+        .relations
+        .iter()
+        .filter(|(_, r)| r.facts > 0)
+        .map(|(k, r)| (k, pick(r)))
+        .chain(std::iter::once((&all, pick(&rep.overall))))
+        .collect();
     kn_plot::Bars {
         title: title.to_string(),
         categories: rels.iter().map(|(k, _)| (*k).clone()).collect(),

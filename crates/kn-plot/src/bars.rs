@@ -29,7 +29,8 @@ pub struct Bars {
     pub unit: String,
 }
 
-const FONT: f32 = 8.0;
+const FONT: f32 = 12.0;
+const TITLE: f32 = 16.0;
 const BAR: f32 = 12.0;
 const GAP: f32 = 10.0;
 const PLOT_H: f32 = 300.0;
@@ -68,7 +69,7 @@ impl Bars {
             .fold(0.0, f32::max);
         let left = 30.0 + tick_w;
         let top = 56.0;
-        let width = (left + n as f32 * group + 20.0).max(text_width(&self.title, 2.0 * FONT) + 40.0).max(360.0);
+        let width = (left + n as f32 * group + 20.0).max(text_width(&self.title, TITLE) + 40.0).max(360.0);
         // Few categories: spread the groups over the width the title needs anyway.
         let group = group.max(((width - left - 20.0) / n as f32).min(4.0 * group));
         let plot_w = n as f32 * group;
@@ -77,7 +78,7 @@ impl Bars {
         let mut sc = Scene::new(width.ceil() as u32, height.ceil() as u32);
         let y = |v: f64| top + ((top_v - v) / span) as f32 * PLOT_H;
 
-        sc.text(width / 2.0, 14.0, &self.title, 2.0 * FONT, Anchor::Middle);
+        sc.text(width / 2.0, 16.0, &self.title, TITLE, Anchor::Middle);
         let mut lx = left;
         for (i, s) in self.series.iter().enumerate() {
             sc.rect(lx, 32.0, 10.0, 10.0, Color::SERIES[i % Color::SERIES.len()]);

@@ -36,7 +36,8 @@ pub struct Heatmap {
     pub caption: Option<String>,
 }
 
-const FONT: f32 = 8.0;
+const FONT: f32 = 12.0;
+const TITLE: f32 = 16.0;
 const ROW_H: f32 = 20.0;
 
 impl Heatmap {
@@ -67,16 +68,18 @@ impl Heatmap {
         let (left, top) = (60.0, 70.0);
         let plot_w = px_cols as f32 * scale;
         let plot_h = rows as f32 * ROW_H;
-        let width = (left + plot_w + 30.0).max(text_width(&self.title, 2.0 * FONT) + 40.0).max(520.0);
+        let width = (left + plot_w + 30.0).max(text_width(&self.title, TITLE) + 40.0).max(520.0);
         let height = top + plot_h + 56.0;
         let mut sc = Scene::new(width.ceil() as u32, height.ceil() as u32);
         let x_of = |col: usize| left + (col / bin) as f32 * scale;
 
-        sc.text(width / 2.0, 14.0, &self.title, 2.0 * FONT, Anchor::Middle);
+        sc.text(width / 2.0, 16.0, &self.title, TITLE, Anchor::Middle);
         if let Some(caption) = &self.caption {
             sc.text(left, 36.0, caption, FONT, Anchor::Start);
         }
-        self.legend(&mut sc, width - 250.0, 52.0, max);
+        // The colour scale at the right, its "+max" label inside the picture.
+        let plus = format!("+{}", tick_label(max as f64));
+        self.legend(&mut sc, width - 12.0 - text_width(&plus, FONT) - 204.0, 52.0, max);
 
         for (r, row) in self.values.iter().enumerate() {
             let y = top + r as f32 * ROW_H;
@@ -135,7 +138,14 @@ impl Heatmap {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::raster::render;
+    use resvg::tiny_skia::Pixmap;
+
+    /// The PNG's colour at SVG point `(x, y)` (the PNG is drawn at `PNG_SCALE`).
+    fn colour(png: &Pixmap, x: f32, y: f32) -> Color {
+        let s = crate::png::PNG_SCALE;
+        let p = png.pixel((x * s) as u32, (y * s) as u32).unwrap();
+        Color(p.red(), p.green(), p.blue())
+    }
 
     #[test]
     fn strongest_cell_is_darkest_and_marks_are_outlined() {
@@ -151,14 +161,38 @@ mod tests {
             col_label: "neuron".into(),
             caption: None,
         };
-        let px = render(&h.scene().unwrap());
+        let png = Pixmap::decode_png(&crate::png::render(&h.scene().unwrap()).unwrap()).unwrap();
         // 3072 neurons in 1536 columns: neuron 3000 is column 1500, the pair keeps +2 (largest |v|).
-        let (left, top) = (60i64, 70i64);
-        assert_eq!(px.get(left + 1500, top + 20 + 10), Some(Color::diverging(1.0)));
-        assert_eq!(px.get(left + 5, top + 10), Some(Color::diverging(-0.5)));
-        assert_eq!(px.get(left + 700, top + 10), Some(Color::WHITE));
+        let (left, top) = (60.0, 70.0);
+        assert_eq!(colour(&png, left + 1500.5, top + 20.0 + 10.0), Color::diverging(1.0));
+        assert_eq!(colour(&png, left + 5.5, top + 10.0), Color::diverging(-0.5));
+        assert_eq!(colour(&png, left + 700.5, top + 10.0), Color::WHITE);
         // Outline left of the cell.
-        assert_eq!(px.get(left + 1498, top + 20 + 10), Some(Color::BLACK));
+        assert_eq!(colour(&png, left + 1498.0, top + 20.0 + 10.0), Color::BLACK);
+    }
+
+    #[test]
+    fn the_colour_scale_labels_fit_in_the_picture() {
+        let h = Heatmap {
+            title: "t".into(),
+            values: vec![vec![4.9e-5f32, -1e-6, 0.0]; 3],
+            marks: vec![],
+            row_label: "layer".into(),
+            col_label: "neuron".into(),
+            caption: Some("a caption".into()),
+        };
+        let sc = h.scene().unwrap();
+        for shape in &sc.shapes {
+            if let crate::Shape::Text { x, text, size, anchor, vertical: false, .. } = shape {
+                let w = text_width(text, *size);
+                let (l, r) = match anchor {
+                    Anchor::Start => (*x, x + w),
+                    Anchor::Middle => (x - w / 2.0, x + w / 2.0),
+                    Anchor::End => (x - w, *x),
+                };
+                assert!(l >= 0.0 && r <= sc.width as f32, "{text:?} spans {l}..{r} of {}", sc.width);
+            }
+        }
     }
 
     #[test]

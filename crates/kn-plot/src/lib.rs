@@ -1,6 +1,6 @@
 //! Charts for knowledge-neuron results, drawn in Rust: a chart is built as a [`Scene`] of
-//! rectangles, lines and text, then written as SVG (vector, text kept as text) or PNG (raster,
-//! with a built-in 8×8 bitmap font), chosen by the file extension.
+//! rectangles, lines and text, then written as SVG (vector, text kept as text) or PNG (that SVG
+//! rendered by resvg, text in the embedded Noto Sans), chosen by the file extension.
 //!
 //! - [`heatmap::Heatmap`]: the `[layer × neuron]` attribution map.
 //! - [`bars::Bars`]: grouped bar charts (neurons per layer; the PARAREL figures).
@@ -9,7 +9,7 @@ pub mod bars;
 pub mod color;
 pub mod error;
 pub mod heatmap;
-pub mod raster;
+pub mod png;
 pub mod scene;
 pub mod svg;
 
@@ -45,7 +45,7 @@ impl Format {
 pub fn save(scene: &Scene, path: &Path) -> Result<(), PlotError> {
     let bytes = match Format::from_path(path)? {
         Format::Svg => svg::render(scene).into_bytes(),
-        Format::Png => raster::render(scene).to_png()?,
+        Format::Png => png::render(scene)?,
     };
     std::fs::write(path, bytes).map_err(|source| PlotError::Io { path: path.to_path_buf(), source })
 }

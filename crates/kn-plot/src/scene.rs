@@ -108,9 +108,10 @@ impl Scene {
     }
 }
 
-/// Width of `text` at `size` as both renderers lay it out (monospace, square cells).
+/// Width of `text` at `size` in the charts' font (measured by the PNG renderer, see
+/// [`crate::png::text_width`]).
 pub fn text_width(text: &str, size: f32) -> f32 {
-    text.chars().count() as f32 * size
+    crate::png::text_width(text, size)
 }
 
 /// "Nice" axis ticks covering `[0, max]`: about `n` steps of 1, 2 or 5 × 10^k.

@@ -4,12 +4,14 @@ use std::fmt::Write;
 
 use crate::scene::{Anchor, Scene, Shape};
 
-/// The SVG document of `scene` (text stays text, in a monospace font).
+/// The SVG document of `scene` (text stays text: Noto Sans, the font the layout measured, or a
+/// sans-serif of similar widths where it is not installed).
 pub fn render(scene: &Scene) -> String {
     let (w, h) = (scene.width, scene.height);
     let mut s = format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" viewBox=\"0 0 {w} {h}\" \
-         font-family=\"monospace\">\n<rect width=\"{w}\" height=\"{h}\" fill=\"#ffffff\"/>\n"
+         font-family=\"{font}, 'DejaVu Sans', Arial, sans-serif\">\n<rect width=\"{w}\" height=\"{h}\" fill=\"#ffffff\"/>\n",
+        font = crate::png::FONT_FAMILY
     );
     for shape in &scene.shapes {
         // Writing to a String cannot fail.
@@ -48,7 +50,7 @@ pub fn render(scene: &Scene) -> String {
 }
 
 /// XML-escapes text content.
-fn escape(text: &str) -> String {
+pub(crate) fn escape(text: &str) -> String {
     text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
 

@@ -144,6 +144,9 @@ struct KnownArgs {
     /// Known when every object token is within the model's top K on some prompt (1: its greedy answer).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
     top_k: u64,
+    /// Words that may outrank the object without counting (comma-separated; causal models: "the,a,an").
+    #[arg(long, value_delimiter = ',')]
+    allow_before: Vec<String>,
     /// Output folder: known.jsonl (one verdict per fact checked), known.json (the kept facts), known-summary.json.
     #[arg(long)]
     out: PathBuf,
@@ -408,7 +411,7 @@ fn known_cmd(a: KnownArgs) -> Result<()> {
         seed: a.seed,
         max_checked: a.max_checked.map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
         skip_multi_token: !a.multi_token,
-        top_k: usize::try_from(a.top_k).unwrap_or(usize::MAX),
+        rule: known::KnownRule { top_k: usize::try_from(a.top_k).unwrap_or(usize::MAX), allowed: Vec::new() },
     };
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     // A verdict depends on the model, the fact and the multi-token rule only: a later call with
@@ -416,11 +419,29 @@ fn known_cmd(a: KnownArgs) -> Result<()> {
     let fp = fingerprint_of(&a.model, &a.dataset, &[], json!({"skip_multi_token": cfg.skip_multi_token}))?;
     let has = std::fs::metadata(a.out.join("known.jsonl")).map(|m| m.len() > 0).unwrap_or(false);
     fp.record_or_check(&a.out.join("known.run.json"), has)?;
-    let (kept, summary) = with_model!(&a.model, |m, enc| known::filter(&*m, enc, &data, &cfg, &a.out, a.quiet))?;
+    let (kept, mut summary) = with_model!(&a.model, |m, enc| {
+        let mut cfg = cfg.clone();
+        cfg.rule.allowed = allowed_ids(enc, &data, &a.allow_before)?;
+        known::filter(&*m, enc, &data, &cfg, &a.out, a.quiet)
+    })?;
+    summary.allowed_words = a.allow_before.clone();
     write_atomic(&a.out.join("known.json"), &serde_json::to_string(&kept)?)?;
     write_atomic(&a.out.join("known-summary.json"), &serde_json::to_string_pretty(&summary)?)?;
     println!("{}", json!({"kept": summary.overall.kept, "overall": summary.overall, "out": a.out.join("known.json")}));
     Ok(())
+}
+
+/// The token ids of `words` as the object slot of the fact set's first prompt sees them (" the"
+/// for byte-level BPE); a word of several tokens is an error (it could never outrank alone).
+fn allowed_ids(enc: &dyn Encoder, data: &Dataset, words: &[String]) -> Result<Vec<u32>> {
+    let Some(first) = data.values().find_map(|f| f.sentences.first()) else { return Ok(Vec::new()) };
+    words
+        .iter()
+        .map(|w| match enc.object_ids(first, w)?.as_slice() {
+            [id] => Ok(*id),
+            ids => bail!("--allow-before {w:?} is {} tokens after {first:?}, not one", ids.len()),
+        })
+        .collect()
 }
 
 /// What a command's output folder was made with (checked on resume).

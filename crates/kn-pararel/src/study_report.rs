@@ -164,9 +164,24 @@ pub fn erase_rows(recs: &[EraseRecord]) -> Vec<EraseRow> {
 
 /// Markdown of the known-facts counts.
 pub fn known_markdown(k: &KnownSummary) -> String {
-    let mut s = String::from(
-        "\n## Known facts (greedy answer = object on at least one prompt)\n\n\
-         | relation | facts | checked | known | kept | dropped: not known | dropped: multi-token or not encodable |\n\
+    let allowed = if k.allowed_words.is_empty() {
+        String::new()
+    } else {
+        format!(
+            ", not counting {} above it",
+            k.allowed_words.iter().map(|w| format!("{w:?}")).collect::<Vec<_>>().join(", ")
+        )
+    };
+    let rule = if k.rule.top_k <= 1 {
+        format!("the object is the model's most probable next token{allowed}")
+    } else {
+        format!("the object is among the model's {} most probable next tokens{allowed}", k.rule.top_k)
+    };
+    let mut s = format!(
+        "\n## Known facts\n\nKnown: on at least one prompt, {rule} (every object token, the ones before it given).\n\n"
+    );
+    s.push_str(
+        "| relation | facts | checked | known | kept | dropped: not known | dropped: multi-token or not encodable |\n\
          |---|---|---|---|---|---|---|\n",
     );
     let rows = k.relations.iter().map(|(r, c)| (r.as_str(), c)).chain(std::iter::once(("**all**", &k.overall)));

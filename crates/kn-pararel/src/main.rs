@@ -253,6 +253,9 @@ struct EraseArgs {
     /// Facts of other relations measured (sampled; default: all the run evaluated).
     #[arg(long)]
     others: Option<usize>,
+    /// Leave out the relations of --relations that the run has no evaluated fact of (listed in the output).
+    #[arg(long)]
+    skip_absent: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -537,14 +540,23 @@ fn edit_cmd(a: EditArgs) -> Result<()> {
 }
 
 fn erase_cmd(a: EraseArgs) -> Result<()> {
-    let cfg = EraseConfig { relations: a.relations.clone(), top: a.top, others: a.others, seed: a.study.seed };
+    let cfg = EraseConfig {
+        relations: a.relations.clone(),
+        top: a.top,
+        others: a.others,
+        seed: a.study.seed,
+        skip_absent: a.skip_absent,
+    };
     // One record per relation: a later call with more --relations extends the file.
     let mut settings = serde_json::to_value(&cfg)?;
     settings["relations"] = serde_json::Value::Null;
+    settings["skip_absent"] = serde_json::Value::Null;
     let (data, results, out) = study_setup(&a.study, "erase", settings)?;
-    let (done, already) =
-        with_model!(&a.study.model, |m, enc| erase_study::run(m, enc, &data, &results, &cfg, &out, a.study.quiet))?;
-    println!("{}", json!({"erased": done, "resumed": already, "out": out.join("erase.jsonl")}));
+    let s = with_model!(&a.study.model, |m, enc| erase_study::run(m, enc, &data, &results, &cfg, &out, a.study.quiet))?;
+    println!(
+        "{}",
+        json!({"erased": s.erased, "resumed": s.resumed, "absent": s.absent, "out": out.join("erase.jsonl")})
+    );
     Ok(())
 }
 

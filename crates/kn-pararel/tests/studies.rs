@@ -116,6 +116,10 @@ fn planted_known_edit_erase_and_report() {
     }
     assert!(kn_fails(&["erase", "-m", "planted", "--dataset", d, "--run", r, "--relations", "P19", "-q"])
         .contains("no evaluated fact"));
+    let skipped =
+        kn(&["erase", "-m", "planted", "--dataset", d, "--run", r, "--relations", "P19,R0", "--skip-absent", "-q"]);
+    assert_eq!(skipped["absent"], serde_json::json!(["P19"]));
+    assert_eq!((skipped["erased"].as_u64(), skipped["resumed"].as_u64()), (Some(0), Some(1)));
 
     // The report rebuilds every table from the JSON lines.
     std::fs::copy(kdir.join("known-summary.json"), run.join("known-summary.json")).unwrap();

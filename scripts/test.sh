@@ -3,11 +3,13 @@
 # run every test of the workspace on the default ndarray build (dependencies are optimised even
 # in the test profile), then kn-models' tests on the other backends of $KN_BACKENDS (default
 # "tch wgpu": libtorch from the pip torch wheel, and wgpu on lavapipe or any GPU; set it empty
-# to skip). See scripts/test-backends.sh.
+# to skip). See scripts/test-backends.sh. The Python package's tests (pytest) run after the Rust
+# ones: scripts/test-python.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/fetch-test-models.sh
 cargo test --workspace --locked "$@"
+scripts/test-python.sh
 backends="${KN_BACKENDS-tch wgpu}"
 if [ -n "$backends" ]; then
   scripts/test-backends.sh $backends

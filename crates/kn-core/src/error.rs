@@ -54,6 +54,9 @@ pub enum KnError {
         /// Where it was found.
         what: String,
     },
+    /// The caller asked a long computation to stop (Ctrl-C in a notebook).
+    #[error("cancelled")]
+    Cancelled,
     /// A tensor could not be read back from the backend.
     #[error("could not read tensor data from the backend: {0}")]
     Backend(String),

@@ -58,6 +58,19 @@ pub fn attribute_many_observed<B: AutodiffBackend, M: KnowledgeModel<B>>(
     cfg: &AttributionConfig,
     on_layer: &mut dyn FnMut(usize),
 ) -> Result<Vec<Attribution>, KnError> {
+    attribute_many_cancellable(model, prompts, cfg, on_layer, &|| false)
+}
+
+/// [`attribute_many_observed`] that stops with [`KnError::Cancelled`] once `cancelled()` is
+/// true: it is asked before each pass starts (on the worker threads; `on_layer`, on the calling
+/// thread, may set what it reads), so a cancelled call returns within one pass.
+pub fn attribute_many_cancellable<B: AutodiffBackend, M: KnowledgeModel<B>>(
+    model: &M,
+    prompts: &[&[Query]],
+    cfg: &AttributionConfig,
+    on_layer: &mut dyn FnMut(usize),
+    cancelled: &(dyn Fn() -> bool + Sync),
+) -> Result<Vec<Attribution>, KnError> {
     cfg.validate()?;
     model.prepare_gradients();
     if prompts.is_empty() || prompts.iter().any(|p| p.is_empty()) {
@@ -92,6 +105,9 @@ pub fn attribute_many_observed<B: AutodiffBackend, M: KnowledgeModel<B>>(
         &order,
         model.concurrent_passes(),
         |i| {
+            if cancelled() {
+                return Err(KnError::Cancelled);
+            }
             let r = &passes[i];
             let (prep, q) = (&prepared[r.prompt][r.query], &prompts[r.prompt][r.query]);
             group_pass(model, &prep.cached, &prep.groups[r.group], q, &prep.acts, &points, cfg)

@@ -29,7 +29,7 @@ pub use attribution::{Attribution, AttributionConfig, Method, ObjectiveFn, Piece
 pub use edit::{activation_signs, edit, edit_for, edit_signed, erase, EditRule, Fill, WeightUndo};
 pub use error::KnError;
 pub use hooks::{Capture, FfnHook, NoHook};
-pub use ig::{attribute, attribute_many, attribute_many_observed, attribute_observed};
+pub use ig::{attribute, attribute_many, attribute_many_cancellable, attribute_many_observed, attribute_observed};
 pub use intervene::{enhance, measure, measure_batch, probs_batch, suppress, Effect, Outcome, ScaleNeurons, Scope};
 pub use model::{forward_hooked, gather_rows, run_layers, KnowledgeModel, ModelDims, ModelInput, Objective};
 pub use neuron::NeuronId;

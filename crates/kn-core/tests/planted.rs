@@ -6,7 +6,10 @@ use std::collections::BTreeSet;
 
 use burn::backend::{Autodiff, NdArray};
 use kn_core::planted::{PlantedModel, PlantedSpec};
-use kn_core::{attribute, coarse, enhance, refine, suppress, AttributionConfig, NeuronId, Query, Sharing, Threshold};
+use kn_core::{
+    attribute, coarse, enhance, refine, suppress, AttributionConfig, KnowledgeModel, NeuronId, Query, Sharing,
+    Threshold,
+};
 
 type B = Autodiff<NdArray<f32>>;
 
@@ -71,4 +74,35 @@ fn suppressing_planted_neurons_removes_the_fact_not_others_and_enhancing_raises_
     assert!(r < -0.5, "suppression should remove the fact: {r}");
     assert!(u.abs() < 0.05, "suppression should leave other facts alone: {u}");
     assert!(e > 0.05, "enhancement should raise the fact: {e}");
+}
+
+#[test]
+fn a_cancelled_attribution_stops_with_a_typed_error_and_an_uncancelled_one_is_unchanged() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let model = PlantedModel::<B>::new(PlantedSpec::default(), &Default::default());
+    let q = &queries(&model, 0, 3);
+    let all: Vec<&[Query]> = q.iter().map(Vec::as_slice).collect();
+    let cfg = AttributionConfig::default();
+    // Cancelled once the first layer is done: the call ends early with `Cancelled`.
+    let (stop, layers) = (AtomicBool::new(false), AtomicUsize::new(0));
+    let r = kn_core::attribute_many_cancellable(
+        &model,
+        &all,
+        &cfg,
+        &mut |_| {
+            layers.fetch_add(1, Ordering::Relaxed);
+            stop.store(true, Ordering::Relaxed);
+        },
+        &|| stop.load(Ordering::Relaxed),
+    );
+    assert_eq!(r.unwrap_err(), kn_core::KnError::Cancelled);
+    let total = 3 * model.dims().n_layers;
+    assert!(layers.load(Ordering::Relaxed) < total, "it ran every pass: {}", layers.load(Ordering::Relaxed));
+    // Never cancelled: the very scores of attribute_many.
+    let a = kn_core::attribute_many_cancellable(&model, &all, &cfg, &mut |_| {}, &|| false).unwrap();
+    let b = kn_core::attribute_many(&model, &all, &cfg).unwrap();
+    assert_eq!(
+        a.iter().map(|x| x.scores.clone()).collect::<Vec<_>>(),
+        b.iter().map(|x| x.scores.clone()).collect::<Vec<_>>()
+    );
 }

@@ -462,7 +462,7 @@ fn fingerprint_of(
             fingerprint::model_digest(&model.model)?
         },
         dataset: dataset.display().to_string(),
-        dataset_digest: fingerprint::file_digest(&dataset.to_path_buf())?,
+        dataset_digest: fingerprint::file_digest(dataset)?,
         relations: relations.to_vec(),
         settings,
     })

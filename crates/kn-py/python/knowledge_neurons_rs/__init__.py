@@ -21,6 +21,7 @@ says where it differs):
 from __future__ import annotations
 
 import json
+import os
 from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -78,6 +79,12 @@ def model_type(name_or_path: str) -> str:
         return "gpt2"
     if "gpt-neo" in name:
         return "gpt_neo"
+    config = os.path.join(name, "config.json")
+    if os.path.isfile(config):
+        with open(config, encoding="utf-8") as f:
+            mt = json.load(f).get("model_type")
+        if mt in _MODEL_TYPES:
+            return _MODEL_TYPES[mt]
     return _native.load(name, offline=True).model_type
 
 

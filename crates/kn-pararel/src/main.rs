@@ -119,16 +119,23 @@ struct ModelArgs {
     offline: bool,
 }
 
+/// A fact set and the relations of it to use.
 #[derive(Debug, clap::Args)]
-struct KnownArgs {
-    #[command(flatten)]
-    model: ModelArgs,
+struct FactSetArgs {
     /// A fact set written by `kn-pararel data`.
     #[arg(long)]
     dataset: PathBuf,
     /// Only these relations (comma-separated).
     #[arg(long, value_delimiter = ',')]
     relations: Vec<String>,
+}
+
+#[derive(Debug, clap::Args)]
+struct KnownArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    #[command(flatten)]
+    facts: FactSetArgs,
     /// Known facts to keep per relation (default: all; then every fact is checked).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     per_relation: Option<u64>,
@@ -159,12 +166,8 @@ struct KnownArgs {
 struct RunArgs {
     #[command(flatten)]
     model: ModelArgs,
-    /// A fact set written by `kn-pararel data`.
-    #[arg(long)]
-    dataset: PathBuf,
-    /// Only these relations (comma-separated).
-    #[arg(long, value_delimiter = ',')]
-    relations: Vec<String>,
+    #[command(flatten)]
+    facts: FactSetArgs,
     /// At most this many facts (of this shard).
     #[arg(long)]
     limit: Option<usize>,
@@ -408,7 +411,7 @@ macro_rules! with_model {
 }
 
 fn known_cmd(a: KnownArgs) -> Result<()> {
-    let data = load_dataset(&a.dataset, &a.relations)?;
+    let data = load_dataset(&a.facts.dataset, &a.facts.relations)?;
     let cfg = KnownConfig {
         per_relation: a.per_relation.map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
         seed: a.seed,
@@ -419,7 +422,7 @@ fn known_cmd(a: KnownArgs) -> Result<()> {
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     // A verdict depends on the model, the fact and the multi-token rule only: a later call with
     // another --per-relation, --max-checked, --top-k or --relations reuses the verdicts there.
-    let fp = fingerprint_of(&a.model, &a.dataset, &[], json!({"skip_multi_token": cfg.skip_multi_token}))?;
+    let fp = fingerprint_of(&a.model, &a.facts.dataset, &[], json!({"skip_multi_token": cfg.skip_multi_token}))?;
     let has = std::fs::metadata(a.out.join("known.jsonl")).map(|m| m.len() > 0).unwrap_or(false);
     fp.record_or_check(&a.out.join("known.run.json"), has)?;
     let (kept, mut summary) = with_model!(&a.model, |m, enc| {
@@ -477,7 +480,7 @@ fn write_atomic(path: &std::path::Path, text: &str) -> Result<()> {
 }
 
 fn run_cmd(a: RunArgs) -> Result<()> {
-    let data = load_dataset(&a.dataset, &a.relations)?;
+    let data = load_dataset(&a.facts.dataset, &a.facts.relations)?;
     let shard = Shard::resolve(a.shard.as_deref(), |k| std::env::var(k).ok())?;
     let mut cfg = if a.paper { EvalConfig::paper() } else { EvalConfig::default() };
     cfg.attribution.steps = a.steps;
@@ -486,7 +489,7 @@ fn run_cmd(a: RunArgs) -> Result<()> {
     cfg.skip_multi_token = !a.multi_token;
     cfg.unrelated_any = a.unrelated_any;
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
-    let fingerprint = fingerprint_of(&a.model, &a.dataset, &a.relations, serde_json::to_value(cfg)?)?;
+    let fingerprint = fingerprint_of(&a.model, &a.facts.dataset, &a.facts.relations, serde_json::to_value(cfg)?)?;
     let results = a.out.join(shard.file_name());
     let has_results = std::fs::metadata(&results).map(|m| m.len() > 0).unwrap_or(false);
     fingerprint

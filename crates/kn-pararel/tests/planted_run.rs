@@ -2,19 +2,12 @@
 //! known): related suppression clearly beats unrelated, the report and figures are produced,
 //! a killed run resumes to the same fact set, and concurrent shards merge to the unsharded set.
 
+mod common;
+use common::{bin, kn, kn_fails};
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_kn-pararel")
-}
-
-fn kn(args: &[&str]) -> serde_json::Value {
-    let out = Command::new(bin()).args(args).output().unwrap();
-    assert!(out.status.success(), "kn-pararel {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap()
-}
 
 fn planted_data(dir: &Path) -> PathBuf {
     let f = dir.join("planted.json");
@@ -149,13 +142,6 @@ fn concurrent_shards_merge_to_the_unsharded_set() {
     let merged = uuids(&out.join("results.jsonl"));
     let expected: Vec<String> = (0..12).map(|f| format!("planted-{f:03}")).collect();
     assert_eq!(merged, expected);
-}
-
-/// `kn-pararel args` fails; its stderr.
-fn kn_fails(args: &[&str]) -> String {
-    let out = Command::new(bin()).args(args).output().unwrap();
-    assert!(!out.status.success(), "kn-pararel {args:?} should fail");
-    String::from_utf8_lossy(&out.stderr).to_string()
 }
 
 #[test]

@@ -4,18 +4,10 @@
 //! tables from the JSON lines, and that each resumes from what a kill leaves behind (complete
 //! lines and a torn last one) to exactly the records of an uninterrupted call.
 
+mod common;
+use common::{kn, kn_fails};
+
 use std::path::{Path, PathBuf};
-use std::process::Command;
-
-fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_kn-pararel")
-}
-
-fn kn(args: &[&str]) -> serde_json::Value {
-    let out = Command::new(bin()).args(args).output().unwrap();
-    assert!(out.status.success(), "kn-pararel {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap()
-}
 
 fn lines(path: &Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(path).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
@@ -146,57 +138,34 @@ fn known_edit_and_erase_resume_after_a_kill() {
     let tmp = tempfile::tempdir().unwrap();
     let (data, run) = planted_run(tmp.path());
     let (d, r) = (data.to_str().unwrap(), run.to_str().unwrap());
-
-    let known = |out: &Path| strings(&["known", "-m", "planted", "--dataset", d, "--out", out.to_str().unwrap(), "-q"]);
-    let (full, cut) = (tmp.path().join("known-full"), tmp.path().join("known-cut"));
-    kn(&known(&full).iter().map(String::as_str).collect::<Vec<_>>());
-    kn(&known(&cut).iter().map(String::as_str).collect::<Vec<_>>());
-    resume_after_kill(&known(&cut), &cut.join("known.jsonl"), &lines(&full.join("known.jsonl")), 5);
-    assert_eq!(std::fs::read(cut.join("known.json")).unwrap(), std::fs::read(full.join("known.json")).unwrap());
-
-    let edit = |out: &Path| {
-        strings(&[
-            "edit",
-            "-m",
-            "planted",
-            "--dataset",
-            d,
-            "--run",
-            r,
-            "--common-share",
-            "0.5",
-            "--out",
-            out.to_str().unwrap(),
-            "-q",
-        ])
-    };
-    let (full, cut) = (tmp.path().join("edit-full"), tmp.path().join("edit-cut"));
-    kn(&edit(&full).iter().map(String::as_str).collect::<Vec<_>>());
-    kn(&edit(&cut).iter().map(String::as_str).collect::<Vec<_>>());
-    resume_after_kill(&edit(&cut), &cut.join("edits.jsonl"), &lines(&full.join("edits.jsonl")), 4);
-
-    let erase = |out: &Path| {
-        strings(&[
+    // Each command: `args` then the output folder; its records file; lines kept by the "kill".
+    let commands: [(&str, Vec<&str>, &str, usize); 3] = [
+        ("known", vec!["known", "-m", "planted", "--dataset", d], "known.jsonl", 5),
+        ("edit", vec!["edit", "-m", "planted", "--dataset", d, "--run", r, "--common-share", "0.5"], "edits.jsonl", 4),
+        (
             "erase",
-            "-m",
-            "planted",
-            "--dataset",
-            d,
-            "--run",
-            r,
-            "--relations",
-            "R0,R1,R2",
-            "--out",
-            out.to_str().unwrap(),
-            "-q",
-        ])
-    };
-    let (full, cut) = (tmp.path().join("erase-full"), tmp.path().join("erase-cut"));
-    kn(&erase(&full).iter().map(String::as_str).collect::<Vec<_>>());
-    kn(&erase(&cut).iter().map(String::as_str).collect::<Vec<_>>());
-    resume_after_kill(&erase(&cut), &cut.join("erase.jsonl"), &lines(&full.join("erase.jsonl")), 1);
-
-    // Other settings on a folder with records are refused; a larger sample extends it.
+            vec!["erase", "-m", "planted", "--dataset", d, "--run", r, "--relations", "R0,R1,R2"],
+            "erase.jsonl",
+            1,
+        ),
+    ];
+    for (name, args, file, keep) in &commands {
+        let with_out = |out: &Path| {
+            let mut v = strings(args);
+            v.extend(strings(&["--out", out.to_str().unwrap(), "-q"]));
+            v
+        };
+        let (full, cut) = (tmp.path().join(format!("{name}-full")), tmp.path().join(format!("{name}-cut")));
+        for dir in [&full, &cut] {
+            kn(&with_out(dir).iter().map(String::as_str).collect::<Vec<_>>());
+        }
+        resume_after_kill(&with_out(&cut), &cut.join(file), &lines(&full.join(file)), *keep);
+        if *name == "known" {
+            assert_eq!(std::fs::read(cut.join("known.json")).unwrap(), std::fs::read(full.join("known.json")).unwrap());
+        }
+    }
+    // Other settings on a folder with records are refused.
+    let cut = tmp.path().join("edit-cut");
     let err = kn_fails(&[
         "edit",
         "-m",
@@ -208,7 +177,7 @@ fn known_edit_and_erase_resume_after_a_kill() {
         "--common-share",
         "0.2",
         "--out",
-        tmp.path().join("edit-cut").to_str().unwrap(),
+        cut.to_str().unwrap(),
         "-q",
     ]);
     assert!(err.contains("another run"), "{err}");
@@ -292,11 +261,4 @@ fn tiny_bert_known_filter_and_studies() {
     kn(&["report", o]);
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(md.contains("| P36 | 6 | ") && md.contains("## Erasing relations"), "{md}");
-}
-
-/// `kn-pararel args` fails; its stderr.
-fn kn_fails(args: &[&str]) -> String {
-    let out = Command::new(bin()).args(args).output().unwrap();
-    assert!(!out.status.success(), "kn-pararel {args:?} should fail");
-    String::from_utf8_lossy(&out.stderr).to_string()
 }

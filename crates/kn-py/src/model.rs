@@ -135,21 +135,14 @@ impl Model {
     ///
     /// # Shapes
     /// - each bytes value: `n_layers * d_ff` little-endian float32, row-major
-    #[pyo3(signature = (pairs, batch_size, steps, method, quadrature, objective, pieces, raw_target))]
-    #[allow(clippy::too_many_arguments)]
     fn scores(
         &self,
         py: Python<'_>,
         pairs: Vec<(String, String)>,
-        batch_size: usize,
-        steps: usize,
-        method: &str,
-        quadrature: &str,
-        objective: &str,
-        pieces: &str,
-        raw_target: bool,
+        options: options::Attr,
     ) -> PyResult<Vec<(Vec<u8>, String)>> {
-        let cfg = options::attribution(batch_size, steps, method, quadrature, objective, pieces)?;
+        let cfg = options.config()?;
+        let raw_target = options.raw_target;
         let qs = pairs.iter().map(|(p, t)| self.queries(p, t, raw_target)).collect::<PyResult<Vec<_>>>()?;
         let all: Vec<&[Query]> = qs.iter().map(|q| q.queries.as_slice()).collect();
         let attrs = self.attribute(py, &all, &cfg)?;
@@ -176,7 +169,7 @@ impl Model {
 
     /// Coarse neurons of each prompt, then the refined ones (shared by more than `p` of the
     /// prompts) minus those coarse for the negative examples' prompts, as JSON.
-    #[pyo3(signature = (prompts, target, negatives, threshold, adaptive_threshold, percentile, p, adaptive_p, negative_share, batch_size, steps, method, quadrature, objective, pieces, raw_target))]
+    #[pyo3(signature = (prompts, target, negatives, threshold, adaptive_threshold, percentile, p, adaptive_p, negative_share, options))]
     #[allow(clippy::too_many_arguments)]
     fn refined(
         &self,
@@ -190,15 +183,10 @@ impl Model {
         p: f32,
         adaptive_p: bool,
         negative_share: f32,
-        batch_size: usize,
-        steps: usize,
-        method: &str,
-        quadrature: &str,
-        objective: &str,
-        pieces: &str,
-        raw_target: bool,
+        options: options::Attr,
     ) -> PyResult<String> {
-        let cfg = options::attribution(batch_size, steps, method, quadrature, objective, pieces)?;
+        let cfg = options.config()?;
+        let raw_target = options.raw_target;
         let rule = options::threshold(threshold, adaptive_threshold, percentile)?;
         let sharing = options::sharing(p, adaptive_p)?;
         if prompts.is_empty() {

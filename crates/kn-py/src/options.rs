@@ -5,9 +5,30 @@ use pyo3::prelude::*;
 
 use crate::errors::SettingError;
 
-/// An attribution configuration from the Python library's names (`batch_size`, `steps`) and
-/// ours (`method`, `quadrature`, `objective`, `pieces`).
-pub fn attribution(
+/// The attribution options of every scoring call, a dict from the Python layer: the Python
+/// library's names (`batch_size`, `steps`) and ours (`method`, `quadrature`, `objective`,
+/// `pieces`, `raw_target`).
+#[derive(Debug, FromPyObject)]
+#[pyo3(from_item_all)]
+pub struct Attr {
+    batch_size: usize,
+    steps: usize,
+    method: String,
+    quadrature: String,
+    objective: String,
+    pieces: String,
+    /// Causal models: encode the target on its own instead of as it follows the prompt.
+    pub raw_target: bool,
+}
+
+impl Attr {
+    /// The core's configuration (validated).
+    pub fn config(&self) -> PyResult<AttributionConfig> {
+        attribution(self.batch_size, self.steps, &self.method, &self.quadrature, &self.objective, &self.pieces)
+    }
+}
+
+fn attribution(
     batch_size: usize,
     steps: usize,
     method: &str,

@@ -1,4 +1,4 @@
-//! Where the tests find PARAREL's raw files.
+//! What the tests share: where they find PARAREL's raw files, and running the binary.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
@@ -22,4 +22,23 @@ pub fn pararel_data() -> Option<PathBuf> {
         );
     }
     found
+}
+
+/// The kn-pararel binary under test.
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_kn-pararel")
+}
+
+/// Runs `kn-pararel args`, which must succeed; its stdout as JSON.
+pub fn kn(args: &[&str]) -> serde_json::Value {
+    let out = std::process::Command::new(bin()).args(args).output().expect("kn-pararel runs");
+    assert!(out.status.success(), "kn-pararel {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("JSON on stdout")
+}
+
+/// Runs `kn-pararel args`, which must fail; its stderr.
+pub fn kn_fails(args: &[&str]) -> String {
+    let out = std::process::Command::new(bin()).args(args).output().expect("kn-pararel runs");
+    assert!(!out.status.success(), "kn-pararel {args:?} should fail");
+    String::from_utf8_lossy(&out.stderr).to_string()
 }

@@ -165,7 +165,7 @@ class KnowledgeNeurons:
         a list of ``(scores, info)``, ``scores`` a float32 array ``[n_layers, d_ff]``, ``info`` a
         dict (target tokens, base probability, completeness per layer)."""
         cfg = self._cfg(batch_size, steps, attribution_method, quadrature, objective, pieces, raw_target)
-        out = self.model.scores([(str(p), str(t)) for p, t in pairs], **cfg)
+        out = self.model.scores([(str(p), str(t)) for p, t in pairs], cfg)
         shape = (self.model.n_layers, self.model.d_ff)
         return [(np.frombuffer(b, dtype="<f4").reshape(shape), json.loads(meta)) for b, meta in out]
 
@@ -236,7 +236,7 @@ class KnowledgeNeurons:
             float(p),
             bool(adaptive_p),
             float(negative_share),
-            **cfg,
+            cfg,
         )
         return json.loads(text)
 

@@ -50,3 +50,11 @@ def bert_base(tmp_path_factory) -> Path:
         capture_output=True,
     )
     return out
+
+
+@pytest.fixture(scope="session")
+def antiberty() -> Path:
+    p = MODELS / "antiberty-model"
+    if not (p / "config.json").is_file():
+        pytest.fail(f"{p} is missing: run scripts/fetch-test-models.sh")
+    return p

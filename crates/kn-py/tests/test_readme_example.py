@@ -58,3 +58,27 @@ def test_the_seed_readme_example_runs_unchanged(bert_base):
     assert callable(unpatch_fn)
     scores = kn.get_scores(TEXT, GROUND_TRUTH, batch_size=BATCH_SIZE, steps=STEPS)
     assert scores.shape == (12, 3072) and str(scores.dtype) == "float32"
+
+
+def test_the_readme_flow_on_a_real_model_antiberty(antiberty):
+    """The same calls on AntiBERTy (a real antibody language model): a residue of a heavy chain
+    in three contexts; suppressing its refined neurons lowers it more than another residue."""
+    from knowledge_neurons_rs import KnowledgeNeurons, initialize_model_and_tokenizer
+
+    heavy = "EVQLVESGGGLVQPGGSLRLSCAASGFTFSSYAMSWVRQAPGKGLEWVS"
+
+    def prompt(pos, left, right):
+        lo, hi = max(0, pos - left), min(len(heavy), pos + right + 1)
+        return " ".join("[MASK]" if i == pos else heavy[i] for i in range(lo, hi))
+
+    model, tokenizer = initialize_model_and_tokenizer(str(antiberty), ignore_prefix=["cls.species.", "cls.chain.", "cls.graft."])
+    kn = KnowledgeNeurons(model, tokenizer, model_type="bert")
+    pos, other = 18, 26
+    texts = [prompt(pos, l, r) for l, r in [(12, 12), (20, 6), (6, 20)]]
+    refined = kn.get_refined_neurons(texts, heavy[pos], p=0.5, batch_size=10, steps=10, coarse_adaptive_threshold=0.3, quiet=True)
+    assert refined, "no refined neuron"
+    related, _ = kn.suppress_knowledge(texts[0], heavy[pos], refined, quiet=True)
+    unrelated, _ = kn.suppress_knowledge(prompt(other, 12, 12), heavy[other], refined, quiet=True)
+    print(f"antiberty: {len(refined)} neurons; related {related['relative_change']:+.3f}, unrelated {unrelated['relative_change']:+.3f}")
+    assert related["relative_change"] < unrelated["relative_change"]
+    assert related["relative_change"] < -0.1

@@ -57,14 +57,18 @@ class Tokenizer:
         return f"Tokenizer({self._model.name!r})"
 
 
-def initialize_model_and_tokenizer(name_or_path: str, device: str = "default", offline: bool = False):
+def initialize_model_and_tokenizer(
+    name_or_path: str, device: str = "default", offline: bool = False, ignore_prefix: Sequence[str] = ()
+):
     """Loads a model (a local folder, a ``.gguf`` file or a Hugging Face Hub name) and returns
     ``(model, tokenizer)`` handles for :class:`KnowledgeNeurons`.
 
     Differs from the library: any architecture kn-models loads (BERT, GPT-2, GPT-Neo, Llama,
-    Mistral, Qwen2), not only its six Hub names; loading fails with ``ModelLoadError``.
+    Mistral, Qwen2), not only its six Hub names; loading fails with ``ModelLoadError``, which
+    names any checkpoint tensor the model does not use (``ignore_prefix`` lists heads to leave,
+    e.g. AntiBERTy's ``"cls.species."``).
     """
-    model = _native.load(str(name_or_path), device=device, offline=offline)
+    model = _native.load(str(name_or_path), device=device, offline=offline, ignore_prefix=list(ignore_prefix))
     return model, Tokenizer(model)
 
 
@@ -126,9 +130,11 @@ class KnowledgeNeurons:
         self.device = device
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str, device: str = "default", offline: bool = False) -> "KnowledgeNeurons":
+    def from_pretrained(
+        cls, name_or_path: str, device: str = "default", offline: bool = False, ignore_prefix: Sequence[str] = ()
+    ) -> "KnowledgeNeurons":
         """Loads ``name_or_path`` and wraps it."""
-        model, tok = initialize_model_and_tokenizer(name_or_path, device=device, offline=offline)
+        model, tok = initialize_model_and_tokenizer(name_or_path, device=device, offline=offline, ignore_prefix=ignore_prefix)
         return cls(model, tok, device=device)
 
     def n_layers(self) -> int:

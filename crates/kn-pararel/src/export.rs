@@ -13,21 +13,23 @@ fn stats(s: &Stats) -> Value {
     json!({"pct_change": s.pct_change, "correct_before": s.correct_before, "correct_after": s.correct_after, "n_prompts": s.n_prompts})
 }
 
+/// One fact's entry of EleutherAI's results file.
+pub fn eai_record(r: &FactResult) -> Value {
+    json!({
+        "suppression": {"related": stats(&r.suppression.related), "unrelated": stats(&r.suppression.unrelated)},
+        "enhancement": {"related": stats(&r.enhancement.related), "unrelated": stats(&r.enhancement.unrelated)},
+        "n_refined_neurons": r.neurons.len(),
+        "n_unrelated_neurons": r.neurons.len(),
+        "relation_name": r.relation_name,
+    })
+}
+
 /// Writes both files for `rank` into `dir`; returns their paths.
 pub fn export(results: &[FactResult], model: &str, rank: usize, dir: &Path) -> Result<(PathBuf, PathBuf)> {
     let (mut neurons, mut res) = (Map::new(), Map::new());
     for r in results.iter().filter(|r| r.skipped.is_none()) {
         neurons.insert(r.uuid.clone(), json!(r.neurons));
-        res.insert(
-            r.uuid.clone(),
-            json!({
-                "suppression": {"related": stats(&r.suppression.related), "unrelated": stats(&r.suppression.unrelated)},
-                "enhancement": {"related": stats(&r.enhancement.related), "unrelated": stats(&r.enhancement.unrelated)},
-                "n_refined_neurons": r.neurons.len(),
-                "n_unrelated_neurons": r.neurons.len(),
-                "relation_name": r.relation_name,
-            }),
-        );
+        res.insert(r.uuid.clone(), eai_record(r));
     }
     let name = model.replace('/', "_");
     let a = dir.join(format!("{name}_pararel_neurons_{rank}.json"));

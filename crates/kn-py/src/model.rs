@@ -331,6 +331,49 @@ impl Model {
         finish(slf, v.to_string(), handle, undo)
     }
 
+    /// One PARAREL fact evaluated as `kn-pararel run` does (refined neurons; suppression and
+    /// enhancement on its prompts and on `unrelated`'s; the activation baseline). `fact` and
+    /// `unrelated` are PARAREL records as JSON (`{sentences, relation_name, obj_label}`).
+    /// Returns (our record, the Python library's `pararel_evaluate.py` entry), as JSON.
+    #[pyo3(signature = (uuid, fact, unrelated, paper, steps, batch_size, multi_token))]
+    #[allow(clippy::too_many_arguments)]
+    fn pararel_fact(
+        &self,
+        py: Python<'_>,
+        uuid: &str,
+        fact: &str,
+        unrelated: Option<(String, String)>,
+        paper: bool,
+        steps: usize,
+        batch_size: usize,
+        multi_token: bool,
+    ) -> PyResult<(String, String)> {
+        let parse = |text: &str| -> PyResult<kn_pararel::dataset::Fact> {
+            serde_json::from_str(text).map_err(|e| {
+                PromptError::new_err(format!("not a PARAREL fact {{sentences, relation_name, obj_label}}: {e}"))
+            })
+        };
+        let f = parse(fact)?;
+        let other = match &unrelated {
+            Some((id, text)) => Some((id.as_str(), parse(text)?)),
+            None => None,
+        };
+        let mut cfg =
+            if paper { kn_pararel::evaluate::EvalConfig::paper() } else { kn_pararel::evaluate::EvalConfig::default() };
+        cfg.attribution.steps = steps;
+        cfg.attribution.batch_size = batch_size;
+        cfg.attribution.validate().map_err(errors::core)?;
+        cfg.skip_multi_token = !multi_token;
+        let tok = self.bundle.tokenizer.as_ref().ok_or_else(|| PromptError::new_err("the model has no tokenizer"))?;
+        let m = &self.bundle.model;
+        let enc = kn_pararel::encode::TextEncoder { tok, dims: m.dims(), objective: m.objective() };
+        let r = py
+            .detach(|| kn_pararel::evaluate::evaluate(m, &enc, uuid, &f, other.as_ref().map(|(i, o)| (*i, o)), &cfg))
+            .map_err(|e| errors::KnError::new_err(format!("{e:#}")))?;
+        let ours = serde_json::to_string(&r).map_err(|e| errors::KnError::new_err(e.to_string()))?;
+        Ok((ours, kn_pararel::export::eai_record(&r).to_string()))
+    }
+
     /// The bit patterns of block `layer`'s FFN output weight (row `i`: neuron `i`'s value
     /// vector), to check that an undo restored it.
     fn ffn_out_weight_bits(&self, layer: usize) -> PyResult<Vec<u32>> {

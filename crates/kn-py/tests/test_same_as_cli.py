@@ -4,7 +4,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import cli
+from conftest import cli, kn_cli
 
 from knowledge_neurons_rs import KnowledgeNeurons
 
@@ -66,3 +66,32 @@ def test_undo_restores_the_weights_bit_for_bit(tiny_bert):
     undo()  # a second call does nothing
     r, undo = kn.erase_knowledge("the capital of france is [MASK] .", neurons, target="paris", quiet=True)
     assert {l: kn.model.ffn_out_weight_bits(l) for l in (1, 2)} == before, "undo_modification=True restores at once"
+
+
+def test_a_pararel_fact_equals_kn_pararel_run(tiny_bert, tmp_path):
+    """pararel_evaluate gives kn-pararel run's record for the same fact and unrelated fact."""
+    import subprocess
+    from pathlib import Path
+
+    facts = {
+        "a-cap": {"sentences": ["the capital of france is [MASK] .", "[MASK] is the capital of france .", "france ' s capital is [MASK] ."],
+                  "relation_name": "P36", "obj_label": "paris", "sub_label": "france"},
+        "b-lang": {"sentences": ["the official language of france is [MASK] .", "france speaks [MASK] ."],
+                   "relation_name": "P37", "obj_label": "french", "sub_label": "france"},
+    }
+    data = tmp_path / "facts.json"
+    data.write_text(json.dumps(facts))
+    kn_pararel = Path(kn_cli()).with_name("kn-pararel")
+    run = tmp_path / "run"
+    subprocess.run([str(kn_pararel), "run", "-m", str(tiny_bert), "--dataset", str(data), "--out", str(run), "-q",
+                    "--steps", "10", "--batch-size", "10"], check=True, capture_output=True)
+    records = {json.loads(l)["uuid"]: json.loads(l) for l in (run / "results.jsonl").read_text().splitlines()}
+    kn = KnowledgeNeurons.from_pretrained(str(tiny_bert))
+    rec = records["a-cap"]
+    ours = kn.pararel_evaluate(facts["a-cap"], facts[rec["unrelated_uuid"]], uuid="a-cap", unrelated_uuid=rec["unrelated_uuid"],
+                               steps=10, batch_size=10)
+    assert ours["record"] == rec
+    # The same float32 values (the EAI entry prints them widened to float64).
+    f32 = lambda v: np.array(v, dtype=np.float32)  # noqa: E731
+    assert np.array_equal(f32(ours["eai"]["suppression"]["related"]["pct_change"]), f32(rec["suppression"]["related"]["pct_change"]))
+    assert ours["eai"]["n_refined_neurons"] == len(rec["neurons"])

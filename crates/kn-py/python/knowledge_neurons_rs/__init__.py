@@ -293,6 +293,36 @@ class KnowledgeNeurons:
             print(f"{len(r['neurons'])} neurons remaining after refining")
         return [list(n) for n in r["neurons"]]
 
+    # ---- PARAREL ----
+
+    def pararel_evaluate(
+        self,
+        fact: dict,
+        unrelated: Optional[dict] = None,
+        uuid: str = "fact",
+        unrelated_uuid: str = "unrelated",
+        paper: bool = False,
+        steps: int = 20,
+        batch_size: int = 20,
+        multi_token: bool = False,
+    ) -> dict:
+        """One PARAREL fact (``{"sentences", "relation_name", "obj_label"}``, as the library's
+        ``pararel()`` returns them) evaluated as ``pararel_evaluate.py`` does and as
+        ``kn-pararel run`` does: refined neurons, suppression and enhancement on its prompts
+        (related) and on ``unrelated``'s, the activation baseline. Returns a dict: ``"eai"`` (the
+        library's per-fact entry: ``suppression`` / ``enhancement`` → ``related`` /
+        ``unrelated`` → ``pct_change``, ``correct_before``, ``correct_after``, ``n_prompts``) and
+        ``"record"`` (kn-pararel's: neurons, probabilities before and after, baseline).
+
+        Differs from the library: the unrelated enhancement enhances (the library's suppresses),
+        ``paper=True`` gives the paper's settings (threshold 0.2, adaptive p, left Riemann sum).
+        A multi-token object is skipped (``record["skipped"]`` says why) unless ``multi_token``."""
+        other = None
+        if unrelated is not None:
+            other = (str(unrelated_uuid), json.dumps(unrelated))
+        ours, eai = self.model.pararel_fact(str(uuid), json.dumps(fact), other, bool(paper), int(steps), int(batch_size), bool(multi_token))
+        return {"record": json.loads(ours), "eai": json.loads(eai)}
+
     # ---- interventions ----
 
     @staticmethod

@@ -11,7 +11,10 @@ import time
 def test_ctrl_c_interrupts_a_long_attribution(bert_base):
     script = textwrap.dedent(
         f"""
-        import time
+        import signal, time
+        # Python's own Ctrl-C handler, as in a notebook kernel (a shell that starts the tests in
+        # the background leaves SIGINT ignored, and Python then installs none).
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         from knowledge_neurons_rs import KnowledgeNeurons
         kn = KnowledgeNeurons.from_pretrained({str(bert_base)!r})
         prompts = ["The capital of france is [MASK]"] * 24

@@ -206,10 +206,7 @@ fn edit_one<B: Backend, M: KnowledgeModel<B>>(
         rec.skipped = Some("no refined neuron left after the relation filter".into());
         return Ok(rec);
     }
-    let mut layers: Vec<usize> = neurons.iter().map(|n| n.layer).collect();
-    layers.sort_unstable();
-    layers.dedup();
-    let bits = study::weight_bits(model, &layers)?;
+    let bits = study::bits_before_change(model, &neurons)?;
     let undo = edit_for(model, &old_q, &neurons, old_q.target_ids[0], new_q.target_ids[0], cfg.rule)?;
     let after = side(model);
     rec.restored = study::undo_restores(model, undo, &bits)?;

@@ -127,10 +127,7 @@ pub fn run<B: Backend, M: KnowledgeModel<B>>(
             Ok((study::quality(&rel_q, &a), study::quality(&other_q, &b)))
         };
         let (rel_before, other_before) = measure(model)?;
-        let mut layers: Vec<usize> = ids.iter().map(|n| n.layer).collect();
-        layers.sort_unstable();
-        layers.dedup();
-        let bits = study::weight_bits(model, &layers)?;
+        let bits = study::bits_before_change(model, &ids)?;
         let undo = erase(model, &ids, Fill::Zero)?;
         let after = measure(model);
         let restored = study::undo_restores(model, undo, &bits)?;

@@ -146,6 +146,15 @@ pub fn weight_bits<B: Backend, M: KnowledgeModel<B>>(model: &M, layers: &[usize]
     layers.iter().map(|&l| Ok(to_vec(model.ffn_out_weight(l))?.iter().map(|x| x.to_bits()).collect())).collect()
 }
 
+/// [`weight_bits`] of the layers a change of `neurons` touches (sorted, each once: the layers
+/// its `WeightUndo` will list), taken before the change.
+pub fn bits_before_change<B: Backend, M: KnowledgeModel<B>>(model: &M, neurons: &[NeuronId]) -> Result<Vec<Vec<u32>>> {
+    let mut layers: Vec<usize> = neurons.iter().map(|n| n.layer).collect();
+    layers.sort_unstable();
+    layers.dedup();
+    weight_bits(model, &layers)
+}
+
 /// Undoes `undo` and says whether the touched layers' weights are bit for bit `before`
 /// (from [`weight_bits`] on `undo.layers()` before the change).
 pub fn undo_restores<B: Backend, M: KnowledgeModel<B>>(

@@ -210,9 +210,9 @@ pub fn check_many<B: Backend, M: KnowledgeModel<B>>(
             let (mut prob, mut ranks, mut top) = (1.0f32, Vec::new(), Vec::new());
             for _ in q.iter().flat_map(|x| &x.target_ids) {
                 let Some((row, one)) = rows.next() else { break };
-                let p = row.get(one.target_ids[0] as usize).copied().unwrap_or(0.0);
+                let (p, rank) = crate::study::prob_and_rank(&row, one.target_ids[0] as usize);
                 prob *= p;
-                ranks.push(row.iter().filter(|&&x| x > p).count());
+                ranks.push(rank);
                 top.push(kn_core::predict::top_k_of(&row, TOP).iter().map(|b| b.id).collect());
             }
             rec.prob.push(prob);

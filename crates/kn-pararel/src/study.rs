@@ -99,12 +99,18 @@ pub fn score<B: Backend, M: KnowledgeModel<B>>(model: &M, queries: &[Query]) -> 
         .zip(queries)
         .map(|(row, q)| {
             let t = q.target_ids[0] as usize;
-            let prob = row.get(t).copied().unwrap_or(0.0);
-            let rank = row.iter().filter(|&&x| x > prob).count();
+            let (prob, rank) = prob_and_rank(row, t);
             let argmax = kn_core::predict::top_k_of(row, 1).first().map_or(0, |p| p.id);
             Scored { prob, rank, argmax }
         })
         .collect())
+}
+
+/// The probability of token `t` in a softmax row and its rank (how many tokens are more
+/// probable; 0: the argmax). A token past the row has probability 0.
+pub fn prob_and_rank(row: &[f32], t: usize) -> (f32, usize) {
+    let prob = row.get(t).copied().unwrap_or(0.0);
+    (prob, row.iter().filter(|&&x| x > prob).count())
 }
 
 /// Every prompt of each fact as a one-token query of its object (facts whose object is not one

@@ -65,6 +65,10 @@ pub struct IgArgs {
     /// layer per pass.
     #[arg(long, default_value_t = 4096)]
     pub max_rows_per_pass: usize,
+    /// Prompts of the same length and target positions stacked into one pass, at most this
+    /// many (1 = each prompt alone). For GPUs: raise --max-rows-per-pass with it.
+    #[arg(long, default_value_t = 1)]
+    pub stack_prompts: usize,
 }
 
 impl IgArgs {
@@ -89,6 +93,7 @@ impl IgArgs {
             pieces: if self.mean_pieces { PieceCombination::Mean } else { PieceCombination::Joint },
             reuse_prefix: true,
             max_rows_per_pass: self.max_rows_per_pass,
+            max_stacked_prompts: self.stack_prompts,
         };
         cfg.validate()?;
         Ok(cfg)

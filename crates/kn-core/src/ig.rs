@@ -4,7 +4,7 @@
 //! activations; only layer `l`'s FFN output and the layers above it run on the batch of scaled
 //! activations, and the head is evaluated at the target rows only.
 
-use burn::tensor::{backend::AutodiffBackend, Tensor, TensorData};
+use burn::tensor::{backend::AutodiffBackend, Int, Tensor, TensorData};
 
 use crate::attribution::{Attribution, AttributionConfig, Completeness, Method, ObjectiveFn, PieceCombination};
 use crate::predict::to_vec;
@@ -82,21 +82,32 @@ pub fn attribute_many_cancellable<B: AutodiffBackend, M: KnowledgeModel<B>>(
         Method::GradientTimesActivation => vec![(1.0, 1.0)],
         Method::MaxActivations => Vec::new(),
     };
-    // The unmodified pass of every query, and the passes each one needs.
-    let mut prepared: Vec<Vec<Prepared<B>>> = Vec::with_capacity(prompts.len());
+    // The unmodified pass of every query.
+    let prepared: Vec<Vec<Prepared<B>>> = prompts
+        .iter()
+        .map(|queries| queries.iter().map(|q| prepare(model, q, cfg)).collect::<Result<Vec<_>, _>>())
+        .collect::<Result<_, _>>()?;
+    // Queries stacked into passes (each alone unless `max_stacked_prompts` > 1), and the
+    // passes of each stack: one per layer group.
+    let stacks: Vec<Stack<B>> = stacks_of(prompts, cfg.max_stacked_prompts)
+        .into_iter()
+        .map(|members| {
+            let (p0, q0) = members[0];
+            let q = &prompts[p0][q0];
+            let cached = (members.len() > 1)
+                .then(|| Cached::stack(&members.iter().map(|&(p, qi)| &prepared[p][qi].cached).collect::<Vec<_>>()));
+            let rows = tail_rows(model, &q.positions, q.ids.len(), cfg) * members.len();
+            let groups =
+                layer_groups(dims.n_layers, rows * cfg.batch_size.min(points.len().max(1)), cfg.max_rows_per_pass);
+            Stack { members, cached, groups, rows }
+        })
+        .collect();
     let mut passes: Vec<PassRef> = Vec::new();
-    for (p, queries) in prompts.iter().enumerate() {
-        let mut per_query = Vec::with_capacity(queries.len());
-        for (qi, q) in queries.iter().enumerate() {
-            let prep = prepare(model, q, cfg, points.len())?;
-            let rows = tail_rows(model, q, prep.cached.acts[0].dims()[1], cfg);
-            for (g, group) in prep.groups.iter().enumerate() {
-                let cost = group.iter().map(|&l| rows * (dims.n_layers - l)).sum();
-                passes.push(PassRef { prompt: p, query: qi, group: g, cost });
-            }
-            per_query.push(prep);
+    for (si, st) in stacks.iter().enumerate() {
+        for (g, group) in st.groups.iter().enumerate() {
+            let cost = group.iter().map(|&l| st.rows * (dims.n_layers - l)).sum();
+            passes.push(PassRef { stack: si, group: g, cost });
         }
-        prepared.push(per_query);
     }
     // Longest first: the last passes to start are the shortest, so the threads finish together.
     let mut order: Vec<usize> = (0..passes.len()).collect();
@@ -109,39 +120,57 @@ pub fn attribute_many_cancellable<B: AutodiffBackend, M: KnowledgeModel<B>>(
                 return Err(KnError::Cancelled);
             }
             let r = &passes[i];
-            let (prep, q) = (&prepared[r.prompt][r.query], &prompts[r.prompt][r.query]);
-            group_pass(model, &prep.cached, &prep.groups[r.group], q, &prep.acts, &points, cfg)
+            let st = &stacks[r.stack];
+            let (p0, q0) = st.members[0];
+            let cached = st.cached.as_ref().unwrap_or(&prepared[p0][q0].cached);
+            let targets: Vec<&[u32]> = st.members.iter().map(|&(p, qi)| prompts[p][qi].target_ids.as_slice()).collect();
+            let acts: Vec<&[Vec<f32>]> = st.members.iter().map(|&(p, qi)| prepared[p][qi].acts.as_slice()).collect();
+            let q = &prompts[p0][q0];
+            group_pass(model, cached, &st.groups[r.group], &q.positions, &targets, &acts, &points, cfg)
         },
         &mut |i, _| {
-            let r = &passes[i];
-            prepared[r.prompt][r.query].groups[r.group].iter().for_each(|&l| on_layer(l));
+            let st = &stacks[passes[i].stack];
+            for &l in &st.groups[passes[i].group] {
+                st.members.iter().for_each(|_| on_layer(l));
+            }
         },
     )?;
+    // Each pass's gradients and baseline objectives, handed to their queries by layer.
+    let mut per_layer: Vec<Vec<Vec<Option<LayerPass>>>> =
+        prompts.iter().map(|qs| qs.iter().map(|_| (0..dims.n_layers).map(|_| None).collect()).collect()).collect();
+    for (pass, r) in results.into_iter().zip(&passes) {
+        let st = &stacks[r.stack];
+        let f_zeros = pass.f_zero_or_none();
+        for ((&l, grads), f_zero) in st.groups[r.group].iter().zip(pass.grads).zip(f_zeros) {
+            for ((&(p, qi), grad), f) in st.members.iter().zip(grads).zip(f_zero) {
+                if let Some(slot) = per_layer.get_mut(p).and_then(|v| v.get_mut(qi)).and_then(|v| v.get_mut(l)) {
+                    *slot = Some(LayerPass { grad, f_zero: f });
+                }
+            }
+        }
+    }
     // Combine in prompt, query and layer order: the same sums in the same order as one prompt,
-    // one group at a time.
-    let mut results = results.into_iter();
+    // one layer at a time.
     let mut out = Vec::with_capacity(prompts.len());
-    for (queries, per_query) in prompts.iter().zip(&prepared) {
+    for ((queries, per_query), layers_of) in prompts.iter().zip(&prepared).zip(per_layer) {
         let mut total = vec![vec![0.0f32; dims.d_ff]; dims.n_layers];
         let mut comp_sum: Vec<(f32, f32)> = vec![(0.0, 0.0); dims.n_layers];
         let mut token_probs = Vec::new();
-        for (q, prep) in queries.iter().zip(per_query) {
+        for ((q, prep), layers) in queries.iter().zip(per_query).zip(layers_of) {
             token_probs.extend_from_slice(&prep.token_probs);
-            for group in &prep.groups {
-                let pass = results.next().ok_or(KnError::Empty { what: "attribution passes" })?;
-                for (i, (&l, g)) in group.iter().zip(&pass.grads).enumerate() {
-                    let acts = &prep.acts[l];
-                    let layer_scores = match cfg.method {
-                        Method::MaxActivations => sum_positions(acts, q.positions.len(), dims.d_ff),
-                        Method::GradientTimesActivation => times(acts, g, q.positions.len(), dims.d_ff),
-                        Method::IntegratedGradients => {
-                            comp_sum[l].0 += prep.f_full;
-                            comp_sum[l].1 += pass.f_zero.get(i).copied().ok_or(KnError::Empty { what: "objective" })?;
-                            times(acts, g, q.positions.len(), dims.d_ff)
-                        }
-                    };
-                    total[l].iter_mut().zip(layer_scores).for_each(|(t, s)| *t += s);
-                }
+            for (l, pass) in layers.into_iter().enumerate() {
+                let pass = pass.ok_or(KnError::Empty { what: "attribution passes" })?;
+                let acts = &prep.acts[l];
+                let layer_scores = match cfg.method {
+                    Method::MaxActivations => sum_positions(acts, q.positions.len(), dims.d_ff),
+                    Method::GradientTimesActivation => times(acts, &pass.grad, q.positions.len(), dims.d_ff),
+                    Method::IntegratedGradients => {
+                        comp_sum[l].0 += prep.f_full;
+                        comp_sum[l].1 += pass.f_zero.ok_or(KnError::Empty { what: "objective" })?;
+                        times(acts, &pass.grad, q.positions.len(), dims.d_ff)
+                    }
+                };
+                total[l].iter_mut().zip(layer_scores).for_each(|(t, s)| *t += s);
             }
         }
         out.push(finish(queries, total, comp_sum, token_probs, cfg));
@@ -158,37 +187,72 @@ struct Prepared<B: AutodiffBackend> {
     f_full: f32,
     /// The unmodified probability of each target piece.
     token_probs: Vec<f32>,
-    /// Layer groups, each differentiated in one pass.
-    groups: Vec<Vec<usize>>,
 }
 
-/// Which pass of which query of which prompt, and its cost in row·block evaluations.
+/// Queries whose passes run as one batch, and the layer groups they are differentiated in.
+struct Stack<B: AutodiffBackend> {
+    /// `(prompt, query)` of each member, in batch order.
+    members: Vec<(usize, usize)>,
+    /// The members' unmodified passes stacked; `None` for a single member (its own is used).
+    cached: Option<Cached<B>>,
+    /// Layer groups, each differentiated in one pass.
+    groups: Vec<Vec<usize>>,
+    /// Residual rows one quadrature point sends through the upper blocks, all members together.
+    rows: usize,
+}
+
+/// Which pass of which stack, and its cost in row·block evaluations.
 struct PassRef {
-    prompt: usize,
-    query: usize,
+    stack: usize,
     group: usize,
     cost: usize,
 }
 
-/// The unmodified pass of `q` and the layer groups of its attribution.
+/// What one layer's pass gives one query.
+struct LayerPass {
+    /// `Σ_k w_k ∇f(α_k a_l)` at the target positions, `[n_pos * d_ff]`.
+    grad: Vec<f32>,
+    /// The objective with the layer's activations zeroed (IG only).
+    f_zero: Option<f32>,
+}
+
+/// The queries of `prompts` in stacks of at most `max` that share their length, target
+/// positions and number of targets (what the stacked tails need to run as one batch), in the
+/// order the queries come: each stack is a list of `(prompt, query)`.
+pub(crate) fn stacks_of(prompts: &[&[Query]], max: usize) -> Vec<Vec<(usize, usize)>> {
+    let mut stacks: Vec<Vec<(usize, usize)>> = Vec::new();
+    let mut open: std::collections::HashMap<(usize, &[usize], usize), usize> = std::collections::HashMap::new();
+    for (p, queries) in prompts.iter().enumerate() {
+        for (qi, q) in queries.iter().enumerate() {
+            let key = (q.ids.len(), q.positions.as_slice(), q.target_ids.len());
+            match open.get(&key).copied() {
+                Some(si) if stacks[si].len() < max => stacks[si].push((p, qi)),
+                _ => {
+                    open.insert(key, stacks.len());
+                    stacks.push(vec![(p, qi)]);
+                }
+            }
+        }
+    }
+    stacks
+}
+
+/// The unmodified pass of `q`.
 fn prepare<B: AutodiffBackend, M: KnowledgeModel<B>>(
     model: &M,
     q: &Query,
     cfg: &AttributionConfig,
-    n_points: usize,
 ) -> Result<Prepared<B>, KnError> {
     let dims = model.dims();
     q.check(&dims)?;
     let cached = cache(model, q);
-    let base = target_logprobs(model, cached.out.clone(), q);
+    let base = target_logprobs(model, cached.out.clone(), &q.positions, &[&q.target_ids]);
     let f_full = scalar(objective_of_logprobs(base.clone(), cfg))?;
     let token_probs = to_vec(base.exp())?;
     let acts: Vec<Vec<f32>> = (0..dims.n_layers)
         .map(|l| to_vec(gather_rows(cached.acts[l].clone(), &q.positions)))
         .collect::<Result<_, _>>()?;
-    let rows = tail_rows(model, q, cached.acts[0].dims()[1], cfg);
-    let groups = layer_groups(dims.n_layers, rows * cfg.batch_size.min(n_points.max(1)), cfg.max_rows_per_pass);
-    Ok(Prepared { cached, acts, f_full, token_probs, groups })
+    Ok(Prepared { cached, acts, f_full, token_probs })
 }
 
 /// The attribution of one prompt from its summed scores and completeness terms.
@@ -216,30 +280,50 @@ fn finish(
     Attribution { scores, target_ids, base_prob: token_probs.iter().product(), token_probs, config: *cfg, completeness }
 }
 
-/// What one group of layers contributes: per layer, `Σ_k w_k ∇f(α_k a_l)` at the target
-/// positions (`[n_pos * d_ff]`), and, for IG, the objective with the layer's activations zeroed.
+/// What one group of layers contributes to each stacked query: per layer and query,
+/// `Σ_k w_k ∇f(α_k a_l)` at the target positions (`[n_pos * d_ff]`), and, for IG, the
+/// objective with the layer's activations zeroed.
 struct GroupPass {
-    grads: Vec<Vec<f32>>,
-    f_zero: Vec<f32>,
+    /// `[layer of the group][query of the stack]`.
+    grads: Vec<Vec<Vec<f32>>>,
+    /// `[layer of the group][query of the stack]`; empty unless IG.
+    f_zero: Vec<Vec<f32>>,
+}
+
+impl GroupPass {
+    /// Per layer of the group, each query's baseline objective (`None` without one).
+    fn f_zero_or_none(&self) -> Vec<Vec<Option<f32>>> {
+        self.grads
+            .iter()
+            .enumerate()
+            .map(|(i, g)| (0..g.len()).map(|m| self.f_zero.get(i).and_then(|f| f.get(m)).copied()).collect())
+            .collect()
+    }
 }
 
 /// The gradient passes of one layer group over every batch of quadrature points, and its
-/// baseline pass.
+/// baseline pass, for the queries stacked in `c` (their targets and activations in batch
+/// order; one query unless stacked).
+#[allow(clippy::too_many_arguments)]
 fn group_pass<B: AutodiffBackend, M: KnowledgeModel<B>>(
     model: &M,
-    cached: &Cached<B>,
+    c: &Cached<B>,
     group: &[usize],
-    q: &Query,
-    acts: &[Vec<f32>],
+    positions: &[usize],
+    targets: &[&[u32]],
+    acts: &[&[Vec<f32>]],
     points: &[(f32, f32)],
     cfg: &AttributionConfig,
 ) -> Result<GroupPass, KnError> {
-    let mut grads: Vec<Vec<f32>> = group.iter().map(|&l| vec![0.0f32; acts[l].len()]).collect();
+    let mut grads: Vec<Vec<Vec<f32>>> =
+        group.iter().map(|&l| acts.iter().map(|a| vec![0.0f32; a[l].len()]).collect()).collect();
     if cfg.method != Method::MaxActivations {
         for chunk in points.chunks(cfg.batch_size) {
-            let gc = weighted_grads(model, cached, group, q, acts, chunk, cfg)?;
-            for (g, c) in grads.iter_mut().zip(gc) {
-                g.iter_mut().zip(c).for_each(|(x, y)| *x += y);
+            let gc = weighted_grads(model, c, group, positions, targets, acts, chunk, cfg)?;
+            for (per_query, c) in grads.iter_mut().zip(gc) {
+                for (g, c) in per_query.iter_mut().zip(c) {
+                    g.iter_mut().zip(c).for_each(|(x, y)| *x += y);
+                }
             }
         }
     }
@@ -247,9 +331,11 @@ fn group_pass<B: AutodiffBackend, M: KnowledgeModel<B>>(
     let f_zero = match cfg.method {
         Method::IntegratedGradients => {
             let d_ff = model.dims().d_ff;
-            let zeros = group.iter().map(|_| Tensor::zeros([1, q.positions.len(), d_ff], &model.device())).collect();
-            let resid = final_rows(model, cached, group, q, zeros, cfg)?;
-            to_vec(objective_from_resid(model, resid, &local(q), cfg))?
+            let n = acts.len();
+            let zeros = group.iter().map(|_| Tensor::zeros([n, positions.len(), d_ff], &model.device())).collect();
+            let resid = final_rows(model, c, group, positions, zeros, cfg)?;
+            let f = to_vec(objective_from_resid(model, resid, &local(positions), targets, cfg))?;
+            f.chunks(n.max(1)).map(<[f32]>::to_vec).collect()
         }
         _ => Vec::new(),
     };
@@ -279,19 +365,21 @@ pub(crate) fn layer_groups(n: usize, rows: usize, budget: usize) -> Vec<Vec<usiz
     groups
 }
 
-/// `q` with its target rows renumbered `0..n_pos` (the rows [`final_rows`] returns).
-fn local(q: &Query) -> Query {
-    Query { ids: Vec::new(), positions: (0..q.positions.len()).collect(), target_ids: q.target_ids.clone() }
+/// The target rows renumbered `0..n_pos` (the rows [`final_rows`] returns).
+fn local(positions: &[usize]) -> Vec<usize> {
+    (0..positions.len()).collect()
 }
 
-/// `[k]` objective values from the final residual stream.
+/// `[k]` objective values from the final residual stream; batch row `b` has the targets
+/// `targets[b % targets.len()]`.
 fn objective_from_resid<B: AutodiffBackend, M: KnowledgeModel<B>>(
     model: &M,
     resid: Tensor<B, 3>,
-    q: &Query,
+    positions: &[usize],
+    targets: &[&[u32]],
     cfg: &AttributionConfig,
 ) -> Tensor<B, 1> {
-    objective_of_logprobs(target_logprobs(model, resid, q), cfg)
+    objective_of_logprobs(target_logprobs(model, resid, positions, targets), cfg)
 }
 
 /// `[k]` objective values from the log-probabilities of the target pieces, `[k, n_pos]`.
@@ -305,60 +393,85 @@ fn objective_of_logprobs<B: AutodiffBackend>(logp: Tensor<B, 2>, cfg: &Attributi
     }
 }
 
-/// Log-probability of each target piece, `[k, n_pos]`.
+/// Log-probability of each target piece at `positions`, `[k, n_pos]`: batch row `b` reads the
+/// ids `targets[b % targets.len()]` (one id per position).
 fn target_logprobs<B: AutodiffBackend, M: KnowledgeModel<B>>(
     model: &M,
     resid: Tensor<B, 3>,
-    q: &Query,
+    positions: &[usize],
+    targets: &[&[u32]],
 ) -> Tensor<B, 2> {
     let k = resid.dims()[0];
-    let logp = model.log_probs(gather_rows(resid, &q.positions));
-    let cols: Vec<Tensor<B, 3>> = q
-        .target_ids
-        .iter()
-        .enumerate()
-        .map(|(j, &t)| logp.clone().slice([0..k, j..j + 1, t as usize..t as usize + 1]))
+    let logp = model.log_probs(gather_rows(resid, positions));
+    if let [ids] = targets {
+        let cols: Vec<Tensor<B, 3>> = ids
+            .iter()
+            .enumerate()
+            .map(|(j, &t)| logp.clone().slice([0..k, j..j + 1, t as usize..t as usize + 1]))
+            .collect();
+        return Tensor::cat(cols, 1).squeeze_dim(2);
+    }
+    // Stacked queries: each row its own targets, gathered along the vocabulary.
+    let n_pos = positions.len();
+    let p = targets.len().max(1);
+    let idx: Vec<i64> = (0..k)
+        .flat_map(|b| (0..n_pos).map(move |j| targets.get(b % p).and_then(|t| t.get(j)).map_or(0, |&t| i64::from(t))))
         .collect();
-    Tensor::cat(cols, 1).squeeze_dim(2)
+    let idx = Tensor::<B, 3, Int>::from_data(TensorData::new(idx, [k, n_pos, 1]), &logp.device());
+    logp.gather(2, idx).squeeze_dim(2)
 }
 
-/// `Σ_k w_k ∇f(α_k a_l)` over one batch of quadrature points for each layer `l` of `layers`,
-/// `[n_pos * d_ff]` per layer on the host. The layers' tails are stacked into one batch for
-/// the head and differentiated in one backward pass.
+/// `Σ_k w_k ∇f(α_k a_l)` over one batch of quadrature points for each layer `l` of `layers`
+/// and each stacked query, `[layer][query][n_pos * d_ff]` on the host. The layers' tails are
+/// stacked into one batch for the head and differentiated in one backward pass; within a
+/// layer's part of the batch, row `i·P + m` is point `i` of query `m`.
+#[allow(clippy::too_many_arguments)]
 fn weighted_grads<B: AutodiffBackend, M: KnowledgeModel<B>>(
     model: &M,
     c: &Cached<B>,
     layers: &[usize],
-    q: &Query,
-    acts: &[Vec<f32>],
+    positions: &[usize],
+    targets: &[&[u32]],
+    acts: &[&[Vec<f32>]],
     points: &[(f32, f32)],
     cfg: &AttributionConfig,
-) -> Result<Vec<Vec<f32>>, KnError> {
-    let k = points.len();
-    let n_pos = q.positions.len();
+) -> Result<Vec<Vec<Vec<f32>>>, KnError> {
+    let (k, n) = (points.len(), acts.len());
+    let n_pos = positions.len();
     let device = model.device();
     let mut xs = Vec::with_capacity(layers.len());
     for &l in layers {
-        let a = &acts[l];
-        let scaled: Vec<f32> = points.iter().flat_map(|&(alpha, _)| a.iter().map(move |v| v * alpha)).collect();
+        let width = acts.first().map_or(0, |a| a[l].len());
+        let scaled: Vec<f32> = points
+            .iter()
+            .flat_map(|&(alpha, _)| acts.iter().flat_map(move |a| a[l].iter().map(move |v| v * alpha)))
+            .collect();
         let x: Tensor<B, 3> =
-            Tensor::from_data(TensorData::new(scaled, [k, n_pos, a.len() / n_pos]), &device).require_grad();
+            Tensor::from_data(TensorData::new(scaled, [k * n, n_pos, width / n_pos]), &device).require_grad();
         xs.push(x);
     }
-    let f = objective_from_resid(model, final_rows(model, c, layers, q, xs.clone(), cfg)?, &local(q), cfg);
-    let weights: Vec<f32> = layers.iter().flat_map(|_| points.iter().map(|p| p.1)).collect();
-    let w: Tensor<B, 1> = Tensor::from_data(TensorData::new(weights, [k * layers.len()]), &device);
+    let resid = final_rows(model, c, layers, positions, xs.clone(), cfg)?;
+    let f = objective_from_resid(model, resid, &local(positions), targets, cfg);
+    let weights: Vec<f32> =
+        layers.iter().flat_map(|_| points.iter().flat_map(|p| std::iter::repeat_n(p.1, n))).collect();
+    let w: Tensor<B, 1> = Tensor::from_data(TensorData::new(weights, [k * n * layers.len()]), &device);
     let grads = crate::schedule::exclusive_backward(|| (f * w).sum().backward());
     layers
         .iter()
         .zip(xs)
         .map(|(&l, x)| {
             let g = x.grad(&grads).ok_or_else(|| KnError::Backend("no gradient reached the activations".into()))?;
-            let g = to_vec(g.sum_dim(0))?;
-            if g.iter().any(|v| !v.is_finite()) {
+            let per_query: Vec<Vec<f32>> = if n == 1 {
+                vec![to_vec(g.sum_dim(0))?]
+            } else {
+                let [_, rows, width] = g.dims();
+                let summed = to_vec(g.reshape([k, n, rows * width]).sum_dim(0))?;
+                summed.chunks(rows * width).map(<[f32]>::to_vec).collect()
+            };
+            if per_query.iter().flatten().any(|v| !v.is_finite()) {
                 return Err(KnError::NonFinite { what: format!("gradients of layer {l}") });
             }
-            Ok(g)
+            Ok(per_query)
         })
         .collect()
 }
@@ -396,5 +509,26 @@ mod tests {
         assert_eq!(layer_groups(12, 20, 4096), vec![(0..12).collect::<Vec<_>>()]);
         // A budget below one layer: one layer per group.
         assert_eq!(layer_groups(3, 100, 1).len(), 3);
+    }
+
+    #[test]
+    fn queries_stack_when_length_positions_and_targets_agree() {
+        let q = |n: usize, pos: usize, targets: usize| Query {
+            ids: vec![1; n],
+            positions: (pos..pos + targets).collect(),
+            target_ids: vec![2; targets],
+        };
+        let a = [q(5, 2, 1), q(6, 2, 1)];
+        let b = [q(5, 2, 1)];
+        let c = [q(5, 3, 1), q(5, 2, 1), q(5, 2, 2)];
+        let prompts: Vec<&[Query]> = vec![&a, &b, &c];
+        assert_eq!(
+            stacks_of(&prompts, 8),
+            vec![vec![(0, 0), (1, 0), (2, 1)], vec![(0, 1)], vec![(2, 0)], vec![(2, 2)]]
+        );
+        // At most `max` per stack, in order; 1 stacks nothing.
+        assert_eq!(stacks_of(&prompts, 2)[..2], [vec![(0, 0), (1, 0)], vec![(0, 1)]]);
+        assert!(stacks_of(&prompts, 1).iter().all(|s| s.len() == 1));
+        assert_eq!(stacks_of(&prompts, 1).len(), 6);
     }
 }

@@ -124,7 +124,8 @@ pub trait KnowledgeModel<B: Backend>: Sync {
 
     /// The attention half of block `layer`, up to the FFN input residual (`resid_mid`).
     ///
-    /// `resid` may have a larger batch than `input` when `input` has batch 1: the masks broadcast.
+    /// `resid` may have a larger batch than `input` when `input` has batch 1 or no padding
+    /// mask: the masks broadcast.
     ///
     /// # Shapes
     /// - `resid`: `[batch, seq, d_model]`; output: `[batch, seq, d_model]`
@@ -199,10 +200,12 @@ pub trait KnowledgeModel<B: Backend>: Sync {
     /// The attention half of block `layer` for the last `n` positions only, given the residual
     /// stream of the earlier positions (`prefix`, unchanged): possible when no earlier
     /// position attends to a later one (causal models). `None` when the model cannot, and the
-    /// caller runs the whole sequence instead.
+    /// caller runs the whole sequence instead. `prefix` may also stack the prefixes of `P`
+    /// prompts of one length: suffix row `b` then continues prompt `b % P`.
     ///
     /// # Shapes
-    /// - `suffix`: `[batch, n, d_model]`, `prefix`: `[1, seq - n, d_model]`; output: `[batch, n, d_model]`
+    /// - `suffix`: `[batch, n, d_model]`, `prefix`: `[1 or P, seq - n, d_model]` (`batch` a
+    ///   multiple of `P`); output: `[batch, n, d_model]`
     fn attention_half_suffix(
         &self,
         _layer: usize,

@@ -113,7 +113,7 @@ mod tests {
         type B = Autodiff<NdArray<f32>>;
         // Three rows over a vocabulary that is not a whole number of blocks.
         let (rows, v) = (3, 2 * SUM_BLOCK + 517);
-        let vals: Vec<f32> = (0..rows * v).map(|i| ((i as f32 * 0.731).sin() * 7.0)).collect();
+        let vals: Vec<f32> = (0..rows * v).map(|i| (i as f32 * 0.731).sin() * 7.0).collect();
         let x = Tensor::<B, 2>::from_data(TensorData::new(vals.clone(), [rows, v]), &Default::default()).require_grad();
         let target = 1234;
         let logp = log_softmax(x.clone());

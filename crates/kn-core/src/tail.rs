@@ -29,6 +29,34 @@ pub(crate) struct Cached<B: AutodiffBackend> {
     pub(crate) out: Tensor<B, 3>,
 }
 
+impl<B: AutodiffBackend> Cached<B> {
+    /// The unmodified passes of several queries of one length (none padded), stacked along the
+    /// batch axis in the order given: the tails of a stacked pass start from it.
+    ///
+    /// # Shapes
+    /// - each `parts[i]` has batch 1; the output has batch `parts.len()`
+    pub(crate) fn stack(parts: &[&Cached<B>]) -> Cached<B> {
+        let cat3 = |f: &dyn Fn(&Cached<B>) -> Tensor<B, 3>| Tensor::cat(parts.iter().map(|c| f(c)).collect(), 0);
+        let per_layer = |f: &dyn Fn(&Cached<B>) -> &Vec<Tensor<B, 3>>| {
+            let n = parts.first().map_or(0, |c| f(c).len());
+            (0..n).map(|l| cat3(&|c| f(c)[l].clone())).collect()
+        };
+        let ids = Tensor::cat(parts.iter().map(|c| c.input.input_ids.clone()).collect(), 0);
+        Cached {
+            input: ModelInput { input_ids: ids, token_type_ids: None, attention_mask: None },
+            resids: per_layer(&|c| &c.resids),
+            mids: per_layer(&|c| &c.mids),
+            acts: per_layer(&|c| &c.acts),
+            out: cat3(&|c| c.out.clone()),
+        }
+    }
+
+    /// Number of queries stacked (the batch of the cached tensors).
+    pub(crate) fn n_stacked(&self) -> usize {
+        self.input.input_ids.dims()[0]
+    }
+}
+
 /// Runs the unmodified forward pass of `q`, keeping what the tails start from.
 pub(crate) fn cache<B: AutodiffBackend, M: KnowledgeModel<B>>(model: &M, q: &Query) -> Cached<B> {
     let input = ModelInput::from_ids(&q.ids, &model.device());
@@ -49,11 +77,11 @@ pub(crate) fn cache<B: AutodiffBackend, M: KnowledgeModel<B>>(model: &M, q: &Que
 /// 1 for the causal fast path, the sequence length otherwise.
 pub(crate) fn tail_rows<B: AutodiffBackend, M: KnowledgeModel<B>>(
     model: &M,
-    q: &Query,
+    positions: &[usize],
     s: usize,
     cfg: &AttributionConfig,
 ) -> usize {
-    if cfg.reuse_prefix && model.objective() == Objective::CausalLm && q.positions == [s - 1] {
+    if cfg.reuse_prefix && model.objective() == Objective::CausalLm && positions == [s - 1] {
         1
     } else {
         s
@@ -64,6 +92,9 @@ pub(crate) fn tail_rows<B: AutodiffBackend, M: KnowledgeModel<B>>(
 /// ascending) with its activations at the target positions replaced by the matching `xs`
 /// entry, stacked along the batch axis in `layers` order.
 ///
+/// `c` may stack `P` queries ([`Cached::stack`]) that share `q`'s length and positions: then
+/// batch row `b` of each `xs` entry (and of the output, per layer) belongs to query `b % P`.
+///
 /// With `cfg.reuse_prefix`, only what depends on the replaced activations runs: causal models
 /// run the last position against the cached prefix ([`causal_tails`]), others the whole
 /// sequence through the blocks between and the target rows of the last block ([`rows_tails`]).
@@ -71,26 +102,27 @@ pub(crate) fn tail_rows<B: AutodiffBackend, M: KnowledgeModel<B>>(
 /// tests compare against).
 ///
 /// # Shapes
-/// - `xs[i]`: `[k_i, n_pos, d_ff]`; output: `[Σ k_i, n_pos, d_model]`
+/// - `xs[i]`: `[k_i, n_pos, d_ff]` (`k_i` a multiple of `P`); output: `[Σ k_i, n_pos, d_model]`
 pub(crate) fn final_rows<B: AutodiffBackend, M: KnowledgeModel<B>>(
     model: &M,
     c: &Cached<B>,
     layers: &[usize],
-    q: &Query,
+    positions: &[usize],
     xs: Vec<Tensor<B, 3>>,
     cfg: &AttributionConfig,
 ) -> Result<Tensor<B, 3>, KnError> {
     let s = c.input.input_ids.dims()[1];
     let stacked = if !cfg.reuse_prefix {
-        let tails: Vec<Tensor<B, 3>> = layers.iter().zip(xs).map(|(&l, x)| plain_tail(model, c, l, q, x)).collect();
+        let tails: Vec<Tensor<B, 3>> =
+            layers.iter().zip(xs).map(|(&l, x)| plain_tail(model, c, l, positions, x)).collect();
         (!tails.is_empty()).then(|| Tensor::cat(tails, 0))
-    } else if tail_rows(model, q, s, cfg) == 1 && s > 1 {
+    } else if tail_rows(model, positions, s, cfg) == 1 && s > 1 {
         match causal_tails(model, c, layers, xs.clone()) {
             Some(resid) => Some(resid),
-            None => rows_tails(model, c, layers, q, xs),
+            None => rows_tails(model, c, layers, positions, xs),
         }
     } else {
-        rows_tails(model, c, layers, q, xs)
+        rows_tails(model, c, layers, positions, xs)
     };
     stacked.ok_or(KnError::Empty { what: "layers of an attribution pass" })
 }
@@ -103,29 +135,32 @@ fn plain_tail<B: AutodiffBackend, M: KnowledgeModel<B>>(
     model: &M,
     c: &Cached<B>,
     l: usize,
-    q: &Query,
+    positions: &[usize],
     x: Tensor<B, 3>,
 ) -> Tensor<B, 3> {
     let k = x.dims()[0];
     let [_, _, d_ff] = c.acts[l].dims();
+    let times = k / c.n_stacked().max(1);
     let mut act = c.acts[l].clone();
     let mut mid = c.mids[l].clone();
-    if k > 1 {
-        act = act.repeat_dim(0, k);
-        mid = mid.repeat_dim(0, k);
+    if times > 1 {
+        act = act.repeat_dim(0, times);
+        mid = mid.repeat_dim(0, times);
     }
-    for (j, &p) in q.positions.iter().enumerate() {
+    for (j, &p) in positions.iter().enumerate() {
         act = act.slice_assign([0..k, p..p + 1, 0..d_ff], x.clone().slice([0..k, j..j + 1, 0..d_ff]));
     }
     let resid = model.ffn_output(l, mid, act);
     let resid = run_layers(model, resid, &c.input, l + 1, &mut NoHook);
-    gather_rows(resid, &q.positions)
+    gather_rows(resid, positions)
 }
 
-/// `t` repeated `k` times along the batch axis.
+/// `t` (batch `P`, the queries stacked) repeated along the batch axis to batch `k`, a
+/// multiple of `P`: row `b` is row `b % P` of `t`.
 fn repeat<B: AutodiffBackend>(t: Tensor<B, 3>, k: usize) -> Tensor<B, 3> {
-    if k > 1 {
-        t.repeat_dim(0, k)
+    let times = k / t.dims()[0].max(1);
+    if times > 1 {
+        t.repeat_dim(0, times)
     } else {
         t
     }
@@ -150,10 +185,9 @@ fn rows_tails<B: AutodiffBackend, M: KnowledgeModel<B>>(
     model: &M,
     c: &Cached<B>,
     layers: &[usize],
-    q: &Query,
+    rows: &[usize],
     xs: Vec<Tensor<B, 3>>,
 ) -> Option<Tensor<B, 3>> {
-    let rows = &q.positions;
     let last = c.acts.len() - 1;
     let first = *layers.first()?;
     let mut starts = layers.iter().copied().zip(xs).peekable();
@@ -202,20 +236,20 @@ fn causal_tails<B: AutodiffBackend, M: KnowledgeModel<B>>(
     xs: Vec<Tensor<B, 3>>,
 ) -> Option<Tensor<B, 3>> {
     let first = *layers.first()?;
-    let [_, s, d] = c.mids[first].dims();
+    let [p, s, d] = c.mids[first].dims();
     let last = s - 1;
     let mut starts = layers.iter().copied().zip(xs).peekable();
     let mut resid: Option<Tensor<B, 3>> = None;
     for j in first..c.resids.len() {
         if let Some(r) = resid.take() {
-            let prefix = c.resids[j].clone().slice([0..1, 0..last, 0..d]);
+            let prefix = c.resids[j].clone().slice([0..p, 0..last, 0..d]);
             let mid = model.attention_half_suffix(j, r, prefix, &c.input)?;
             let act = model.ffn_activation(j, mid.clone());
             resid = Some(model.ffn_output(j, mid, act));
         }
         if let Some((_, x)) = starts.next_if(|(l, _)| *l == j) {
             let k = x.dims()[0];
-            let mid = repeat(c.mids[j].clone().slice([0..1, last..s, 0..d]), k);
+            let mid = repeat(c.mids[j].clone().slice([0..p, last..s, 0..d]), k);
             resid = Some(stack(resid, model.ffn_output(j, mid, x)));
         }
     }

@@ -73,3 +73,46 @@ fn a_bad_prompt_fails_the_call_without_panicking() {
     let empty: Vec<&[Query]> = vec![&prompts[0], &[]];
     assert!(matches!(attribute_many(&model, &empty, &AttributionConfig::default()), Err(KnError::Empty { .. })));
 }
+
+/// Largest difference between two attributions' scores, relative to the largest score.
+fn rel_diff(a: &Attribution, b: &Attribution) -> f32 {
+    let max = a.scores.iter().flatten().fold(0.0f32, |m, x| m.max(x.abs()));
+    let d = a.scores.iter().flatten().zip(b.scores.iter().flatten()).fold(0.0f32, |m, (x, y)| m.max((x - y).abs()));
+    d / max.max(f32::MIN_POSITIVE)
+}
+
+#[test]
+fn stacked_prompts_give_the_scores_of_each_prompt_alone() {
+    let model = PlantedModel::<B>::new(PlantedSpec::default(), &Default::default());
+    let prompts = prompts(&model);
+    let refs: Vec<&[Query]> = prompts.iter().map(Vec::as_slice).collect();
+    let cfg = AttributionConfig { steps: 8, batch_size: 4, ..Default::default() };
+    let alone: Vec<Attribution> = prompts.iter().map(|q| attribute(&model, q, &cfg).unwrap()).collect();
+    // Stacks of 2, 3 and all; one layer per pass and the default budget.
+    for (stack, budget) in [(2, 4096), (3, 1), (8, 1 << 20)] {
+        let stacked = AttributionConfig { max_stacked_prompts: stack, max_rows_per_pass: budget, ..cfg };
+        for threads in [1, 2] {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            let together = pool.install(|| attribute_many(&model, &refs, &stacked)).unwrap();
+            for (i, (a, b)) in alone.iter().zip(&together).enumerate() {
+                let d = rel_diff(a, b);
+                println!("stack {stack}, budget {budget}, {threads} threads, prompt {i}: {d:.2e} relative");
+                assert!(d <= 1e-6, "prompt {i}, stack {stack}: scores differ by {d:e} relative (bound 1e-6)");
+                assert_eq!(a.token_probs, b.token_probs, "prompt {i}: the unmodified pass is each prompt's own");
+                let (ca, cb) = (a.completeness.as_ref().unwrap(), b.completeness.as_ref().unwrap());
+                for (x, y) in ca.iter().zip(cb) {
+                    assert!((x.f_zero - y.f_zero).abs() <= 1e-6 * x.f_zero.abs().max(1e-3), "baseline objective");
+                    assert_eq!(x.f_full, y.f_full);
+                }
+            }
+        }
+        let n_layers = kn_core::KnowledgeModel::dims(&model).n_layers;
+        let mut seen = vec![0usize; n_layers];
+        attribute_many_observed(&model, &refs, &stacked, &mut |l| seen[l] += 1).unwrap();
+        assert_eq!(
+            seen,
+            vec![prompts.iter().map(Vec::len).sum::<usize>(); n_layers],
+            "every layer of every query once"
+        );
+    }
+}

@@ -78,11 +78,13 @@ impl<B: DualMatmul> Attention<B> {
     }
 
     /// Attention output of the last `n` positions, the keys and values of the earlier `p`
-    /// positions computed from `prefix` (batch 1, broadcast over the batch). Only for causal
+    /// positions computed from `prefix` (batch 1, broadcast over the batch; or batch `P`, one
+    /// prefix per stacked prompt, suffix row `b` attending to prefix `b % P`). Only for causal
     /// kinds, where earlier positions never see later ones; `None` for bidirectional attention.
     ///
     /// # Shapes
-    /// - `suffix`: `[batch, n, d_model]`, `prefix`: `[1, p, d_model]`; output: `[batch, n, d_model]`
+    /// - `suffix`: `[batch, n, d_model]`, `prefix`: `[1 or P, p, d_model]` (`batch` a multiple
+    ///   of `P`); output: `[batch, n, d_model]`
     pub fn forward_suffix(
         &self,
         suffix: Tensor<B, 3>,
@@ -98,7 +100,14 @@ impl<B: DualMatmul> Attention<B> {
         let earlier: Vec<usize> = (0..p).collect();
         let q = self.queries(suffix.clone(), &own);
         let (k, v) = self.keys_values(suffix, &own);
-        let (kp, vp) = self.keys_values(prefix, &earlier);
+        let (mut kp, mut vp) = self.keys_values(prefix, &earlier);
+        // Prefixes of several stacked prompts ([P, kv, p, dh], batch row b of the suffix
+        // belonging to prompt b % P) are repeated to the batch; a single prefix broadcasts.
+        let (b, stacked) = (q.dims()[0], kp.dims()[0]);
+        if stacked > 1 && b > stacked {
+            kp = kp.repeat_dim(0, b / stacked);
+            vp = vp.repeat_dim(0, b / stacked);
+        }
         // Scores against the prefix keys broadcast [1, kv, p, dh] over the batch.
         let bias = self.kind.bias(input, n, p + n, p, &q.device());
         let probs = self.probs(vec![self.scores(q.clone(), kp), self.scores(q, k)], bias);

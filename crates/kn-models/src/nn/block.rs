@@ -72,10 +72,10 @@ impl<B: DualMatmul> Block<B> {
     }
 
     /// [`Block::attention_half`] for the last positions only, the earlier ones given as
-    /// `prefix` (causal attention only; `None` otherwise).
+    /// `prefix` (causal attention only; `None` otherwise); see [`Attention::forward_suffix`].
     ///
     /// # Shapes
-    /// - `suffix`: `[batch, n, d_model]`, `prefix`: `[1, p, d_model]`; output: `[batch, n, d_model]`
+    /// - `suffix`: `[batch, n, d_model]`, `prefix`: `[1 or P, p, d_model]`; output: `[batch, n, d_model]`
     pub fn attention_half_suffix(
         &self,
         suffix: Tensor<B, 3>,

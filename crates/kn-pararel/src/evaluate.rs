@@ -5,8 +5,8 @@ use anyhow::Result;
 use burn::tensor::backend::AutodiffBackend;
 use kn_core::intervene::target_scope;
 use kn_core::{
-    attribute_many, coarse, measure, measure_batch, refine, AttributionConfig, KnowledgeModel, Method, NeuronId,
-    NoHook, Outcome, Query, ScaleNeurons, Sharing, Threshold,
+    attribute_many, coarse, measure, measure_batch, refine, Attribution, AttributionConfig, KnowledgeModel, Method,
+    NeuronId, NoHook, Outcome, Query, ScaleNeurons, Sharing, Threshold,
 };
 use serde::{Deserialize, Serialize};
 
@@ -152,6 +152,17 @@ pub fn usable(enc: &dyn Encoder, fact: &Fact, cfg: &EvalConfig) -> Result<usize,
     Ok(n)
 }
 
+/// One fact to evaluate: its id, record and unrelated fact (id and record).
+#[derive(Debug, Clone, Copy)]
+pub struct Item<'a> {
+    /// The fact's id.
+    pub uuid: &'a str,
+    /// The fact.
+    pub fact: &'a Fact,
+    /// The other fact whose prompts measure what an intervention does elsewhere.
+    pub unrelated: Option<(&'a str, &'a Fact)>,
+}
+
 /// Evaluates one fact; `unrelated` is the other fact (id and record).
 pub fn evaluate<B: AutodiffBackend, M: KnowledgeModel<B>>(
     model: &M,
@@ -161,27 +172,84 @@ pub fn evaluate<B: AutodiffBackend, M: KnowledgeModel<B>>(
     unrelated: Option<(&str, &Fact)>,
     cfg: &EvalConfig,
 ) -> Result<FactResult> {
-    let n_tokens = match usable(enc, fact, cfg) {
-        Ok(n) => n,
-        Err((why, n)) => return Ok(FactResult::skipped(uuid, fact, why, n)),
-    };
-    let related: Vec<Vec<Query>> = match fact.sentences.iter().map(|s| enc.queries(s, &fact.obj_label)).collect() {
-        Ok(q) => q,
-        Err(e) => return Ok(FactResult::skipped(uuid, fact, format!("{e:#}"), n_tokens)),
-    };
-    let mut per_prompt = Vec::with_capacity(related.len());
-    let mut act_sum: Vec<Vec<f32>> = Vec::new();
+    let mut one = evaluate_many(model, enc, &[Item { uuid, fact, unrelated }], cfg)?;
+    one.pop().ok_or_else(|| anyhow::anyhow!("no result for fact {uuid}"))
+}
+
+/// Evaluates several facts, one record each in order: the attributions of all their prompts
+/// run in one schedule ([`attribute_many`]: on a CPU the passes share the cores to the end; with
+/// `cfg.attribution.max_stacked_prompts` > 1, prompts of one length from different facts run
+/// as one batch, which is what fills a GPU). Each record equals what [`evaluate`] gives the fact
+/// alone (bit for bit unless prompts are stacked; within float rounding then).
+pub fn evaluate_many<B: AutodiffBackend, M: KnowledgeModel<B>>(
+    model: &M,
+    enc: &dyn Encoder,
+    items: &[Item],
+    cfg: &EvalConfig,
+) -> Result<Vec<FactResult>> {
+    // Each fact's prompts, or the record of why it is skipped.
+    let prepared: Vec<std::result::Result<(usize, Vec<Vec<Query>>), FactResult>> = items
+        .iter()
+        .map(|it| {
+            let n_tokens =
+                usable(enc, it.fact, cfg).map_err(|(why, n)| FactResult::skipped(it.uuid, it.fact, why, n))?;
+            let related: Vec<Vec<Query>> = it
+                .fact
+                .sentences
+                .iter()
+                .map(|s| enc.queries(s, &it.fact.obj_label))
+                .collect::<Result<_>>()
+                .map_err(|e| FactResult::skipped(it.uuid, it.fact, format!("{e:#}"), n_tokens))?;
+            Ok((n_tokens, related))
+        })
+        .collect();
+    // Every related prompt of every fact in one schedule (their passes share the cores).
+    let all: Vec<&[Query]> =
+        prepared.iter().flatten().flat_map(|(_, related)| related.iter().map(Vec::as_slice)).collect();
     let act_cfg = AttributionConfig { method: Method::MaxActivations, ..cfg.attribution };
-    // Every related prompt in one schedule (their passes share the cores).
-    let all: Vec<&[Query]> = related.iter().map(Vec::as_slice).collect();
-    for attr in attribute_many(model, &all, &cfg.attribution)? {
-        per_prompt.push(coarse(&attr, cfg.threshold)?);
+    let (mut attrs, mut acts) = if all.is_empty() {
+        (Vec::new().into_iter(), Vec::new().into_iter())
+    } else {
+        (attribute_many(model, &all, &cfg.attribution)?.into_iter(), attribute_many(model, &all, &act_cfg)?.into_iter())
+    };
+    let mut out = Vec::with_capacity(items.len());
+    for (it, prep) in items.iter().zip(prepared) {
+        let (n_tokens, related) = match prep {
+            Ok(p) => p,
+            Err(skipped) => {
+                out.push(skipped);
+                continue;
+            }
+        };
+        let n = related.len();
+        let attr: Vec<Attribution> = attrs.by_ref().take(n).collect();
+        let act: Vec<Attribution> = acts.by_ref().take(n).collect();
+        out.push(finish_fact(model, enc, it, n_tokens, related, &attr, &act, cfg)?);
     }
-    for acts in attribute_many(model, &all, &act_cfg)? {
+    Ok(out)
+}
+
+/// One fact's record from its prompts' attributions (`attrs`) and activations (`acts`):
+/// refined neurons, the activation baseline, and the four interventions measured.
+#[allow(clippy::too_many_arguments)]
+fn finish_fact<B: AutodiffBackend, M: KnowledgeModel<B>>(
+    model: &M,
+    enc: &dyn Encoder,
+    it: &Item,
+    n_tokens: usize,
+    related: Vec<Vec<Query>>,
+    attrs: &[Attribution],
+    acts: &[Attribution],
+    cfg: &EvalConfig,
+) -> Result<FactResult> {
+    let (uuid, fact, unrelated) = (it.uuid, it.fact, it.unrelated);
+    let per_prompt = attrs.iter().map(|a| coarse(a, cfg.threshold)).collect::<Result<Vec<_>, _>>()?;
+    let mut act_sum: Vec<Vec<f32>> = Vec::new();
+    for a in acts {
         if act_sum.is_empty() {
-            act_sum = acts.scores.clone();
+            act_sum = a.scores.clone();
         } else {
-            act_sum.iter_mut().zip(&acts.scores).for_each(|(a, b)| a.iter_mut().zip(b).for_each(|(x, y)| *x += y));
+            act_sum.iter_mut().zip(&a.scores).for_each(|(a, b)| a.iter_mut().zip(b).for_each(|(x, y)| *x += y));
         }
     }
     let refined = match refine(&per_prompt, cfg.sharing, &[], 0.0) {

@@ -9,7 +9,7 @@ use kn_progress::{Bar, Mode};
 
 use crate::dataset::{Dataset, Fact};
 use crate::encode::Encoder;
-use crate::evaluate::{evaluate, usable, EvalConfig};
+use crate::evaluate::{evaluate_many, usable, EvalConfig, Item};
 use crate::results::ResultsFile;
 use crate::shard::Shard;
 
@@ -47,18 +47,36 @@ pub fn unrelated_of<'a>(
     })
 }
 
+/// How a run takes its facts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pace {
+    /// At most this many facts of the shard (resumed ones count).
+    pub limit: Option<usize>,
+    /// Facts evaluated together, their attributions in one schedule ([`evaluate_many`]); each
+    /// is written as soon as its batch is done. 1 on a CPU (its passes already fill the cores);
+    /// more where prompts are stacked for a GPU.
+    pub facts_per_batch: usize,
+    /// No progress bar.
+    pub quiet: bool,
+}
+
+impl Default for Pace {
+    fn default() -> Self {
+        Self { limit: None, facts_per_batch: 1, quiet: true }
+    }
+}
+
 /// Evaluates this shard's facts of `data` into `dir/<shard file>`, resuming what is there.
-/// `limit` caps the facts of the shard (after resuming counts them).
 pub fn run<B: AutodiffBackend, M: KnowledgeModel<B>>(
     model: &M,
     enc: &dyn Encoder,
     data: &Dataset,
     cfg: &EvalConfig,
     shard: Shard,
-    limit: Option<usize>,
     dir: &Path,
-    quiet: bool,
+    pace: Pace,
 ) -> Result<RunSummary> {
+    let Pace { limit, facts_per_batch, quiet } = pace;
     std::fs::create_dir_all(dir)?;
     let mut out = ResultsFile::open(&dir.join(shard.file_name()))?;
     let ids: Vec<&String> = data.keys().collect();
@@ -77,12 +95,19 @@ pub fn run<B: AutodiffBackend, M: KnowledgeModel<B>>(
     let mut bar =
         Bar::new(format!("shard {}/{}", shard.index, shard.count), mine.len() as u64, "facts", Mode::detect(quiet, 50));
     bar.skip(resumed as u64);
-    for id in &todo {
-        let fact = &data[id.as_str()];
-        let unrelated = unrelated_of(data, &controls, id, cfg.seed, cfg.unrelated_any);
-        let r = evaluate(model, enc, id, fact, unrelated, cfg)?;
-        out.append(r)?;
-        bar.inc(1);
+    for batch in todo.chunks(facts_per_batch.max(1)) {
+        let items: Vec<Item> = batch
+            .iter()
+            .map(|id| Item {
+                uuid: id.as_str(),
+                fact: &data[id.as_str()],
+                unrelated: unrelated_of(data, &controls, id, cfg.seed, cfg.unrelated_any),
+            })
+            .collect();
+        for r in evaluate_many(model, enc, &items, cfg)? {
+            out.append(r)?;
+            bar.inc(1);
+        }
     }
     Ok(RunSummary { shard_facts: mine.len(), resumed, evaluated: todo.len() })
 }

@@ -278,6 +278,13 @@ pub struct BenchArgs {
     /// fraction of the FMA peak.
     #[arg(long)]
     pub kernels: bool,
+    /// Prompts of one length and target positions stacked into one pass, at most this many
+    /// (the GPU schedule; 1 = none).
+    #[arg(long, default_value_t = 1)]
+    pub stack_prompts: usize,
+    /// Memory bound of one backward pass in row·block evaluations; raise it with --stack-prompts.
+    #[arg(long, default_value_t = 4096)]
+    pub max_rows_per_pass: usize,
 }
 
 /// `kn-cli init-random`.

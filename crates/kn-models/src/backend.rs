@@ -1,5 +1,6 @@
 //! The backend chosen at build time by cargo feature: `tch` (libtorch, CUDA or CPU) if enabled,
-//! else `wgpu` (any GPU, lavapipe without one), else `ndarray` (CPU, the default).
+//! else `cuda` (NVIDIA GPUs through CubeCL), else `wgpu` (any GPU, lavapipe without one), else
+//! `ndarray` (CPU, the default).
 
 #[cfg(feature = "tch")]
 mod chosen {
@@ -24,7 +25,29 @@ mod chosen {
     }
 }
 
-#[cfg(all(feature = "wgpu", not(feature = "tch")))]
+#[cfg(all(feature = "cuda", not(feature = "tch")))]
+mod chosen {
+    /// Inference backend.
+    pub type Inner = burn::backend::Cuda<f32, i32>;
+    /// Name shown to users.
+    pub const NAME: &str = "cuda";
+
+    /// Parses `cuda`, `gpu`, `default` (GPU 0) or `cuda:N` / `gpu:N`.
+    pub fn device(spec: &str) -> Result<burn::backend::cuda::CudaDevice, String> {
+        use burn::backend::cuda::CudaDevice;
+        match spec {
+            "default" | "auto" | "gpu" | "cuda" => Ok(CudaDevice::new(0)),
+            s => s
+                .strip_prefix("cuda:")
+                .or_else(|| s.strip_prefix("gpu:"))
+                .and_then(|n| n.parse().ok())
+                .map(CudaDevice::new)
+                .ok_or_else(|| format!("unknown device '{s}' for the cuda backend (cuda, cuda:N)")),
+        }
+    }
+}
+
+#[cfg(all(feature = "wgpu", not(feature = "tch"), not(feature = "cuda")))]
 mod chosen {
     /// Inference backend.
     pub type Inner = burn::backend::Wgpu<f32, i32>;
@@ -47,7 +70,7 @@ mod chosen {
     }
 }
 
-#[cfg(all(feature = "ndarray", not(feature = "tch"), not(feature = "wgpu")))]
+#[cfg(all(feature = "ndarray", not(feature = "tch"), not(feature = "wgpu"), not(feature = "cuda")))]
 mod chosen {
     /// Inference backend.
     pub type Inner = burn::backend::NdArray<f32>;
@@ -63,8 +86,8 @@ mod chosen {
     }
 }
 
-#[cfg(not(any(feature = "ndarray", feature = "tch", feature = "wgpu")))]
-compile_error!("enable one backend feature: ndarray, tch or wgpu");
+#[cfg(not(any(feature = "ndarray", feature = "tch", feature = "wgpu", feature = "cuda")))]
+compile_error!("enable one backend feature: ndarray, tch, cuda or wgpu");
 
 pub use chosen::{device, Inner, NAME};
 

@@ -65,7 +65,13 @@ pub fn run(a: BenchArgs) -> Result<()> {
         }
     };
     let dims = model.dims();
-    let cfg = AttributionConfig { steps: a.steps, batch_size: a.batch_size, ..Default::default() };
+    let cfg = AttributionConfig {
+        steps: a.steps,
+        batch_size: a.batch_size,
+        max_stacked_prompts: a.stack_prompts,
+        max_rows_per_pass: a.max_rows_per_pass,
+        ..Default::default()
+    };
     cfg.validate()?;
     let cases = if a.load_only { Vec::new() } else { cases(&model, tokenizer.as_ref(), &a)? };
     // Measured once the arguments and the model are known to be good (a bad one fails fast).
@@ -117,6 +123,8 @@ pub fn run(a: BenchArgs) -> Result<()> {
             "dims": dims,
             "steps": cfg.steps,
             "batch_size": cfg.batch_size,
+            "max_stacked_prompts": cfg.max_stacked_prompts,
+            "max_rows_per_pass": cfg.max_rows_per_pass,
             "threads": threads,
             "results": results,
             "kernels": kernels,

@@ -180,6 +180,11 @@ impl DualMatmul for burn::backend::Wgpu<f32, i32> {
     const KEEP_TRANSPOSE: bool = false;
 }
 
+#[cfg(feature = "cuda")]
+impl DualMatmul for burn::backend::Cuda<f32, i32> {
+    const KEEP_TRANSPOSE: bool = false;
+}
+
 /// [`DualMatmul::rows_matmul`] through the backend's own reshape and 2-D product.
 fn reshaped_matmul<B: Backend>(x: FloatTensor<B>, w: FloatTensor<B>) -> FloatTensor<B> {
     let mut dims = x.shape().to_vec();

@@ -65,11 +65,22 @@ run_shard() {
 finish() {
   $bin merge "$run" --dataset "$run/known.json"
   # The paper's case studies: 10 facts per relation edited; the paper's four relations erased
-  # (those with known facts), the other relations' facts all measured.
-  timed edit $bin edit -m "$model" --dataset "$run/known.json" --run "$run" --per-relation 10 --seed 1 -q
+  # (those with known facts), the other relations' facts all measured. As in the known filter,
+  # " the", " a", " an" above the object are not counted (a prompt is answered when the object
+  # is the most probable other token); run/paper-rule/ holds both studies with every token
+  # counted, as the paper does.
+  timed edit $bin edit -m "$model" --dataset "$run/known.json" --run "$run" --per-relation 10 --seed 1 \
+    --allow-before the,a,an -q
   timed erase $bin erase -m "$model" --dataset "$run/known.json" --run "$run" --relations P19,P27,P106,P937 \
-    --skip-absent --seed 1 -q
+    --skip-absent --seed 1 --allow-before the,a,an -q
+  timed "edit, paper rule" $bin edit -m "$model" --dataset "$run/known.json" --run "$run" --out "$run/paper-rule" \
+    --per-relation 10 --seed 1 -q
+  timed "erase, paper rule" $bin erase -m "$model" --dataset "$run/known.json" --run "$run" --out "$run/paper-rule" \
+    --relations P19,P27,P106,P937 --skip-absent --seed 1 -q
   $bin report "$run"
+  # The paper-rule studies' own report (the PARAREL tables repeat; its results are the run's).
+  ln -sf ../results.jsonl "$run/paper-rule/results.jsonl"
+  $bin report "$run/paper-rule"
   # The attribution heatmap of the walkthrough's fact, its refined neurons outlined.
   target/release/kn-cli neurons -m "$model" --target Paris --prompts data/prompts/paris-causal.txt --p 0.5 \
     --adaptive-threshold 0.3 --quiet --out "$out/paris-neurons.json"

@@ -28,7 +28,9 @@ pub struct ModelArgs {
     /// Hub cache folder (default: HF_HUB_CACHE, HF_HOME/hub, ~/.cache/huggingface/hub).
     #[arg(long)]
     pub cache_dir: Option<PathBuf>,
-    /// Device: cpu (ndarray); cpu, cuda, cuda:N (tch); default, cpu, gpu, gpu:N (wgpu).
+    /// Device: cpu (ndarray); cpu, cuda, cuda:N (tch); default, cpu, gpu, gpu:N (wgpu); cuda,
+    /// cuda:N (cuda). `default`: the CPU on ndarray and tch, the preferred adapter on wgpu, GPU 0
+    /// on cuda.
     #[arg(long, default_value = "default")]
     pub device: String,
 }
@@ -39,8 +41,8 @@ pub type B = AutodiffBackend;
 impl ModelArgs {
     /// Loads the model on the chosen device.
     pub fn load(&self) -> Result<ModelBundle<B>> {
-        let spec = if self.device == "default" && backend::NAME != "wgpu" { "cpu" } else { self.device.as_str() };
-        let device = backend::device(spec).map_err(|e| anyhow!(e))?;
+        // `default`: the CPU on ndarray and tch, the preferred adapter on wgpu, GPU 0 on cuda.
+        let device = backend::device(&self.device).map_err(|e| anyhow!(e))?;
         let opts = LoadOptions {
             hub: HubOptions {
                 cache_dir: self.cache_dir.clone(),

@@ -9,11 +9,11 @@ mod chosen {
     /// Name shown to users.
     pub const NAME: &str = "tch";
 
-    /// Parses `cpu`, `cuda`, `cuda:N` or `mps`.
+    /// Parses `cpu` (also `default`: libtorch's own default), `cuda`, `cuda:N` or `mps`.
     pub fn device(spec: &str) -> Result<burn::backend::libtorch::LibTorchDevice, String> {
         use burn::backend::libtorch::LibTorchDevice;
         match spec {
-            "cpu" => Ok(LibTorchDevice::Cpu),
+            "cpu" | "default" | "auto" => Ok(LibTorchDevice::Cpu),
             "cuda" | "gpu" => Ok(LibTorchDevice::Cuda(0)),
             "mps" => Ok(LibTorchDevice::Mps),
             s => s
@@ -32,18 +32,23 @@ mod chosen {
     /// Name shown to users.
     pub const NAME: &str = "cuda";
 
-    /// Parses `cuda`, `gpu`, `default` (GPU 0) or `cuda:N` / `gpu:N`.
+    /// Parses `cuda`, `gpu`, `default` (GPU 0) or `cuda:N` / `gpu:N`, once the CUDA driver
+    /// and NVRTC are known to load and to see that GPU ([`crate::cuda_probe`]).
     pub fn device(spec: &str) -> Result<burn::backend::cuda::CudaDevice, String> {
         use burn::backend::cuda::CudaDevice;
-        match spec {
-            "default" | "auto" | "gpu" | "cuda" => Ok(CudaDevice::new(0)),
+        let index = match spec {
+            "default" | "auto" | "gpu" | "cuda" => 0,
             s => s
                 .strip_prefix("cuda:")
                 .or_else(|| s.strip_prefix("gpu:"))
                 .and_then(|n| n.parse().ok())
-                .map(CudaDevice::new)
-                .ok_or_else(|| format!("unknown device '{s}' for the cuda backend (cuda, cuda:N)")),
+                .ok_or_else(|| format!("unknown device '{s}' for the cuda backend (cuda, cuda:N)"))?,
+        };
+        let gpus = crate::cuda_probe::probe()?;
+        if index >= gpus {
+            return Err(format!("no GPU cuda:{index}: the CUDA driver sees {gpus}"));
         }
+        Ok(CudaDevice::new(index))
     }
 }
 

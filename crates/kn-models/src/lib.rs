@@ -9,6 +9,8 @@
 pub mod arch;
 pub mod backend;
 pub mod config;
+#[cfg(feature = "cuda")]
+pub mod cuda_probe;
 pub mod error;
 pub mod gguf;
 pub mod load;

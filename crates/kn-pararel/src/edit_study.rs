@@ -16,7 +16,7 @@ use crate::results::{JsonlFile, Record};
 use crate::study::{self, Quality, Scored};
 
 /// Settings of the study.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EditConfig {
     /// Facts edited per relation (sampled; `None`: all the run evaluated).
     pub per_relation: Option<usize>,
@@ -28,11 +28,21 @@ pub struct EditConfig {
     pub common_share: f64,
     /// Other facts of the same relation, and of other relations, whose log-perplexity is measured (5).
     pub context: usize,
+    /// Words not counted above the object ([`crate::study::score`]); none in the paper.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_before: Vec<String>,
 }
 
 impl Default for EditConfig {
     fn default() -> Self {
-        Self { per_relation: None, seed: 0, rule: EditRule::paper(), common_share: 0.1, context: 5 }
+        Self {
+            per_relation: None,
+            seed: 0,
+            rule: EditRule::paper(),
+            common_share: 0.1,
+            context: 5,
+            allow_before: Vec::new(),
+        }
     }
 }
 
@@ -129,11 +139,12 @@ pub fn run<B: Backend, M: KnowledgeModel<B>>(
     let mut bar = Bar::new("edits".to_string(), plan.len() as u64, "facts", Mode::detect(quiet, 20));
     bar.skip(already as u64);
     let all: Vec<&FactResult> = groups.values().flatten().copied().collect();
+    let allowed = study::allowed_ids(enc, data, &cfg.allow_before)?;
     let mut done = 0;
     let todo: Vec<&(&FactResult, &Vec<&FactResult>)> =
         plan.iter().filter(|(f, _)| !out.done.contains(&f.uuid)).collect();
     for (fact, relation) in todo {
-        let rec = edit_one(model, enc, data, fact, relation, &all, cfg)?;
+        let rec = edit_one(model, enc, data, fact, relation, &all, cfg, &allowed)?;
         out.append(rec)?;
         bar.inc(1);
         done += 1;
@@ -141,6 +152,8 @@ pub fn run<B: Backend, M: KnowledgeModel<B>>(
     Ok((done, already))
 }
 
+/// One fact's record; `allowed` are the ids of `cfg.allow_before`.
+#[allow(clippy::too_many_arguments)]
 fn edit_one<B: Backend, M: KnowledgeModel<B>>(
     model: &mut M,
     enc: &dyn Encoder,
@@ -149,6 +162,7 @@ fn edit_one<B: Backend, M: KnowledgeModel<B>>(
     relation: &[&FactResult],
     all: &[&FactResult],
     cfg: &EditConfig,
+    allowed: &[u32],
 ) -> Result<EditRecord> {
     let Some(f) = data.get(&fact.uuid) else {
         anyhow::bail!("fact {} of the run is not in the fact set (was the run made from another one?)", fact.uuid);
@@ -192,8 +206,8 @@ fn edit_one<B: Backend, M: KnowledgeModel<B>>(
     };
     let (intra_q, inter_q) = (ctx(&intra, &mut rng)?, ctx(&inter, &mut rng)?);
     let side = |model: &M| -> Result<EditSide> {
-        let s = study::score(model, &[old_q.clone(), new_q.clone()])?;
-        let (a, b) = (study::score(model, &intra_q)?, study::score(model, &inter_q)?);
+        let s = study::score(model, &[old_q.clone(), new_q.clone()], allowed)?;
+        let (a, b) = (study::score(model, &intra_q, allowed)?, study::score(model, &inter_q, allowed)?);
         Ok(EditSide { old: s[0], new: s[1], intra: study::quality(&intra_q, &a), inter: study::quality(&inter_q, &b) })
     };
     let before = side(model)?;

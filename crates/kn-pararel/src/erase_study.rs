@@ -30,6 +30,9 @@ pub struct EraseConfig {
     /// Relations of `relations` the run has no evaluated fact of are left out (else an error).
     #[serde(default)]
     pub skip_absent: bool,
+    /// Words not counted above the object ([`crate::study::score`]); none in the paper.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_before: Vec<String>,
 }
 
 /// Before and after on one set of facts.
@@ -108,6 +111,7 @@ pub fn run<B: Backend, M: KnowledgeModel<B>>(
     let already = cfg.relations.iter().filter(|r| out.done.contains(r.as_str())).count();
     let mut bar = Bar::new("erase".to_string(), cfg.relations.len() as u64, "relations", Mode::detect(quiet, 1));
     bar.skip(already as u64);
+    let allowed = study::allowed_ids(enc, data, &cfg.allow_before)?;
     let mut done = 0;
     let todo: Vec<&String> =
         cfg.relations.iter().filter(|r| !out.done.contains(r.as_str()) && !absent.contains(r)).collect();
@@ -123,7 +127,7 @@ pub fn run<B: Backend, M: KnowledgeModel<B>>(
         let neurons: Vec<(NeuronId, usize)> = study::neuron_counts(facts).into_iter().take(cfg.top).collect();
         let ids: Vec<NeuronId> = neurons.iter().map(|(n, _)| *n).collect();
         let measure = |model: &M| -> Result<(Quality, Quality)> {
-            let (a, b) = (study::score(model, &rel_q)?, study::score(model, &other_q)?);
+            let (a, b) = (study::score(model, &rel_q, &allowed)?, study::score(model, &other_q, &allowed)?);
             Ok((study::quality(&rel_q, &a), study::quality(&other_q, &b)))
         };
         let (rel_before, other_before) = measure(model)?;

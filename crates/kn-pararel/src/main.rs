@@ -226,6 +226,11 @@ struct StudyArgs {
     /// Seed of every sampled choice.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Words that may outrank the object without counting, as `known --allow-before` (the,a,an
+    /// for a causal model that answers "X was born in" with " the"): a prompt is answered
+    /// when the object is the most probable other token, and ranks and accuracy discount them.
+    #[arg(long, value_delimiter = ',')]
+    allow_before: Vec<String>,
     /// No progress bar.
     #[arg(long, short)]
     quiet: bool,
@@ -439,7 +444,7 @@ fn known_cmd(a: KnownArgs) -> Result<()> {
     fp.record_or_check(&a.out.join("known.run.json"), has)?;
     let (kept, mut summary) = with_model!(&a.model, |m, enc| {
         let mut cfg = cfg.clone();
-        cfg.rule.allowed = allowed_ids(enc, &data, &a.allow_before)?;
+        cfg.rule.allowed = kn_pararel::study::allowed_ids(enc, &data, &a.allow_before)?;
         known::filter(&*m, enc, &data, &cfg, &a.out, a.quiet)
     })?;
     summary.allowed_words = a.allow_before.clone();
@@ -447,19 +452,6 @@ fn known_cmd(a: KnownArgs) -> Result<()> {
     write_atomic(&a.out.join("known-summary.json"), &serde_json::to_string_pretty(&summary)?)?;
     println!("{}", json!({"kept": summary.overall.kept, "overall": summary.overall, "out": a.out.join("known.json")}));
     Ok(())
-}
-
-/// The token ids of `words` as the object slot of the fact set's first prompt sees them (" the"
-/// for byte-level BPE); a word of several tokens is an error (it could never outrank alone).
-fn allowed_ids(enc: &dyn Encoder, data: &Dataset, words: &[String]) -> Result<Vec<u32>> {
-    let Some(first) = data.values().find_map(|f| f.sentences.first()) else { return Ok(Vec::new()) };
-    words
-        .iter()
-        .map(|w| match enc.object_ids(first, w)?.as_slice() {
-            [id] => Ok(*id),
-            ids => bail!("--allow-before {w:?} is {} tokens after {first:?}, not one", ids.len()),
-        })
-        .collect()
 }
 
 /// What a command's output folder was made with (checked on resume).
@@ -545,13 +537,14 @@ fn edit_cmd(a: EditArgs) -> Result<()> {
         },
         common_share: a.common_share,
         context: a.context,
+        allow_before: a.study.allow_before.clone(),
     };
     if !(0.0..=1.0).contains(&cfg.common_share) {
         bail!("--common-share must be in [0, 1], not {}", cfg.common_share);
     }
     // A fact's record does not depend on how many facts are sampled: a later call with a larger
     // --per-relation extends the file.
-    let mut settings = serde_json::to_value(cfg)?;
+    let mut settings = serde_json::to_value(&cfg)?;
     settings["per_relation"] = serde_json::Value::Null;
     let (data, results, out) = study_setup(&a.study, "edits", settings)?;
     let (done, already) =
@@ -567,6 +560,7 @@ fn erase_cmd(a: EraseArgs) -> Result<()> {
         others: a.others,
         seed: a.study.seed,
         skip_absent: a.skip_absent,
+        allow_before: a.study.allow_before.clone(),
     };
     // One record per relation: a later call with more --relations extends the file.
     let mut settings = serde_json::to_value(&cfg)?;
@@ -669,6 +663,14 @@ fn report_cmd(dir: &std::path::Path) -> Result<()> {
     let erase = dir.join("erase.jsonl");
     if erase.is_file() {
         rep.erase = Some(kn_pararel::study_report::erase_rows(&results::read_records(&erase)?));
+    }
+    // The studies' --allow-before, from the settings they recorded.
+    for name in ["edits", "erase"] {
+        let Ok(text) = std::fs::read_to_string(dir.join(format!("{name}.run.json"))) else { continue };
+        let v: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("reading {name}.run.json"))?;
+        if let Some(words) = v["settings"]["study"]["allow_before"].as_array() {
+            rep.studies_allow_before = words.iter().filter_map(|w| w.as_str().map(String::from)).collect();
+        }
     }
     std::fs::write(dir.join("report.json"), serde_json::to_string_pretty(&rep)?)?;
     std::fs::write(dir.join("report.md"), report::markdown(&rep))?;

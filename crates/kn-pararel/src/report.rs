@@ -146,6 +146,9 @@ pub struct Report {
     /// The erasing study, when the run folder has `erase.jsonl`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub erase: Option<Vec<crate::study_report::EraseRow>>,
+    /// Words the case studies did not count above the object (their `--allow-before`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub studies_allow_before: Vec<String>,
 }
 
 /// Aggregates records.
@@ -185,6 +188,15 @@ pub fn markdown(rep: &Report) -> String {
     }
     if let Some(k) = &rep.known {
         s.push_str(&crate::study_report::known_markdown(k));
+    }
+    if (rep.edits.is_some() || rep.erase.is_some()) && !rep.studies_allow_before.is_empty() {
+        let words: Vec<String> = rep.studies_allow_before.iter().map(|w| format!("\"{w}\"")).collect();
+        let _ = write!(
+            s,
+            "\nIn both case studies below, {} above the object are not counted: a prompt is answered when the object \
+             is the most probable other token, and ranks, success and accuracy discount them (the paper counts every token).\n",
+            words.join(", ")
+        );
     }
     if let Some(e) = &rep.edits {
         s.push_str(&crate::study_report::edit_markdown(e));

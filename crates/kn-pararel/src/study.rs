@@ -91,19 +91,40 @@ pub fn one_token_query(enc: &dyn Encoder, sentence: &str, object: &str) -> Resul
     }
 }
 
-/// Scores `queries` (one-token) in one padded batch pass.
-pub fn score<B: Backend, M: KnowledgeModel<B>>(model: &M, queries: &[Query]) -> Result<Vec<Scored>> {
+/// Scores `queries` (one-token) in one padded batch pass, not counting the tokens `allowed`
+/// ([`scored_in_row`]).
+pub fn score<B: Backend, M: KnowledgeModel<B>>(model: &M, queries: &[Query], allowed: &[u32]) -> Result<Vec<Scored>> {
     let refs: Vec<&Query> = queries.iter().collect();
     Ok(probs_batch(model, &refs, None)?
         .iter()
         .zip(queries)
-        .map(|(row, q)| {
-            let t = q.target_ids[0] as usize;
-            let (prob, rank) = prob_and_rank(row, t);
-            let argmax = kn_core::predict::top_k_of(row, 1).first().map_or(0, |p| p.id);
-            Scored { prob, rank, argmax }
-        })
+        .map(|(row, q)| scored_in_row(row, q.target_ids[0], allowed))
         .collect())
+}
+
+/// Token `t`'s probability in a softmax row, its rank and the row's argmax, the tokens
+/// `allowed` (articles, say: the known filter's `--allow-before`) not counted: the rank is
+/// among the other tokens and the argmax is the most probable other token. With nothing
+/// allowed, the plain rank and argmax.
+pub fn scored_in_row(row: &[f32], t: u32, allowed: &[u32]) -> Scored {
+    let (prob, rank) = prob_and_rank(row, t as usize);
+    let free = allowed.iter().filter(|&&a| a != t && row.get(a as usize).is_some_and(|&x| x > prob)).count();
+    let top = kn_core::predict::top_k_of(row, allowed.len() + 1);
+    let argmax = top.iter().find(|p| !allowed.contains(&p.id)).map_or(0, |p| p.id);
+    Scored { prob, rank: rank - free, argmax }
+}
+
+/// The token ids of `words` as the object slot of the fact set's first prompt sees them (" the"
+/// for byte-level BPE); a word of several tokens is an error (it could never outrank alone).
+pub fn allowed_ids(enc: &dyn Encoder, data: &Dataset, words: &[String]) -> Result<Vec<u32>> {
+    let Some(first) = data.values().find_map(|f| f.sentences.first()) else { return Ok(Vec::new()) };
+    words
+        .iter()
+        .map(|w| match enc.object_ids(first, w)?.as_slice() {
+            [id] => Ok(*id),
+            ids => bail!("--allow-before {w:?} is {} tokens after {first:?}, not one", ids.len()),
+        })
+        .collect()
 }
 
 /// The probability of token `t` in a softmax row and its rank (how many tokens are more
@@ -183,4 +204,21 @@ pub fn facts_of<'a>(data: &'a Dataset, records: &[&'a FactResult]) -> Result<Vec
             None => bail!("fact {} of the run is not in the fact set (was the run made from another one?)", r.uuid),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allowed_tokens_do_not_count_above_the_object() {
+        // Token 2 (" the") first, the object 4 second, token 0 third.
+        let row = [0.15, 0.05, 0.5, 0.0, 0.3];
+        assert_eq!(scored_in_row(&row, 4, &[]), Scored { prob: 0.3, rank: 1, argmax: 2 });
+        assert_eq!(scored_in_row(&row, 4, &[2]), Scored { prob: 0.3, rank: 0, argmax: 4 });
+        // An allowed token below the object changes nothing; an allowed object is still scored
+        // (its rank among the others), and the argmax skips every allowed token.
+        assert_eq!(scored_in_row(&row, 2, &[1]), Scored { prob: 0.5, rank: 0, argmax: 2 });
+        assert_eq!(scored_in_row(&row, 0, &[2, 0]), Scored { prob: 0.15, rank: 1, argmax: 4 });
+    }
 }

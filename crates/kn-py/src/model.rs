@@ -37,8 +37,7 @@ pub fn load(
     tokenizer: Option<PathBuf>,
     ignore_prefix: Vec<String>,
 ) -> PyResult<Model> {
-    let spec = if device == "default" && kn_models::backend::NAME != "wgpu" { "cpu" } else { device };
-    let dev = kn_models::backend::device(spec).map_err(errors::ModelLoadError::new_err)?;
+    let dev = kn_models::backend::device(device).map_err(errors::ModelLoadError::new_err)?;
     let opts = LoadOptions {
         hub: HubOptions { offline, ..Default::default() },
         ignore_prefixes: ignore_prefix,

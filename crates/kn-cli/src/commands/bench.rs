@@ -52,9 +52,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         }
         None => {
             let cfg = preset_config(&a.preset).ok_or_else(|| anyhow!("unknown preset '{}'", a.preset))?;
-            let device = kn_models::backend::device("cpu")
-                .or_else(|_| kn_models::backend::device("default"))
-                .map_err(|e| anyhow!(e))?;
+            let device = kn_models::backend::device("default").map_err(|e| anyhow!(e))?;
             let (m, _) = random_model::<B>(&cfg, a.seed, &device)?;
             let arch = arch_config(&cfg)?;
             let tok = match &a.tokenizer {

@@ -96,7 +96,7 @@ parse_tests() { # log json
   python3 - "$1" "$2" <<'EOF'
 import json, re, sys
 text = open(sys.argv[1], errors="replace").read()
-errors = [{"what": m[1], "error": float(m[2]), "tolerance": float(m[3])}
+errors = [{"what": m[0], "error": float(m[1]), "tolerance": float(m[2])}
           for m in re.findall(r"^\[\w+\] (.*): ([-+0-9.eE]+|NaN|inf) \(tolerance ([0-9.eE+-]+)\)$", text, re.M)]
 summary = re.findall(r"test result: (\w+)\. (\d+) passed; (\d+) failed", text)
 failed = re.findall(r"^test (\S+) \.\.\. FAILED$", text, re.M)
@@ -192,7 +192,7 @@ device() {
   for b in $backends; do
     log "parity tests on $b"
     timeout "$(limit 100)" "$work/bin/models-$b" golden_tiny eai_reference optimised_vs_plain core_on_models gguf_files \
-      --skip smollm2 --test-threads 1 >"$OUT/tests-$b.log" 2>&1 || true
+      --skip smollm2 --test-threads 1 --nocapture >"$OUT/tests-$b.log" 2>&1 || true
     parse_tests "$OUT/tests-$b.log" "$work/tests-$b.json"
   done
 

@@ -45,7 +45,7 @@ def ig_scores(acts, steps, batch_size, target_probs):
     """IG by the left Riemann sum (alphas k/steps, as the Python library) for each layer's
     activations `acts[l]` ([d_ff]): `target_probs(l, x)` is the target probability for each row
     of the scaled activations `x` ([k, d_ff]), differentiable in `x`."""
-    alphas = torch.arange(steps, dtype=torch.float32) / steps
+    alphas = torch.arange(steps, dtype=torch.float32, device=acts[0].device) / steps
     scores = []
     for l, a in enumerate(acts):
         grad = torch.zeros_like(a)

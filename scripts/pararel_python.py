@@ -28,6 +28,8 @@ import time
 import torch
 import torch.nn.functional as F
 
+from bench_python import careful_bert_ig
+
 
 def log(msg):
     print(msg, file=sys.stderr, flush=True)
@@ -71,37 +73,11 @@ class Careful:
         self.mask_id = tok.mask_token_id
 
     def scores(self, prompt, target):
-        """IG of every layer's FFN neurons at the [MASK] row, [n_layers, d_ff]."""
-        enc = self.tok(prompt, return_tensors="pt").to(self.device)
-        ids = enc["input_ids"]
+        """IG of every layer's FFN neurons at the [MASK] row, [n_layers, d_ff]: bench_python's
+        careful IG, on the model's device."""
+        ids = self.tok(prompt, return_tensors="pt")["input_ids"].to(self.device)
         pos = int((ids[0] == self.mask_id).nonzero()[0])
-        bert, layers = self.model.bert, self.layers
-        with torch.no_grad():
-            h = bert.embeddings(input_ids=ids)
-            atts, inters = [], []
-            for layer in layers:
-                att = layer.attention(h)[0]
-                inter = layer.intermediate(att)
-                h = layer.output(inter, att)
-                atts.append(att)
-                inters.append(inter)
-        alphas = torch.arange(self.steps, dtype=torch.float32, device=self.device) / self.steps
-        out = []
-        for l in range(len(layers)):
-            a = inters[l][0, pos]
-            grad = torch.zeros_like(a)
-            for chunk in alphas.split(self.batch_size):
-                k = chunk.shape[0]
-                x = (chunk[:, None] * a[None, :]).requires_grad_(True)
-                inter = inters[l].expand(k, -1, -1)
-                inter = torch.cat([inter[:, :pos], x[:, None], inter[:, pos + 1 :]], dim=1)
-                hb = layers[l].output(inter, atts[l].expand(k, -1, -1))
-                for upper in layers[l + 1 :]:
-                    hb = upper(hb)[0]
-                p = F.softmax(self.model.cls(hb[:, pos]), dim=-1)[:, target]
-                grad += torch.autograd.grad(p.sum(), x)[0].sum(0)
-            out.append(a * grad / self.steps)
-        return torch.stack(out)
+        return careful_bert_ig(self.model, ids, pos, target, self.steps, self.batch_size)
 
     def refined(self, prompts, target):
         counts = None

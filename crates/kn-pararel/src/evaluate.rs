@@ -188,18 +188,18 @@ pub fn evaluate_many<B: AutodiffBackend, M: KnowledgeModel<B>>(
     cfg: &EvalConfig,
 ) -> Result<Vec<FactResult>> {
     // Each fact's prompts, or the record of why it is skipped.
-    let prepared: Vec<std::result::Result<(usize, Vec<Vec<Query>>), FactResult>> = items
+    let prepared: Vec<Prompts> = items
         .iter()
         .map(|it| {
-            let n_tokens =
-                usable(enc, it.fact, cfg).map_err(|(why, n)| FactResult::skipped(it.uuid, it.fact, why, n))?;
+            let skip = |why: String, n: usize| Box::new(FactResult::skipped(it.uuid, it.fact, why, n));
+            let n_tokens = usable(enc, it.fact, cfg).map_err(|(why, n)| skip(why, n))?;
             let related: Vec<Vec<Query>> = it
                 .fact
                 .sentences
                 .iter()
                 .map(|s| enc.queries(s, &it.fact.obj_label))
                 .collect::<Result<_>>()
-                .map_err(|e| FactResult::skipped(it.uuid, it.fact, format!("{e:#}"), n_tokens))?;
+                .map_err(|e| skip(format!("{e:#}"), n_tokens))?;
             Ok((n_tokens, related))
         })
         .collect();
@@ -217,7 +217,7 @@ pub fn evaluate_many<B: AutodiffBackend, M: KnowledgeModel<B>>(
         let (n_tokens, related) = match prep {
             Ok(p) => p,
             Err(skipped) => {
-                out.push(skipped);
+                out.push(*skipped);
                 continue;
             }
         };
@@ -228,6 +228,9 @@ pub fn evaluate_many<B: AutodiffBackend, M: KnowledgeModel<B>>(
     }
     Ok(out)
 }
+
+/// A fact's object length in tokens and its prompts' queries, or the record of why it is skipped.
+type Prompts = std::result::Result<(usize, Vec<Vec<Query>>), Box<FactResult>>;
 
 /// One fact's record from its prompts' attributions (`attrs`) and activations (`acts`):
 /// refined neurons, the activation baseline, and the four interventions measured.

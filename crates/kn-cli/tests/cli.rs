@@ -243,7 +243,10 @@ fn bad_input_gives_one_line_errors() {
     run(attr(&["--heatmap", "/tmp/kn-heat.png", "--mark", "[[7, 1]]"]), "outside this model");
     // 24-26: ids and presets.
     run(vec!["predict".into(), "-m".into(), fixture("tiny-gpt2"), "--ids".into(), "1,2,99999".into()], "99999");
-    run(vec!["init-random".into(), "--preset".into(), "gpt-17".into(), "--out".into(), "/tmp/x".into()], "gpt-17");
+    // A folder that does not exist (a fixed /tmp name may be left there by anything else).
+    let never = std::env::temp_dir().join(format!("kn-never-{}", std::process::id()));
+    let never = never.to_string_lossy().into_owned();
+    run(vec!["init-random".into(), "--preset".into(), "gpt-17".into(), "--out".into(), never], "gpt-17");
     run(
         vec![
             "neurons".into(),

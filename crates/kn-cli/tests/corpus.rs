@@ -349,7 +349,8 @@ fn the_bad_input_corpus_gives_one_line_typed_errors() {
     cases.push(case(&["predict", "-m", &gpt2], &["--prompt"]));
     cases.push(case(&["predict", "-m", &bert, "--prompt", p, "--top-k", "-1"], &["--top-k"]));
     cases.push(case(&["predict", "-m", &bert, "--prompt", p, "--device", "cuda:7"], &["cuda:7"]));
-    cases.push(case(&["init-random", "--preset", "gpt-17", "--out", "/tmp/kn-never"], &["gpt-17"]));
+    let never = std::env::temp_dir().join(format!("kn-never-{}", std::process::id())).to_string_lossy().into_owned();
+    cases.push(case(&["init-random", "--preset", "gpt-17", "--out", &never], &["gpt-17"]));
     cases.push(case(&["init-random", "--preset", "tiny-gpt2", "--out", "/no/such/dir/m"], &["/no/such/dir"]));
     cases.push(case(&["init-random", "--preset", "tiny-gpt2", "--out", &bert], &["already exists"]));
     cases.push(case(&["bench", "--preset", "gpt-17"], &["gpt-17"]));

@@ -16,7 +16,7 @@ fn open(names: &[&str]) -> Option<Library> {
     // SAFETY: loading a shared library runs its initialisers; these are NVIDIA's driver and
     // NVRTC, which cudarc loads the same way moments later.
     #[allow(unsafe_code)]
-    names.iter().find_map(|n| unsafe { Library::new(n) }.ok())
+    names.iter().find_map(|n| unsafe { Library::new(*n) }.ok())
 }
 
 /// `Ok(n)`: the driver and NVRTC load and the driver sees `n >= 1` GPUs; else why not.

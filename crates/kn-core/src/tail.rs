@@ -50,11 +50,6 @@ impl<B: AutodiffBackend> Cached<B> {
             out: cat3(&|c| c.out.clone()),
         }
     }
-
-    /// Number of queries stacked (the batch of the cached tensors).
-    pub(crate) fn n_stacked(&self) -> usize {
-        self.input.input_ids.dims()[0]
-    }
 }
 
 /// Runs the unmodified forward pass of `q`, keeping what the tails start from.
@@ -92,7 +87,7 @@ pub(crate) fn tail_rows<B: AutodiffBackend, M: KnowledgeModel<B>>(
 /// ascending) with its activations at the target positions replaced by the matching `xs`
 /// entry, stacked along the batch axis in `layers` order.
 ///
-/// `c` may stack `P` queries ([`Cached::stack`]) that share `q`'s length and positions: then
+/// `c` may stack `P` queries ([`Cached::stack`]) of one length and target `positions`: then
 /// batch row `b` of each `xs` entry (and of the output, per layer) belongs to query `b % P`.
 ///
 /// With `cfg.reuse_prefix`, only what depends on the replaced activations runs: causal models
@@ -140,13 +135,8 @@ fn plain_tail<B: AutodiffBackend, M: KnowledgeModel<B>>(
 ) -> Tensor<B, 3> {
     let k = x.dims()[0];
     let [_, _, d_ff] = c.acts[l].dims();
-    let times = k / c.n_stacked().max(1);
-    let mut act = c.acts[l].clone();
-    let mut mid = c.mids[l].clone();
-    if times > 1 {
-        act = act.repeat_dim(0, times);
-        mid = mid.repeat_dim(0, times);
-    }
+    let mut act = repeat(c.acts[l].clone(), k);
+    let mid = repeat(c.mids[l].clone(), k);
     for (j, &p) in positions.iter().enumerate() {
         act = act.slice_assign([0..k, p..p + 1, 0..d_ff], x.clone().slice([0..k, j..j + 1, 0..d_ff]));
     }

@@ -18,7 +18,10 @@ use burn::tensor::ops::FloatTensor;
 use burn::tensor::Shape;
 use burn::tensor::TensorMetadata;
 
-use super::Activation;
+use super::{Activation, NormKind};
+
+/// A fused norm's output and, when kept for the backward pass, `(x̂, 1/σ per row)`.
+pub type NormOutput<B> = (FloatTensor<B>, Option<(FloatTensor<B>, FloatTensor<B>)>);
 
 /// A backend that can multiply by a constant weight given both `W` and `Wᵀ`.
 pub trait DualMatmul: Backend {
@@ -91,6 +94,54 @@ pub trait DualMatmul: Backend {
         Self::log_softmax_kernel(&x)
     }
 
+    /// A LayerNorm or RMSNorm over the last axis (`x̂ · γ + β`, `β` for LayerNorm only) from one
+    /// fused kernel, and with `keep` what its backward needs (`x̂`, and `1/σ` per row); `None`
+    /// where the backend has none (the default: the caller composes it).
+    ///
+    /// # Shapes
+    /// - `x`, output, `x̂`: `[.., d]`; `gamma`, `beta`: `[d]`; `1/σ`: `[rows]`
+    fn norm_kernel(
+        _x: &FloatTensor<Self>,
+        _gamma: &FloatTensor<Self>,
+        _beta: Option<&FloatTensor<Self>>,
+        _kind: NormKind,
+        _eps: f64,
+        _keep: bool,
+    ) -> Option<NormOutput<Self>> {
+        None
+    }
+
+    /// The input gradient of a norm ([`DualMatmul::norm_kernel`]) given the output gradient
+    /// `g`, from its kept `x̂` and `1/σ`; `None` where the backend has no kernel.
+    ///
+    /// # Shapes
+    /// - `g`, `xhat`, output: `[.., d]`; `rstd`: `[rows]`; `gamma`: `[d]`
+    fn norm_backward_kernel(
+        _g: &FloatTensor<Self>,
+        _xhat: &FloatTensor<Self>,
+        _rstd: &FloatTensor<Self>,
+        _gamma: &FloatTensor<Self>,
+        _kind: NormKind,
+    ) -> Option<FloatTensor<Self>> {
+        None
+    }
+
+    /// A norm through [`DualMatmul::norm_kernel`], differentiable in `x` on autodiff backends
+    /// (`γ` and `β` are constants; `None` if either is differentiated); `None` where there is
+    /// no kernel and the caller composes it.
+    ///
+    /// # Shapes
+    /// - `x`, output: `[.., d]`; `gamma`, `beta`: `[d]`
+    fn fused_norm(
+        x: FloatTensor<Self>,
+        gamma: &FloatTensor<Self>,
+        beta: Option<&FloatTensor<Self>>,
+        kind: NormKind,
+        eps: f64,
+    ) -> Option<FloatTensor<Self>> {
+        Self::norm_kernel(&x, gamma, beta, kind, eps, false).map(|(y, _)| y)
+    }
+
     /// `wᵀ` of a 2-D tensor, materialised row-major in one pass on the backend's memory; `None`
     /// where the backend has no such kernel (the caller goes through the host).
     ///
@@ -158,6 +209,43 @@ impl DualMatmul for burn::backend::NdArray<f32> {
         Some(NdArrayTensor::from(super::softmax::log_softmax_backward(ys.view(), gs.view())?.into_shared()))
     }
 
+    fn norm_kernel(
+        x: &FloatTensor<Self>,
+        gamma: &FloatTensor<Self>,
+        beta: Option<&FloatTensor<Self>>,
+        kind: NormKind,
+        eps: f64,
+        keep: bool,
+    ) -> Option<NormOutput<Self>> {
+        use burn_ndarray::NdArrayTensor;
+        let (NdArrayTensor::F32(xs), NdArrayTensor::F32(gs)) = (x, gamma) else { return None };
+        let bs = match beta {
+            Some(NdArrayTensor::F32(b)) => Some(b.view()),
+            Some(_) => return None,
+            None => None,
+        };
+        let (y, state) = super::norm_fused::forward(xs.view(), gs.view(), bs, kind, eps, keep)?;
+        let wrap = |a: ndarray::ArrayD<f32>| NdArrayTensor::from(a.into_shared());
+        Some((wrap(y), state.map(|s| (wrap(s.xhat), wrap(s.rstd)))))
+    }
+
+    fn norm_backward_kernel(
+        g: &FloatTensor<Self>,
+        xhat: &FloatTensor<Self>,
+        rstd: &FloatTensor<Self>,
+        gamma: &FloatTensor<Self>,
+        kind: NormKind,
+    ) -> Option<FloatTensor<Self>> {
+        use burn_ndarray::NdArrayTensor;
+        let (NdArrayTensor::F32(g), NdArrayTensor::F32(x), NdArrayTensor::F32(r), NdArrayTensor::F32(w)) =
+            (g, xhat, rstd, gamma)
+        else {
+            return None;
+        };
+        let dx = super::norm_fused::backward(g.view(), x.view(), r.view(), w.view(), kind)?;
+        Some(NdArrayTensor::from(dx.into_shared()))
+    }
+
     fn activation_kernel(
         x: &FloatTensor<Self>,
         act: Activation,
@@ -215,6 +303,52 @@ impl<B: DualMatmul> Backward<B, 1> for StateGrad<B> {
     }
 }
 
+/// The backward step of a fused norm: its state is `(x̂, 1/σ per row, γ)`.
+#[derive(Debug)]
+struct NormGrad {
+    kind: NormKind,
+}
+
+impl<B: DualMatmul> Backward<B, 1> for NormGrad {
+    type State = (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>);
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+        let [parent] = ops.parents;
+        let grad = grads.consume::<B>(&ops.node);
+        if let Some(node) = parent {
+            let (xhat, rstd, gamma) = ops.state;
+            grads.register::<B>(node.id, norm_grad::<B>(grad, xhat, rstd, gamma, self.kind));
+        }
+    }
+}
+
+/// The input gradient of a norm, `(h − mean(h) − x̂ · mean(h ⊙ x̂)) / σ` with `h = g ⊙ γ`
+/// (RMSNorm without `mean(h)`), from the backend's kernel, else from its primitives.
+fn norm_grad<B: DualMatmul>(
+    g: FloatTensor<B>,
+    xhat: FloatTensor<B>,
+    rstd: FloatTensor<B>,
+    gamma: FloatTensor<B>,
+    kind: NormKind,
+) -> FloatTensor<B> {
+    if let Some(dx) = B::norm_backward_kernel(&g, &xhat, &rstd, &gamma, kind) {
+        return dx;
+    }
+    let dims = g.shape().to_vec();
+    let last = dims.len() - 1;
+    let mut one_row = vec![1; dims.len()];
+    one_row[last] = dims[last];
+    let mut per_row = dims.clone();
+    per_row[last] = 1;
+    let h = B::float_mul(g, B::float_reshape(gamma, Shape::from(one_row)));
+    let mean_hx = B::float_mean_dim(B::float_mul(h.clone(), xhat.clone()), last);
+    let mut centred = B::float_sub(h.clone(), B::float_mul(xhat, mean_hx));
+    if kind == NormKind::Layer {
+        centred = B::float_sub(centred, B::float_mean_dim(h, last));
+    }
+    B::float_mul(centred, B::float_reshape(rstd, Shape::from(per_row)))
+}
+
 /// The input gradient of `y = log softmax(x)`: `g − exp(y) · Σ g`, from the backend's kernel,
 /// else from its primitives.
 fn log_softmax_grad<B: DualMatmul>(g: FloatTensor<B>, y: FloatTensor<B>) -> FloatTensor<B> {
@@ -244,6 +378,30 @@ impl<B: DualMatmul, C: CheckpointStrategy> DualMatmul for Autodiff<B, C> {
                 Some(prep.finish(y.clone(), y))
             }
             OpsKind::UnTracked(prep) => Some(prep.finish(B::log_softmax_kernel(&x.primitive)?)),
+        }
+    }
+
+    fn fused_norm(
+        x: FloatTensor<Self>,
+        gamma: &FloatTensor<Self>,
+        beta: Option<&FloatTensor<Self>>,
+        kind: NormKind,
+        eps: f64,
+    ) -> Option<FloatTensor<Self>> {
+        if gamma.is_tracked() || beta.is_some_and(|b| b.is_tracked()) {
+            // Someone differentiates the norm's parameters: the composed norm handles them.
+            return None;
+        }
+        let beta = beta.map(|b| &b.primitive);
+        match (NormGrad { kind }).prepare::<C>([x.node.clone()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let (y, state) = B::norm_kernel(&x.primitive, &gamma.primitive, beta, kind, eps, true)?;
+                let (xhat, rstd) = state?;
+                Some(prep.finish((xhat, rstd, gamma.primitive.clone()), y))
+            }
+            OpsKind::UnTracked(prep) => {
+                Some(prep.finish(B::norm_kernel(&x.primitive, &gamma.primitive, beta, kind, eps, false)?.0))
+            }
         }
     }
 

@@ -14,6 +14,8 @@ pub mod head;
 pub mod linear;
 pub mod mask;
 pub mod norm;
+#[cfg(feature = "ndarray")]
+mod norm_fused;
 pub mod rope;
 #[cfg(feature = "ndarray")]
 mod softmax;
@@ -24,7 +26,7 @@ pub use gemm::product_gflops;
 pub use activation::Activation;
 pub use attention::Attention;
 pub use block::{Block, NormPlacement};
-pub use dual::DualMatmul;
+pub use dual::{DualMatmul, NormOutput};
 pub use embedding::Embeddings;
 pub use head::LmHead;
 pub use linear::Linear;

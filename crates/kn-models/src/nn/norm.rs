@@ -1,7 +1,9 @@
 //! Normalisation layers: LayerNorm (BERT, GPT) and RMSNorm (Llama, Mistral, Qwen2), one type
 //! with the kind as data.
 
-use burn::tensor::{backend::Backend, Tensor};
+use burn::tensor::{Tensor, TensorPrimitive};
+
+use super::DualMatmul;
 
 /// How a [`Norm`] normalises a row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -15,7 +17,7 @@ pub enum NormKind {
 
 /// A normalisation over the last axis.
 #[derive(Debug, Clone)]
-pub struct Norm<B: Backend> {
+pub struct Norm<B: DualMatmul> {
     /// LayerNorm or RMSNorm.
     pub kind: NormKind,
     /// Scale, `[d]`.
@@ -26,12 +28,27 @@ pub struct Norm<B: Backend> {
     pub eps: f64,
 }
 
-impl<B: Backend> Norm<B> {
-    /// Normalises every row.
+impl<B: DualMatmul> Norm<B> {
+    /// Normalises every row: one fused kernel where the backend has it
+    /// ([`DualMatmul::fused_norm`]), else composed from burn's primitives.
     ///
     /// # Shapes
     /// - `x` and output: `[batch, seq, d]`
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let gamma = self.gamma.clone().into_primitive().tensor();
+        let beta = self.beta.as_ref().map(|b| b.clone().into_primitive().tensor());
+        match B::fused_norm(x.clone().into_primitive().tensor(), &gamma, beta.as_ref(), self.kind, self.eps) {
+            Some(y) => Tensor::from_primitive(TensorPrimitive::Float(y)),
+            None => self.composed(x),
+        }
+    }
+
+    /// The norm composed from burn's primitives (the reference the fused kernel is tested
+    /// against).
+    ///
+    /// # Shapes
+    /// - `x` and output: `[batch, seq, d]`
+    pub fn composed(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let x = match self.kind {
             NormKind::Layer => {
                 let (var, mean) = x.clone().var_mean_bias(2);

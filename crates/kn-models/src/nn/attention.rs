@@ -9,7 +9,7 @@
 //! <https://github.com/huggingface/transformers/blob/v4.57.6/src/transformers/models/llama/modeling_llama.py>.
 
 use super::DualMatmul;
-use burn::tensor::{activation::softmax, Tensor};
+use burn::tensor::{activation::softmax, Tensor, TensorPrimitive};
 
 use kn_core::{gather_rows, ModelInput};
 
@@ -56,8 +56,7 @@ impl<B: DualMatmul> Attention<B> {
         let positions: Vec<usize> = (0..s).collect();
         let q = self.queries(x.clone(), &positions);
         let (k, v) = self.keys_values(x, &positions);
-        let probs = self.probs(vec![self.scores(q, k)], bias);
-        self.output(probs.matmul(v), s)
+        self.output(self.attend(q, k, v, bias), s)
     }
 
     /// Attention output at the positions `rows` only; keys and values from every position.
@@ -73,8 +72,7 @@ impl<B: DualMatmul> Attention<B> {
         let positions: Vec<usize> = (0..s).collect();
         let q = self.queries(gather_rows(x.clone(), rows), rows);
         let (k, v) = self.keys_values(x, &positions);
-        let probs = self.probs(vec![self.scores(q, k)], bias);
-        self.output(probs.matmul(v), rows.len())
+        self.output(self.attend(q, k, v, bias), rows.len())
     }
 
     /// Attention output of the last `n` positions, the keys and values of the earlier `p`
@@ -115,6 +113,21 @@ impl<B: DualMatmul> Attention<B> {
         let ctx = probs.clone().slice([0..b, 0..kv, 0..rows, 0..p]).matmul(vp)
             + probs.slice([0..b, 0..kv, 0..rows, p..p + n]).matmul(v);
         Some(self.output(ctx, n))
+    }
+
+    /// `softmax(scores + bias) · v`: one fused kernel where the backend has it
+    /// ([`DualMatmul::fused_attention`]), else composed from burn's primitives.
+    ///
+    /// # Shapes
+    /// - `q`: `[batch, kv_heads, group · n, head_dim]`, `k`, `v`: `[batch, kv_heads, keys,
+    ///   head_dim]`, `bias`: `[batch_or_1, 1, n, keys]`; output: like `q`
+    fn attend(&self, q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tensor<B, 4>, bias: Option<Tensor<B, 4>>) -> Tensor<B, 4> {
+        let prim = |t: &Tensor<B, 4>| t.clone().into_primitive().tensor();
+        let bias_p = bias.as_ref().map(prim);
+        match B::fused_attention(prim(&q), prim(&k), prim(&v), bias_p.as_ref(), self.scale) {
+            Some(ctx) => Tensor::from_primitive(TensorPrimitive::Float(ctx)),
+            None => self.probs(vec![self.scores(q, k)], bias).matmul(v),
+        }
     }
 
     /// Query heads of `x` (at absolute `positions`), grouped by key/value head.

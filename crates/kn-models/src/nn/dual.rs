@@ -142,6 +142,58 @@ pub trait DualMatmul: Backend {
         Self::norm_kernel(&x, gamma, beta, kind, eps, false).map(|(y, _)| y)
     }
 
+    /// The attention core `softmax(scale · q·kᵀ + bias) · v` from one fused kernel, and with
+    /// `keep` the probabilities its backward needs; `None` where the backend has none (the
+    /// default: the caller composes it) or the shapes are not the kernel's.
+    ///
+    /// # Shapes
+    /// - `q`: `[b, h, r, dh]`, `k`, `v`: `[b or 1, h, t, dh]`, `bias`: `[b or 1, 1, n, t]` (`n`
+    ///   divides `r`; query row `i` reads bias row `i mod n`); output: `[b, h, r, dh]`,
+    ///   probabilities `[b, h, r, t]`
+    fn attention_kernel(
+        _q: &FloatTensor<Self>,
+        _k: &FloatTensor<Self>,
+        _v: &FloatTensor<Self>,
+        _bias: Option<&FloatTensor<Self>>,
+        _scale: f64,
+        _keep: bool,
+    ) -> Option<(FloatTensor<Self>, Option<FloatTensor<Self>>)> {
+        None
+    }
+
+    /// The gradients of [`DualMatmul::attention_kernel`]'s output with respect to `q`, `k`, `v`
+    /// given its output gradient `g` and kept probabilities; `None` where the backend has no
+    /// kernel.
+    ///
+    /// # Shapes
+    /// - `g`, `q`, `dq`: `[b, h, r, dh]`; `k`, `v`, `dk`, `dv`: `[b or 1, h, t, dh]`; `probs`: `[b, h, r, t]`
+    fn attention_backward_kernel(
+        _g: &FloatTensor<Self>,
+        _q: &FloatTensor<Self>,
+        _k: &FloatTensor<Self>,
+        _v: &FloatTensor<Self>,
+        _probs: &FloatTensor<Self>,
+        _scale: f64,
+    ) -> Option<[FloatTensor<Self>; 3]> {
+        None
+    }
+
+    /// The attention core through [`DualMatmul::attention_kernel`], differentiable in `q`, `k`
+    /// and `v` on autodiff backends (the bias is a constant; `None` if it is differentiated);
+    /// `None` where there is no kernel and the caller composes it.
+    ///
+    /// # Shapes
+    /// - as [`DualMatmul::attention_kernel`]
+    fn fused_attention(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        bias: Option<&FloatTensor<Self>>,
+        scale: f64,
+    ) -> Option<FloatTensor<Self>> {
+        Self::attention_kernel(&q, &k, &v, bias, scale, false).map(|(ctx, _)| ctx)
+    }
+
     /// `wᵀ` of a 2-D tensor, materialised row-major in one pass on the backend's memory; `None`
     /// where the backend has no such kernel (the caller goes through the host).
     ///
@@ -207,6 +259,44 @@ impl DualMatmul for burn::backend::NdArray<f32> {
         use burn_ndarray::NdArrayTensor;
         let (NdArrayTensor::F32(ys), NdArrayTensor::F32(gs)) = (y, g) else { return None };
         Some(NdArrayTensor::from(super::softmax::log_softmax_backward(ys.view(), gs.view())?.into_shared()))
+    }
+
+    fn attention_kernel(
+        q: &FloatTensor<Self>,
+        k: &FloatTensor<Self>,
+        v: &FloatTensor<Self>,
+        bias: Option<&FloatTensor<Self>>,
+        scale: f64,
+        keep: bool,
+    ) -> Option<(FloatTensor<Self>, Option<FloatTensor<Self>>)> {
+        use burn_ndarray::NdArrayTensor;
+        let (NdArrayTensor::F32(q), NdArrayTensor::F32(k), NdArrayTensor::F32(v)) = (q, k, v) else { return None };
+        let bias = match bias {
+            Some(NdArrayTensor::F32(b)) => Some(b.view()),
+            Some(_) => return None,
+            None => None,
+        };
+        let (ctx, probs) = super::attention_fused::forward(q.view(), k.view(), v.view(), bias, scale as f32, keep)?;
+        let wrap = |a: ndarray::ArrayD<f32>| NdArrayTensor::from(a.into_shared());
+        Some((wrap(ctx), probs.map(wrap)))
+    }
+
+    fn attention_backward_kernel(
+        g: &FloatTensor<Self>,
+        q: &FloatTensor<Self>,
+        k: &FloatTensor<Self>,
+        v: &FloatTensor<Self>,
+        probs: &FloatTensor<Self>,
+        scale: f64,
+    ) -> Option<[FloatTensor<Self>; 3]> {
+        use burn_ndarray::NdArrayTensor;
+        let (NdArrayTensor::F32(g), NdArrayTensor::F32(q), NdArrayTensor::F32(k), NdArrayTensor::F32(v), NdArrayTensor::F32(p)) =
+            (g, q, k, v, probs)
+        else {
+            return None;
+        };
+        let grads = super::attention_fused::backward(g.view(), q.view(), k.view(), v.view(), p.view(), scale as f32)?;
+        Some(grads.map(|a| NdArrayTensor::from(a.into_shared())))
     }
 
     fn norm_kernel(
@@ -349,6 +439,56 @@ fn norm_grad<B: DualMatmul>(
     B::float_mul(centred, B::float_reshape(rstd, Shape::from(per_row)))
 }
 
+/// The backward step of a fused attention core: its state is `(q, k, v, probabilities)`.
+#[derive(Debug)]
+struct AttentionGrad {
+    scale: f64,
+}
+
+impl<B: DualMatmul> Backward<B, 3> for AttentionGrad {
+    type State = (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>, FloatTensor<B>);
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+        let parents = ops.parents;
+        let grad = grads.consume::<B>(&ops.node);
+        let (q, k, v, probs) = ops.state;
+        let dqkv = attention_grad::<B>(grad, q, k, v, probs, self.scale);
+        for (parent, d) in parents.into_iter().zip(dqkv) {
+            if let Some(node) = parent {
+                grads.register::<B>(node.id, d);
+            }
+        }
+    }
+}
+
+/// The gradients of the attention core with respect to `q`, `k`, `v` (see
+/// [`DualMatmul::attention_backward_kernel`]), from the backend's kernel, else from its
+/// primitives.
+fn attention_grad<B: DualMatmul>(
+    g: FloatTensor<B>,
+    q: FloatTensor<B>,
+    k: FloatTensor<B>,
+    v: FloatTensor<B>,
+    p: FloatTensor<B>,
+    scale: f64,
+) -> [FloatTensor<B>; 3] {
+    if let Some(grads) = B::attention_backward_kernel(&g, &q, &k, &v, &p, scale) {
+        return grads;
+    }
+    let broadcast = k.shape()[0] == 1 && q.shape()[0] > 1;
+    let dv = B::float_matmul(B::float_swap_dims(p.clone(), 2, 3), g.clone());
+    let dp = B::float_matmul(g, B::float_swap_dims(v, 2, 3));
+    let weighted = B::float_sum_dim(B::float_mul(dp.clone(), p.clone()), 3);
+    let ds = B::float_mul_scalar(B::float_mul(p, B::float_sub(dp, weighted)), burn::tensor::Scalar::Float(scale));
+    let dq = B::float_matmul(ds.clone(), k);
+    let dk = B::float_matmul(B::float_swap_dims(ds, 2, 3), q);
+    if broadcast {
+        [dq, B::float_sum_dim(dk, 0), B::float_sum_dim(dv, 0)]
+    } else {
+        [dq, dk, dv]
+    }
+}
+
 /// The input gradient of `y = log softmax(x)`: `g − exp(y) · Σ g`, from the backend's kernel,
 /// else from its primitives.
 fn log_softmax_grad<B: DualMatmul>(g: FloatTensor<B>, y: FloatTensor<B>) -> FloatTensor<B> {
@@ -378,6 +518,29 @@ impl<B: DualMatmul, C: CheckpointStrategy> DualMatmul for Autodiff<B, C> {
                 Some(prep.finish(y.clone(), y))
             }
             OpsKind::UnTracked(prep) => Some(prep.finish(B::log_softmax_kernel(&x.primitive)?)),
+        }
+    }
+
+    fn fused_attention(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        bias: Option<&FloatTensor<Self>>,
+        scale: f64,
+    ) -> Option<FloatTensor<Self>> {
+        if bias.is_some_and(|b| b.is_tracked()) {
+            return None;
+        }
+        let bias = bias.map(|b| &b.primitive);
+        let parents = [q.node.clone(), k.node.clone(), v.node.clone()];
+        match (AttentionGrad { scale }).prepare::<C>(parents).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let (ctx, probs) = B::attention_kernel(&q.primitive, &k.primitive, &v.primitive, bias, scale, true)?;
+                Some(prep.finish((q.primitive, k.primitive, v.primitive, probs?), ctx))
+            }
+            OpsKind::UnTracked(prep) => {
+                Some(prep.finish(B::attention_kernel(&q.primitive, &k.primitive, &v.primitive, bias, scale, false)?.0))
+            }
         }
     }
 

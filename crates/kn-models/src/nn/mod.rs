@@ -3,6 +3,8 @@
 
 pub mod activation;
 pub mod attention;
+#[cfg(feature = "ndarray")]
+mod attention_fused;
 pub mod block;
 pub mod dual;
 pub mod embedding;

@@ -1,0 +1,330 @@
+//! The attention core `softmax(scale · q·kᵀ + bias) · v` for the ndarray build: one
+//! multi-threaded pass over the (batch, head) pairs forwards and one backwards.
+//!
+//! Composed from burn's primitives it is two batched products whose operands burn-ndarray
+//! copies first (the heads are strided views of the projections), a scale, a bias add and a
+//! five-op softmax forwards, and about twice that backwards, each allocating. The heads here
+//! are read in place through their strides, and the scores of one query row never leave the
+//! cache. On this project's shapes (tens of rows and keys per head) the products are small,
+//! so plain loops over contiguous head rows are as fast as any kernel would be.
+
+use ndarray::{s, Array4, ArrayD, ArrayView2, ArrayView4, ArrayViewD, Axis, Ix4};
+use rayon::prelude::*;
+
+/// The four operands of the core as 4-D views; `None` unless their shapes fit together:
+/// `q`: `[b, h, r, dh]`; `k`, `v`: `[b or 1, h, t, dh]`; `bias`: `[b or 1, 1, r or a divisor of
+/// r (or 1), t]`.
+struct Operands<'a> {
+    q: ArrayView4<'a, f32>,
+    k: ArrayView4<'a, f32>,
+    v: ArrayView4<'a, f32>,
+    bias: Option<ArrayView4<'a, f32>>,
+}
+
+impl<'a> Operands<'a> {
+    fn new(
+        q: ArrayViewD<'a, f32>,
+        k: ArrayViewD<'a, f32>,
+        v: ArrayViewD<'a, f32>,
+        bias: Option<ArrayViewD<'a, f32>>,
+    ) -> Option<Self> {
+        let q = q.into_dimensionality::<Ix4>().ok()?;
+        let k = k.into_dimensionality::<Ix4>().ok()?;
+        let v = v.into_dimensionality::<Ix4>().ok()?;
+        let bias = match bias {
+            Some(b) => Some(b.into_dimensionality::<Ix4>().ok()?),
+            None => None,
+        };
+        let (b, h, r, dh) = q.dim();
+        let (bk, hk, t, dk) = k.dim();
+        if k.dim() != v.dim() || hk != h || dk != dh || !(bk == b || bk == 1) || b == 0 || h == 0 || r == 0 {
+            return None;
+        }
+        if let Some(bias) = &bias {
+            let (bb, one, n, tb) = bias.dim();
+            if !(bb == b || bb == 1) || one != 1 || tb != t || n == 0 || r % n != 0 {
+                return None;
+            }
+        }
+        Some(Self { q, k, v, bias })
+    }
+
+    /// The key/value batch row batch row `bi` reads.
+    fn kv_row(&self, bi: usize) -> usize {
+        if self.k.dim().0 == 1 {
+            0
+        } else {
+            bi
+        }
+    }
+
+    /// Fills `p` (`[r, t]`) with the probabilities of batch row `bi`, head `hi`.
+    fn probs(&self, bi: usize, hi: usize, scale: f32, p: &mut [f32]) {
+        let (_, _, r, _) = self.q.dim();
+        let t = self.k.dim().2;
+        let q = self.q.slice(s![bi, hi, .., ..]);
+        let k = self.k.slice(s![self.kv_row(bi), hi, .., ..]);
+        let bias = self.bias.as_ref().map(|b| {
+            let bb = if b.dim().0 == 1 { 0 } else { bi };
+            b.slice(s![bb, 0, .., ..])
+        });
+        for i in 0..r {
+            let row = &mut p[i * t..(i + 1) * t];
+            for (j, pj) in row.iter_mut().enumerate() {
+                *pj = scale * dot(q.row(i), k.row(j));
+            }
+            if let Some(bias) = &bias {
+                let n = bias.nrows();
+                for (pj, &bj) in row.iter_mut().zip(bias.row(i % n)) {
+                    *pj += bj;
+                }
+            }
+            let max = row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+            let mut total = 0.0f32;
+            for pj in row.iter_mut() {
+                *pj = (*pj - max).exp();
+                total += *pj;
+            }
+            let inv = 1.0 / total;
+            row.iter_mut().for_each(|pj| *pj *= inv);
+        }
+    }
+}
+
+/// `Σ a_i b_i` of two rows (contiguous or not).
+#[inline]
+fn dot(a: ndarray::ArrayView1<'_, f32>, b: ndarray::ArrayView1<'_, f32>) -> f32 {
+    match (a.as_slice(), b.as_slice()) {
+        (Some(a), Some(b)) => a.iter().zip(b).map(|(x, y)| x * y).sum(),
+        _ => a.iter().zip(b.iter()).map(|(x, y)| x * y).sum(),
+    }
+}
+
+/// `out += w · x` over a row.
+#[inline]
+fn axpy(out: &mut [f32], w: f32, x: ndarray::ArrayView1<'_, f32>) {
+    match x.as_slice() {
+        Some(x) => out.iter_mut().zip(x).for_each(|(o, &x)| *o += w * x),
+        None => out.iter_mut().zip(x.iter()).for_each(|(o, &x)| *o += w * x),
+    }
+}
+
+/// `softmax(scale · q·kᵀ + bias) · v` per (batch row, head), as a new row-major array, and with
+/// `keep` the probabilities its backward needs. Keys and values of batch 1 serve every batch
+/// row; bias rows repeat over the query rows (row `i` reads bias row `i mod n`). `None` if the
+/// shapes do not fit.
+///
+/// # Shapes
+/// - `q`: `[b, h, r, dh]`, `k`, `v`: `[b or 1, h, t, dh]`, `bias`: `[b or 1, 1, n, t]` (`n`
+///   divides `r`); output: `[b, h, r, dh]`, probabilities `[b, h, r, t]`
+pub(crate) fn forward(
+    q: ArrayViewD<'_, f32>,
+    k: ArrayViewD<'_, f32>,
+    v: ArrayViewD<'_, f32>,
+    bias: Option<ArrayViewD<'_, f32>>,
+    scale: f32,
+    keep: bool,
+) -> Option<(ArrayD<f32>, Option<ArrayD<f32>>)> {
+    let ops = Operands::new(q, k, v, bias)?;
+    let (b, h, r, dh) = ops.q.dim();
+    let t = ops.k.dim().2;
+    let mut ctx = vec![0.0f32; b * h * r * dh];
+    let mut probs = vec![0.0f32; b * h * r * t];
+    let mut scratch_len = 0;
+    if !keep {
+        // Only one head's probabilities at a time are needed: no [b, h, r, t] array.
+        scratch_len = r * t;
+    }
+    let body = |pair: usize, ctx: &mut [f32], p: &mut [f32]| {
+        let (bi, hi) = (pair / h, pair % h);
+        ops.probs(bi, hi, scale, p);
+        let v = ops.v.slice(s![ops.kv_row(bi), hi, .., ..]);
+        for i in 0..r {
+            let out = &mut ctx[i * dh..(i + 1) * dh];
+            for j in 0..t {
+                axpy(out, p[i * t + j], v.row(j));
+            }
+        }
+    };
+    if keep {
+        ctx.par_chunks_mut(r * dh).zip(probs.par_chunks_mut(r * t)).enumerate().for_each(|(pair, (c, p))| body(pair, c, p));
+    } else {
+        probs = Vec::new();
+        ctx.par_chunks_mut(r * dh).enumerate().for_each_init(
+            || vec![0.0f32; scratch_len],
+            |p, (pair, c)| body(pair, c, p),
+        );
+    }
+    let ctx = ArrayD::from_shape_vec(vec![b, h, r, dh], ctx).ok()?;
+    let probs = if keep { Some(ArrayD::from_shape_vec(vec![b, h, r, t], probs).ok()?) } else { None };
+    Some((ctx, probs))
+}
+
+/// The gradients of [`forward`]'s output with respect to `q`, `k` and `v` given its output
+/// gradient `g` and its kept probabilities (keys and values of batch 1 get the sum over the
+/// batch): with `dS = P ⊙ (g·vᵀ − rowsum(P ⊙ g·vᵀ))`, `dq = scale · dS·k`, `dk = scale · dSᵀ·q`,
+/// `dv = Pᵀ·g`. `None` if the shapes do not fit.
+///
+/// # Shapes
+/// - `g`, `q`, `dq`: `[b, h, r, dh]`; `k`, `v`, `dk`, `dv`: `[b or 1, h, t, dh]`; `probs`: `[b, h, r, t]`
+pub(crate) fn backward(
+    g: ArrayViewD<'_, f32>,
+    q: ArrayViewD<'_, f32>,
+    k: ArrayViewD<'_, f32>,
+    v: ArrayViewD<'_, f32>,
+    probs: ArrayViewD<'_, f32>,
+    scale: f32,
+) -> Option<[ArrayD<f32>; 3]> {
+    let ops = Operands::new(q, k, v, None)?;
+    let g = g.into_dimensionality::<Ix4>().ok()?;
+    let p = probs.into_dimensionality::<Ix4>().ok()?;
+    let (b, h, r, dh) = ops.q.dim();
+    let t = ops.k.dim().2;
+    if g.dim() != (b, h, r, dh) || p.dim() != (b, h, r, t) {
+        return None;
+    }
+    let mut dq = vec![0.0f32; b * h * r * dh];
+    // Per (batch row, head); summed over the batch below when the keys broadcast.
+    let mut dk = vec![0.0f32; b * h * t * dh];
+    let mut dv = vec![0.0f32; b * h * t * dh];
+    dq.par_chunks_mut(r * dh)
+        .zip(dk.par_chunks_mut(t * dh))
+        .zip(dv.par_chunks_mut(t * dh))
+        .enumerate()
+        .for_each_init(
+            || vec![0.0f32; t],
+            |ds, (pair, ((dq, dk), dv))| {
+                let (bi, hi) = (pair / h, pair % h);
+                let kr = ops.kv_row(bi);
+                let (q, k, v) = (
+                    ops.q.slice(s![bi, hi, .., ..]),
+                    ops.k.slice(s![kr, hi, .., ..]),
+                    ops.v.slice(s![kr, hi, .., ..]),
+                );
+                let (g, p): (ArrayView2<'_, f32>, ArrayView2<'_, f32>) =
+                    (g.slice(s![bi, hi, .., ..]), p.slice(s![bi, hi, .., ..]));
+                for i in 0..r {
+                    let (gi, pi) = (g.row(i), p.row(i));
+                    let mut weighted = 0.0f32;
+                    for j in 0..t {
+                        ds[j] = dot(gi, v.row(j));
+                        weighted += pi[j] * ds[j];
+                    }
+                    let dqi = &mut dq[i * dh..(i + 1) * dh];
+                    for j in 0..t {
+                        let dsij = pi[j] * (ds[j] - weighted);
+                        axpy(dqi, scale * dsij, k.row(j));
+                        axpy(&mut dk[j * dh..(j + 1) * dh], scale * dsij, q.row(i));
+                        axpy(&mut dv[j * dh..(j + 1) * dh], pi[j], gi);
+                    }
+                }
+            },
+        );
+    let dq = ArrayD::from_shape_vec(vec![b, h, r, dh], dq).ok()?;
+    let per_pair = |x: Vec<f32>| -> Option<ArrayD<f32>> {
+        let x = Array4::from_shape_vec((b, h, t, dh), x).ok()?;
+        Some(if ops.k.dim().0 == 1 && b > 1 { x.sum_axis(Axis(0)).insert_axis(Axis(0)).into_dyn() } else { x.into_dyn() })
+    };
+    Some([dq, per_pair(dk)?, per_pair(dv)?])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn filled(shape: &[usize], seed: f32) -> ArrayD<f32> {
+        let n: usize = shape.iter().product();
+        ArrayD::from_shape_vec(shape.to_vec(), (0..n).map(|i| ((i as f32 * 0.37 + seed).sin())).collect()).unwrap()
+    }
+
+    /// The core in f64 from its definition, and `Σ g ⊙ out`.
+    fn reference(q: &ArrayD<f32>, k: &ArrayD<f32>, v: &ArrayD<f32>, bias: Option<&ArrayD<f32>>, scale: f64) -> Vec<f64> {
+        let (b, h, r, dh) = (q.shape()[0], q.shape()[1], q.shape()[2], q.shape()[3]);
+        let t = k.shape()[2];
+        let mut out = vec![0.0f64; b * h * r * dh];
+        for bi in 0..b {
+            let kb = if k.shape()[0] == 1 { 0 } else { bi };
+            for hi in 0..h {
+                for i in 0..r {
+                    let mut sc: Vec<f64> = (0..t)
+                        .map(|j| {
+                            let dotp: f64 =
+                                (0..dh).map(|c| q[[bi, hi, i, c]] as f64 * k[[kb, hi, j, c]] as f64).sum();
+                            let bv = bias.map_or(0.0, |bs| {
+                                let bb = if bs.shape()[0] == 1 { 0 } else { bi };
+                                bs[[bb, 0, i % bs.shape()[2], j]] as f64
+                            });
+                            scale * dotp + bv
+                        })
+                        .collect();
+                    let m = sc.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                    sc.iter_mut().for_each(|x| *x = (*x - m).exp());
+                    let tot: f64 = sc.iter().sum();
+                    for c in 0..dh {
+                        out[((bi * h + hi) * r + i) * dh + c] =
+                            (0..t).map(|j| sc[j] / tot * v[[kb, hi, j, c]] as f64).sum();
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn values_and_gradients_match_f64_with_broadcast_keys_and_repeated_bias() {
+        let (b, h, r, t, dh) = (3, 2, 4, 5, 6);
+        let scale = 0.4f64;
+        for broadcast in [false, true] {
+            let bk = if broadcast { 1 } else { b };
+            let q = filled(&[b, h, r, dh], 0.1);
+            let k = filled(&[bk, h, t, dh], 1.3);
+            let v = filled(&[bk, h, t, dh], 2.9);
+            // Two bias rows repeated over the four query rows (a group of two), one masked key.
+            let mut bias = filled(&[1, 1, 2, t], 0.7);
+            bias[[0, 0, 1, 4]] = -1e9;
+            let g = filled(&[b, h, r, dh], 4.1);
+            let (out, probs) = forward(q.view(), k.view(), v.view(), Some(bias.view()), scale as f32, true).unwrap();
+            let (out2, none) = forward(q.view(), k.view(), v.view(), Some(bias.view()), scale as f32, false).unwrap();
+            assert!(none.is_none());
+            assert_eq!(out, out2, "keeping the probabilities changed the values");
+            let want = reference(&q, &k, &v, Some(&bias), scale);
+            let worst = out.iter().zip(&want).map(|(a, w)| (*a as f64 - w).abs()).fold(0.0, f64::max);
+            assert!(worst <= 1e-6, "values off by {worst:e}");
+            let grads = backward(g.view(), q.view(), k.view(), v.view(), probs.unwrap().view(), scale as f32).unwrap();
+            // Central differences of Σ g ⊙ out in f64, for one element of each operand batch.
+            let objective = |q: &ArrayD<f32>, k: &ArrayD<f32>, v: &ArrayD<f32>| -> f64 {
+                reference(q, k, v, Some(&bias), scale).iter().zip(g.iter()).map(|(o, &g)| o * g as f64).sum()
+            };
+            let mut worst_g = 0.0f64;
+            for (which, grad) in grads.iter().enumerate() {
+                let base = [&q, &k, &v][which];
+                assert_eq!(grad.shape(), base.shape());
+                for idx in 0..base.len() {
+                    let bump = |delta: f32| {
+                        let mut ops = [q.clone(), k.clone(), v.clone()];
+                        ops[which].as_slice_mut().unwrap()[idx] += delta;
+                        objective(&ops[0], &ops[1], &ops[2])
+                    };
+                    let fd = (bump(1e-3) - bump(-1e-3)) / 2e-3;
+                    let got = grad.as_slice().unwrap()[idx] as f64;
+                    worst_g = worst_g.max((got - fd).abs() / fd.abs().max(1.0));
+                }
+            }
+            eprintln!("attention core (broadcast keys: {broadcast}): values {worst:.1e}, gradients {worst_g:.1e}");
+            assert!(worst_g <= 2e-3, "gradients off by {worst_g:e}");
+        }
+    }
+
+    #[test]
+    fn strided_heads_are_read_in_place_and_bad_shapes_refused() {
+        // Heads as burn makes them: [b, s, h, dh] viewed as [b, h, s, dh].
+        let x = filled(&[2, 3, 2, 4], 0.5);
+        let heads = x.view().permuted_axes(vec![0, 2, 1, 3]);
+        let owned = heads.as_standard_layout().into_owned();
+        let (a, _) = forward(heads.clone(), heads.clone(), heads.clone(), None, 0.5, false).unwrap();
+        let (b, _) = forward(owned.view(), owned.view(), owned.view(), None, 0.5, false).unwrap();
+        assert_eq!(a, b);
+        let k = filled(&[2, 2, 3, 5], 0.1);
+        assert!(forward(owned.view(), k.view(), k.view(), None, 0.5, false).is_none(), "head widths differ");
+    }
+}

@@ -147,13 +147,15 @@ pub(crate) fn forward(
         }
     };
     if keep {
-        ctx.par_chunks_mut(r * dh).zip(probs.par_chunks_mut(r * t)).enumerate().for_each(|(pair, (c, p))| body(pair, c, p));
+        ctx.par_chunks_mut(r * dh)
+            .zip(probs.par_chunks_mut(r * t))
+            .enumerate()
+            .for_each(|(pair, (c, p))| body(pair, c, p));
     } else {
         probs = Vec::new();
-        ctx.par_chunks_mut(r * dh).enumerate().for_each_init(
-            || vec![0.0f32; scratch_len],
-            |p, (pair, c)| body(pair, c, p),
-        );
+        ctx.par_chunks_mut(r * dh)
+            .enumerate()
+            .for_each_init(|| vec![0.0f32; scratch_len], |p, (pair, c)| body(pair, c, p));
     }
     let ctx = ArrayD::from_shape_vec(vec![b, h, r, dh], ctx).ok()?;
     let probs = if keep { Some(ArrayD::from_shape_vec(vec![b, h, r, t], probs).ok()?) } else { None };
@@ -187,43 +189,40 @@ pub(crate) fn backward(
     // Per (batch row, head); summed over the batch below when the keys broadcast.
     let mut dk = vec![0.0f32; b * h * t * dh];
     let mut dv = vec![0.0f32; b * h * t * dh];
-    dq.par_chunks_mut(r * dh)
-        .zip(dk.par_chunks_mut(t * dh))
-        .zip(dv.par_chunks_mut(t * dh))
-        .enumerate()
-        .for_each_init(
-            || vec![0.0f32; t],
-            |ds, (pair, ((dq, dk), dv))| {
-                let (bi, hi) = (pair / h, pair % h);
-                let kr = ops.kv_row(bi);
-                let (q, k, v) = (
-                    ops.q.slice(s![bi, hi, .., ..]),
-                    ops.k.slice(s![kr, hi, .., ..]),
-                    ops.v.slice(s![kr, hi, .., ..]),
-                );
-                let (g, p): (ArrayView2<'_, f32>, ArrayView2<'_, f32>) =
-                    (g.slice(s![bi, hi, .., ..]), p.slice(s![bi, hi, .., ..]));
-                for i in 0..r {
-                    let (gi, pi) = (g.row(i), p.row(i));
-                    let mut weighted = 0.0f32;
-                    for j in 0..t {
-                        ds[j] = dot(gi, v.row(j));
-                        weighted += pi[j] * ds[j];
-                    }
-                    let dqi = &mut dq[i * dh..(i + 1) * dh];
-                    for j in 0..t {
-                        let dsij = pi[j] * (ds[j] - weighted);
-                        axpy(dqi, scale * dsij, k.row(j));
-                        axpy(&mut dk[j * dh..(j + 1) * dh], scale * dsij, q.row(i));
-                        axpy(&mut dv[j * dh..(j + 1) * dh], pi[j], gi);
-                    }
+    dq.par_chunks_mut(r * dh).zip(dk.par_chunks_mut(t * dh)).zip(dv.par_chunks_mut(t * dh)).enumerate().for_each_init(
+        || vec![0.0f32; t],
+        |ds, (pair, ((dq, dk), dv))| {
+            let (bi, hi) = (pair / h, pair % h);
+            let kr = ops.kv_row(bi);
+            let (q, k, v) =
+                (ops.q.slice(s![bi, hi, .., ..]), ops.k.slice(s![kr, hi, .., ..]), ops.v.slice(s![kr, hi, .., ..]));
+            let (g, p): (ArrayView2<'_, f32>, ArrayView2<'_, f32>) =
+                (g.slice(s![bi, hi, .., ..]), p.slice(s![bi, hi, .., ..]));
+            for i in 0..r {
+                let (gi, pi) = (g.row(i), p.row(i));
+                let mut weighted = 0.0f32;
+                for j in 0..t {
+                    ds[j] = dot(gi, v.row(j));
+                    weighted += pi[j] * ds[j];
                 }
-            },
-        );
+                let dqi = &mut dq[i * dh..(i + 1) * dh];
+                for j in 0..t {
+                    let dsij = pi[j] * (ds[j] - weighted);
+                    axpy(dqi, scale * dsij, k.row(j));
+                    axpy(&mut dk[j * dh..(j + 1) * dh], scale * dsij, q.row(i));
+                    axpy(&mut dv[j * dh..(j + 1) * dh], pi[j], gi);
+                }
+            }
+        },
+    );
     let dq = ArrayD::from_shape_vec(vec![b, h, r, dh], dq).ok()?;
     let per_pair = |x: Vec<f32>| -> Option<ArrayD<f32>> {
         let x = Array4::from_shape_vec((b, h, t, dh), x).ok()?;
-        Some(if ops.k.dim().0 == 1 && b > 1 { x.sum_axis(Axis(0)).insert_axis(Axis(0)).into_dyn() } else { x.into_dyn() })
+        Some(if ops.k.dim().0 == 1 && b > 1 {
+            x.sum_axis(Axis(0)).insert_axis(Axis(0)).into_dyn()
+        } else {
+            x.into_dyn()
+        })
     };
     Some([dq, per_pair(dk)?, per_pair(dv)?])
 }
@@ -234,11 +233,17 @@ mod tests {
 
     fn filled(shape: &[usize], seed: f32) -> ArrayD<f32> {
         let n: usize = shape.iter().product();
-        ArrayD::from_shape_vec(shape.to_vec(), (0..n).map(|i| ((i as f32 * 0.37 + seed).sin())).collect()).unwrap()
+        ArrayD::from_shape_vec(shape.to_vec(), (0..n).map(|i| (i as f32 * 0.37 + seed).sin()).collect()).unwrap()
     }
 
     /// The core in f64 from its definition, and `Σ g ⊙ out`.
-    fn reference(q: &ArrayD<f32>, k: &ArrayD<f32>, v: &ArrayD<f32>, bias: Option<&ArrayD<f32>>, scale: f64) -> Vec<f64> {
+    fn reference(
+        q: &ArrayD<f32>,
+        k: &ArrayD<f32>,
+        v: &ArrayD<f32>,
+        bias: Option<&ArrayD<f32>>,
+        scale: f64,
+    ) -> Vec<f64> {
         let (b, h, r, dh) = (q.shape()[0], q.shape()[1], q.shape()[2], q.shape()[3]);
         let t = k.shape()[2];
         let mut out = vec![0.0f64; b * h * r * dh];
@@ -248,8 +253,7 @@ mod tests {
                 for i in 0..r {
                     let mut sc: Vec<f64> = (0..t)
                         .map(|j| {
-                            let dotp: f64 =
-                                (0..dh).map(|c| q[[bi, hi, i, c]] as f64 * k[[kb, hi, j, c]] as f64).sum();
+                            let dotp: f64 = (0..dh).map(|c| q[[bi, hi, i, c]] as f64 * k[[kb, hi, j, c]] as f64).sum();
                             let bv = bias.map_or(0.0, |bs| {
                                 let bb = if bs.shape()[0] == 1 { 0 } else { bi };
                                 bs[[bb, 0, i % bs.shape()[2], j]] as f64

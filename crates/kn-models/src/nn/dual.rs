@@ -290,8 +290,13 @@ impl DualMatmul for burn::backend::NdArray<f32> {
         scale: f64,
     ) -> Option<[FloatTensor<Self>; 3]> {
         use burn_ndarray::NdArrayTensor;
-        let (NdArrayTensor::F32(g), NdArrayTensor::F32(q), NdArrayTensor::F32(k), NdArrayTensor::F32(v), NdArrayTensor::F32(p)) =
-            (g, q, k, v, probs)
+        let (
+            NdArrayTensor::F32(g),
+            NdArrayTensor::F32(q),
+            NdArrayTensor::F32(k),
+            NdArrayTensor::F32(v),
+            NdArrayTensor::F32(p),
+        ) = (g, q, k, v, probs)
         else {
             return None;
         };
@@ -691,5 +696,39 @@ mod tests {
         let w = w2.inner().into_data().to_vec::<f32>().unwrap();
         let expected: Vec<f32> = (0..4).map(|i| w[i * 4..i * 4 + 4].iter().sum()).collect();
         assert_eq!(g, expected);
+    }
+
+    #[test]
+    fn fused_attention_equals_the_composed_core_with_gradients() {
+        use crate::nn::DualMatmul;
+        use burn::tensor::{activation::softmax, TensorPrimitive};
+        // Two bias rows repeated over four query rows; keys and values of batch 1 broadcast.
+        for kv_batch in [2, 1] {
+            let run = |fused: bool| {
+                let q = tensor(2 * 3 * 4 * 5, [2, 3, 4, 5], 0.1).require_grad();
+                let k = tensor(kv_batch * 3 * 6 * 5, [kv_batch, 3, 6, 5], 1.1).require_grad();
+                let v = tensor(kv_batch * 3 * 6 * 5, [kv_batch, 3, 6, 5], 2.1).require_grad();
+                let bias = tensor(2 * 6, [1, 1, 2, 6], 0.7);
+                let ctx = if fused {
+                    let p = |t: &Tensor<AB, 4>| t.clone().into_primitive().tensor();
+                    let out =
+                        AB::fused_attention(p(&q), p(&k), p(&v), Some(&p(&bias)), 0.4).expect("ndarray has the kernel");
+                    Tensor::<AB, 4>::from_primitive(TensorPrimitive::Float(out))
+                } else {
+                    let scores = q.clone().matmul(k.clone().swap_dims(2, 3)) * 0.4 + bias.repeat_dim(2, 2);
+                    softmax(scores, 3).matmul(v.clone())
+                };
+                let g = tensor(2 * 3 * 4 * 5, [2, 3, 4, 5], 3.3);
+                let grads = (ctx.clone() * g).sum().backward();
+                let flat = |t: Tensor<AB, 4>| t.into_data().to_vec::<f32>().unwrap();
+                let d = |t: &Tensor<AB, 4>| t.grad(&grads).unwrap().into_data().to_vec::<f32>().unwrap();
+                (flat(ctx), d(&q), d(&k), d(&v))
+            };
+            let (a, b) = (run(true), run(false));
+            let err = |x: &[f32], y: &[f32]| x.iter().zip(y).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+            let errs = [err(&a.0, &b.0), err(&a.1, &b.1), err(&a.2, &b.2), err(&a.3, &b.3)];
+            eprintln!("fused vs composed attention (kv batch {kv_batch}): ctx, dq, dk, dv {errs:?}");
+            assert!(errs.iter().all(|&e| e <= 1e-5), "{errs:?}");
+        }
     }
 }

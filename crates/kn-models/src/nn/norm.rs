@@ -90,3 +90,42 @@ mod tests {
         assert!((y[0] - 3.0 / rms).abs() < 1e-6 && (y[1] + 8.0 / rms).abs() < 1e-6, "{y:?}");
     }
 }
+
+#[cfg(test)]
+mod autodiff_tests {
+    use super::*;
+    use burn::tensor::TensorData;
+
+    type AB = crate::backend::AutodiffBackend;
+
+    fn tensor<const D: usize>(shape: [usize; D], seed: f32) -> Tensor<AB, D> {
+        let n: usize = shape.iter().product();
+        let v: Vec<f32> = (0..n).map(|i| (i as f32 * 0.37 + seed).sin() * 2.0 + 0.3).collect();
+        Tensor::from_data(TensorData::new(v, shape), &Default::default())
+    }
+
+    #[test]
+    fn forward_and_input_gradient_equal_the_composed_norm_on_every_backend() {
+        // On ndarray `forward` is the fused kernel; elsewhere both paths compose (trivially equal).
+        for kind in [NormKind::Layer, NormKind::Rms] {
+            let norm = Norm {
+                kind,
+                gamma: tensor([24], 1.0),
+                beta: (kind == NormKind::Layer).then(|| tensor([24], 2.0)),
+                eps: 1e-5,
+            };
+            let g = tensor([2, 3, 24], 3.0);
+            let run = |fused: bool| {
+                let x = tensor([2, 3, 24], 0.5).require_grad();
+                let y = if fused { norm.forward(x.clone()) } else { norm.composed(x.clone()) };
+                let grads = (y.clone() * g.clone()).sum().backward();
+                let dx = x.grad(&grads).unwrap().into_data().to_vec::<f32>().unwrap();
+                (y.into_data().to_vec::<f32>().unwrap(), dx)
+            };
+            let ((y, dx), (y2, dx2)) = (run(true), run(false));
+            let err = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+            eprintln!("{kind:?}: fused vs composed: values {:.1e}, gradients {:.1e}", err(&y, &y2), err(&dx, &dx2));
+            assert!(err(&y, &y2) <= 2e-6 && err(&dx, &dx2) <= 2e-5, "{kind:?}");
+        }
+    }
+}

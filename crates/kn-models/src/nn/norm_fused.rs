@@ -181,20 +181,29 @@ mod tests {
         let beta: Vec<f32> = (0..d).map(|i| (i as f32 * 0.7).sin()).collect();
         let g: Vec<f32> = (0..rows * d).map(|i| (i as f32 * 0.23).cos()).collect();
         let x64: Vec<f64> = x.iter().map(|&v| v as f64).collect();
-        let (g64, b64): (Vec<f64>, Vec<f64>) = (gamma.iter().map(|&v| v as f64).collect(), beta.iter().map(|&v| v as f64).collect());
+        let (g64, b64): (Vec<f64>, Vec<f64>) =
+            (gamma.iter().map(|&v| v as f64).collect(), beta.iter().map(|&v| v as f64).collect());
         let view = |v: &[f32], s: &[usize]| ArrayViewD::from_shape(IxDyn(s), v).unwrap().to_owned();
         for kind in [NormKind::Layer, NormKind::Rms] {
             let beta_v = (kind == NormKind::Layer).then(|| view(&beta, &[d]));
             let xs = view(&x, &[1, rows, d]);
             let (y, state) =
-                forward(xs.view(), view(&gamma, &[d]).view(), beta_v.as_ref().map(|b| b.view()), kind, 1e-5, true).unwrap();
+                forward(xs.view(), view(&gamma, &[d]).view(), beta_v.as_ref().map(|b| b.view()), kind, 1e-5, true)
+                    .unwrap();
             let state = state.unwrap();
             let (untracked, none) =
-                forward(xs.view(), view(&gamma, &[d]).view(), beta_v.as_ref().map(|b| b.view()), kind, 1e-5, false).unwrap();
+                forward(xs.view(), view(&gamma, &[d]).view(), beta_v.as_ref().map(|b| b.view()), kind, 1e-5, false)
+                    .unwrap();
             assert!(none.is_none());
             assert_eq!(y, untracked, "{kind:?}: keeping the state changed the values");
-            let dx = backward(view(&g, &[1, rows, d]).view(), state.xhat.view(), state.rstd.view(), view(&gamma, &[d]).view(), kind)
-                .unwrap();
+            let dx = backward(
+                view(&g, &[1, rows, d]).view(),
+                state.xhat.view(),
+                state.rstd.view(),
+                view(&gamma, &[d]).view(),
+                kind,
+            )
+            .unwrap();
             let beta_ref = (kind == NormKind::Layer).then_some(&b64[..]);
             let (mut worst_y, mut worst_g) = (0.0f64, 0.0f64);
             for r in 0..rows {
@@ -226,7 +235,8 @@ mod tests {
         let x = ndarray::Array2::from_shape_fn((4, 3), |(i, j)| i as f32 + j as f32 * 0.25);
         let gamma = ndarray::Array1::<f32>::ones(4).into_dyn();
         let (y, _) = forward(x.t().into_dyn(), gamma.view(), None, NormKind::Rms, 0.0, false).unwrap();
-        let (y2, _) = forward(x.t().to_owned().into_dyn().view(), gamma.view(), None, NormKind::Rms, 0.0, false).unwrap();
+        let (y2, _) =
+            forward(x.t().to_owned().into_dyn().view(), gamma.view(), None, NormKind::Rms, 0.0, false).unwrap();
         assert_eq!(y, y2);
         let wrong = ndarray::Array1::<f32>::ones(3).into_dyn();
         assert!(forward(x.t().into_dyn(), wrong.view(), None, NormKind::Layer, 1e-5, false).is_none());

@@ -7,7 +7,7 @@
 //! (measured in session 3; see README "Speed").
 #![allow(unsafe_code)]
 
-use ndarray::{Array2, ArrayView2, ArrayViewMut2};
+use ndarray::{Array2, ArrayView2, ArrayViewMut2, ShapeBuilder};
 
 /// Below this many multiply-adds a product runs on one thread.
 const PARALLEL_MIN_MACS: usize = 1 << 18;
@@ -22,7 +22,13 @@ pub(crate) fn matmul(a: ArrayView2<'_, f32>, b: ArrayView2<'_, f32>) -> Option<A
     if k != kb {
         return None;
     }
-    let mut out = Array2::<f32>::zeros((m, n));
+    // A weight read through a transposed view (`b` column-major: `[n, k]` stored) is multiplied
+    // into a column-major output: `gemm` then reads the weight in place, one contiguous column
+    // per output column, instead of gathering it element by element into its packing buffer
+    // (it orients every product by the output's layout). The result is turned row-major in one
+    // tiled pass over the (small) output.
+    let column_major = b.strides()[0] == 1 && b.strides()[1] != 1 && m > 1 && n > 1;
+    let mut out = if column_major { Array2::<f32>::zeros((m, n).f()) } else { Array2::<f32>::zeros((m, n)) };
     if m == 0 || n == 0 || k == 0 {
         return Some(out);
     }
@@ -40,11 +46,22 @@ pub(crate) fn matmul(a: ArrayView2<'_, f32>, b: ArrayView2<'_, f32>) -> Option<A
             let b = b.slice(ndarray::s![.., i * cols..i * cols + o.ncols()]);
             product(a, b, &mut o, gemm::Parallelism::None);
         });
-        return Some(out);
+    } else {
+        let parallelism = if big { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
+        product(a, b, &mut out.view_mut(), parallelism);
     }
-    let parallelism = if big { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
-    product(a, b, &mut out.view_mut(), parallelism);
-    Some(out)
+    Some(if column_major { row_major(out) } else { out })
+}
+
+/// A column-major array in row-major order ([`crate::weights::transpose_slice`] of its
+/// memory: tiled, in parallel).
+fn row_major(a: Array2<f32>) -> Array2<f32> {
+    let (m, n) = a.dim();
+    match a.as_slice_memory_order() {
+        Some(mem) => Array2::from_shape_vec((m, n), crate::weights::transpose_slice(mem, n, m))
+            .unwrap_or_else(|_| a.as_standard_layout().into_owned()),
+        None => a.as_standard_layout().into_owned(),
+    }
 }
 
 /// `out = a · b` through the `gemm` crate.

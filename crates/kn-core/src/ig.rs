@@ -4,7 +4,7 @@
 //! activations; only layer `l`'s FFN output and the layers above it run on the batch of scaled
 //! activations, and the head is evaluated at the target rows only.
 
-use burn::tensor::{backend::AutodiffBackend, Int, Tensor, TensorData};
+use burn::tensor::{backend::AutodiffBackend, Tensor, TensorData};
 
 use crate::attribution::{Attribution, AttributionConfig, Completeness, Method, ObjectiveFn, PieceCombination};
 use crate::predict::to_vec;
@@ -402,23 +402,13 @@ fn target_logprobs<B: AutodiffBackend, M: KnowledgeModel<B>>(
     targets: &[&[u32]],
 ) -> Tensor<B, 2> {
     let k = resid.dims()[0];
-    let logp = model.log_probs(gather_rows(resid, positions));
-    if let [ids] = targets {
-        let cols: Vec<Tensor<B, 3>> = ids
-            .iter()
-            .enumerate()
-            .map(|(j, &t)| logp.clone().slice([0..k, j..j + 1, t as usize..t as usize + 1]))
-            .collect();
-        return Tensor::cat(cols, 1).squeeze_dim(2);
-    }
-    // Stacked queries: each row its own targets, gathered along the vocabulary.
+    // Row j of batch entry b (stacked queries: query b % P) at its own target.
     let n_pos = positions.len();
     let p = targets.len().max(1);
-    let idx: Vec<i64> = (0..k)
-        .flat_map(|b| (0..n_pos).map(move |j| targets.get(b % p).and_then(|t| t.get(j)).map_or(0, |&t| i64::from(t))))
+    let ids: Vec<u32> = (0..k)
+        .flat_map(|b| (0..n_pos).map(move |j| targets.get(b % p).and_then(|t| t.get(j)).copied().unwrap_or(0)))
         .collect();
-    let idx = Tensor::<B, 3, Int>::from_data(TensorData::new(idx, [k, n_pos, 1]), &logp.device());
-    logp.gather(2, idx).squeeze_dim(2)
+    model.log_probs_at(gather_rows(resid, positions), &ids)
 }
 
 /// `Σ_k w_k ∇f(α_k a_l)` over one batch of quadrature points for each layer `l` of `layers`

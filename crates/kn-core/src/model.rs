@@ -163,6 +163,17 @@ pub trait KnowledgeModel<B: Backend>: Sync {
         crate::predict::log_softmax(self.logits(resid))
     }
 
+    /// [`Self::log_probs`] at one token per row: row `j` of batch entry `b` at
+    /// `ids[b · rows + j]`. The default takes the whole log-softmax and gathers; a model whose
+    /// backend has a fused kernel for it skips the `[batch, rows, vocab]` log-softmax and the
+    /// zero-filled gradient of the gather.
+    ///
+    /// # Shapes
+    /// - `resid`: `[batch, rows, d_model]`, `ids`: `batch · rows` entries; output: `[batch, rows]`
+    fn log_probs_at(&self, resid: Tensor<B, 3>, ids: &[u32]) -> Tensor<B, 2> {
+        crate::predict::gather_tokens(self.log_probs(resid), ids)
+    }
+
     /// FFN output weight of `layer`: row `i` is neuron `i`'s value vector.
     ///
     /// # Shapes

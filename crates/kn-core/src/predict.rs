@@ -78,6 +78,19 @@ pub fn log_softmax<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> 
     shifted - sum.log()
 }
 
+/// `logp[b, j, ids[b · rows + j]]`: one log-probability per row, gathered along the
+/// vocabulary (differentiable).
+///
+/// # Shapes
+/// - `logp`: `[batch, rows, vocab]`, `ids`: `batch · rows` entries; output: `[batch, rows]`
+pub fn gather_tokens<B: Backend>(logp: Tensor<B, 3>, ids: &[u32]) -> Tensor<B, 2> {
+    let [k, n, _] = logp.dims();
+    let idx: Vec<i64> = ids.iter().map(|&t| i64::from(t)).collect();
+    let idx =
+        Tensor::<B, 3, burn::tensor::Int>::from_data(burn::tensor::TensorData::new(idx, [k, n, 1]), &logp.device());
+    logp.gather(2, idx).squeeze_dim(2)
+}
+
 /// The `k` most probable tokens at `pos` of a one-sequence input, most probable first.
 pub fn top_k<B: Backend, M: KnowledgeModel<B>>(
     model: &M,

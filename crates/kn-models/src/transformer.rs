@@ -68,6 +68,14 @@ impl<B: DualMatmul> KnowledgeModel<B> for Transformer<B> {
         }
     }
 
+    fn log_probs_at(&self, resid: Tensor<B, 3>, ids: &[u32]) -> Tensor<B, 2> {
+        let logits = self.head.forward(resid.clone());
+        match B::fused_picked_log_softmax(logits.into_primitive().tensor(), ids) {
+            Some(y) => Tensor::from_primitive(burn::tensor::TensorPrimitive::Float(y)),
+            None => kn_core::predict::gather_tokens(self.log_probs(resid), ids),
+        }
+    }
+
     fn ffn_out_weight(&self, layer: usize) -> Tensor<B, 2> {
         self.blocks[layer].ffn_out.weight()
     }

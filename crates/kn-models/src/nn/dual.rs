@@ -194,6 +194,42 @@ pub trait DualMatmul: Backend {
         Self::attention_kernel(&q, &k, &v, bias, scale, false).map(|(ctx, _)| ctx)
     }
 
+    /// `log softmax(x)` at one column per row (`ids[row]`, rows in row-major order) from one
+    /// fused kernel, and its rows' normalisers for the backward pass; `None` where the backend
+    /// has none or an id is out of range.
+    ///
+    /// # Shapes
+    /// - `x`: `[.., vocab]`; values: `x`'s shape without its last axis; normalisers: `[rows]`
+    fn picked_log_softmax_kernel(
+        _x: &FloatTensor<Self>,
+        _ids: &[u32],
+    ) -> Option<(FloatTensor<Self>, FloatTensor<Self>)> {
+        None
+    }
+
+    /// The input gradient of [`DualMatmul::picked_log_softmax_kernel`] given the gradient `g`
+    /// of its values; `None` where the backend has no kernel.
+    ///
+    /// # Shapes
+    /// - `x`, output: `[.., vocab]`; `shift`: `[rows]`; `g`: `x`'s shape without its last axis
+    fn picked_log_softmax_backward_kernel(
+        _x: &FloatTensor<Self>,
+        _shift: &FloatTensor<Self>,
+        _ids: &[u32],
+        _g: &FloatTensor<Self>,
+    ) -> Option<FloatTensor<Self>> {
+        None
+    }
+
+    /// [`DualMatmul::picked_log_softmax_kernel`]'s values, differentiable on autodiff backends;
+    /// `None` where there is no kernel (the caller takes the whole log-softmax and gathers).
+    ///
+    /// # Shapes
+    /// - `x`: `[.., vocab]`; output: `x`'s shape without its last axis
+    fn fused_picked_log_softmax(x: FloatTensor<Self>, ids: &[u32]) -> Option<FloatTensor<Self>> {
+        Self::picked_log_softmax_kernel(&x, ids).map(|(y, _)| y)
+    }
+
     /// `wᵀ` of a 2-D tensor, materialised row-major in one pass on the backend's memory; `None`
     /// where the backend has no such kernel (the caller goes through the host).
     ///
@@ -259,6 +295,25 @@ impl DualMatmul for burn::backend::NdArray<f32> {
         use burn_ndarray::NdArrayTensor;
         let (NdArrayTensor::F32(ys), NdArrayTensor::F32(gs)) = (y, g) else { return None };
         Some(NdArrayTensor::from(super::softmax::log_softmax_backward(ys.view(), gs.view())?.into_shared()))
+    }
+
+    fn picked_log_softmax_kernel(x: &FloatTensor<Self>, ids: &[u32]) -> Option<(FloatTensor<Self>, FloatTensor<Self>)> {
+        use burn_ndarray::NdArrayTensor;
+        let NdArrayTensor::F32(xs) = x else { return None };
+        let (y, shift) = super::softmax::picked_log_softmax(xs.view(), ids)?;
+        Some((NdArrayTensor::from(y.into_shared()), NdArrayTensor::from(shift.into_shared())))
+    }
+
+    fn picked_log_softmax_backward_kernel(
+        x: &FloatTensor<Self>,
+        shift: &FloatTensor<Self>,
+        ids: &[u32],
+        g: &FloatTensor<Self>,
+    ) -> Option<FloatTensor<Self>> {
+        use burn_ndarray::NdArrayTensor;
+        let (NdArrayTensor::F32(x), NdArrayTensor::F32(s), NdArrayTensor::F32(g)) = (x, shift, g) else { return None };
+        let dx = super::softmax::picked_log_softmax_backward(x.view(), s.view(), ids, g.view())?;
+        Some(NdArrayTensor::from(dx.into_shared()))
     }
 
     fn attention_kernel(
@@ -494,6 +549,53 @@ fn attention_grad<B: DualMatmul>(
     }
 }
 
+/// The backward step of a picked log-softmax: its state is `(x, the rows' normalisers)`.
+#[derive(Debug)]
+struct PickedGrad {
+    ids: Vec<u32>,
+}
+
+impl<B: DualMatmul> Backward<B, 1> for PickedGrad {
+    type State = (FloatTensor<B>, FloatTensor<B>);
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+        let [parent] = ops.parents;
+        let grad = grads.consume::<B>(&ops.node);
+        if let Some(node) = parent {
+            let (x, shift) = ops.state;
+            grads.register::<B>(node.id, picked_grad::<B>(x, shift, &self.ids, grad));
+        }
+    }
+}
+
+/// The input gradient of a picked log-softmax, `g_r · (onehot(ids[r]) − exp(x_r − shift_r))`
+/// per row, from the backend's kernel, else from its primitives.
+fn picked_grad<B: DualMatmul>(
+    x: FloatTensor<B>,
+    shift: FloatTensor<B>,
+    ids: &[u32],
+    g: FloatTensor<B>,
+) -> FloatTensor<B> {
+    if let Some(dx) = B::picked_log_softmax_backward_kernel(&x, &shift, ids, &g) {
+        return dx;
+    }
+    let dims = x.shape().to_vec();
+    let width = dims.last().copied().unwrap_or(1);
+    let rows = ids.len();
+    let device = B::float_device(&x);
+    let flat = B::float_reshape(x, Shape::from([rows, width]));
+    let g = B::float_reshape(g, Shape::from([rows, 1]));
+    let probs = B::float_exp(B::float_sub(flat, B::float_reshape(shift, Shape::from([rows, 1]))));
+    let mut onehot = vec![0.0f32; rows * width];
+    for (r, &t) in ids.iter().enumerate() {
+        if let Some(o) = onehot.get_mut(r * width + t as usize) {
+            *o = 1.0;
+        }
+    }
+    let onehot = B::float_from_data(burn::tensor::TensorData::new(onehot, [rows, width]), &device);
+    B::float_reshape(B::float_mul(B::float_sub(onehot, probs), g), Shape::from(dims))
+}
+
 /// The input gradient of `y = log softmax(x)`: `g − exp(y) · Σ g`, from the backend's kernel,
 /// else from its primitives.
 fn log_softmax_grad<B: DualMatmul>(g: FloatTensor<B>, y: FloatTensor<B>) -> FloatTensor<B> {
@@ -523,6 +625,16 @@ impl<B: DualMatmul, C: CheckpointStrategy> DualMatmul for Autodiff<B, C> {
                 Some(prep.finish(y.clone(), y))
             }
             OpsKind::UnTracked(prep) => Some(prep.finish(B::log_softmax_kernel(&x.primitive)?)),
+        }
+    }
+
+    fn fused_picked_log_softmax(x: FloatTensor<Self>, ids: &[u32]) -> Option<FloatTensor<Self>> {
+        match (PickedGrad { ids: ids.to_vec() }).prepare::<C>([x.node.clone()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let (y, shift) = B::picked_log_softmax_kernel(&x.primitive, ids)?;
+                Some(prep.finish((x.primitive, shift), y))
+            }
+            OpsKind::UnTracked(prep) => Some(prep.finish(B::picked_log_softmax_kernel(&x.primitive, ids)?.0)),
         }
     }
 

@@ -42,12 +42,7 @@ pub(crate) fn log_softmax(x: ArrayViewD<'_, f32>) -> Option<ArrayD<f32>> {
         let item = rows_per_item(width) * width;
         y.par_chunks_mut(item).zip(input.par_chunks(item)).for_each(|(y, x)| {
             for (y, x) in y.chunks_exact_mut(width).zip(x.chunks_exact(width)) {
-                let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-                let mut total = 0.0f32;
-                for block in x.chunks(BLOCK) {
-                    total += block.iter().map(|&v| exp(v - max)).sum::<f32>();
-                }
-                let shift = max + total.ln();
+                let shift = log_sum_exp(x);
                 for (y, &x) in y.iter_mut().zip(x) {
                     *y = x - shift;
                 }
@@ -55,6 +50,66 @@ pub(crate) fn log_softmax(x: ArrayViewD<'_, f32>) -> Option<ArrayD<f32>> {
         });
     }
     ArrayD::from_shape_vec(shape, y).ok()
+}
+
+/// `log Σ exp(x)` of one row: the normaliser summed in blocks of [`BLOCK`] columns after the
+/// maximum is taken out.
+fn log_sum_exp(x: &[f32]) -> f32 {
+    let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    let mut total = 0.0f32;
+    for block in x.chunks(BLOCK) {
+        total += block.iter().map(|&v| exp(v - max)).sum::<f32>();
+    }
+    max + total.ln()
+}
+
+/// `log softmax(x)` of each row at one column per row, `ids[row]`, without the whole
+/// log-softmax array, and the rows' normalisers `log Σ exp(x)` for the backward pass. `None`
+/// if `ids` has not one entry per row or names a column past the last.
+///
+/// # Shapes
+/// - `x`: `[.., vocab]`; values: `x`'s shape without its last axis; normalisers: `[rows]`
+pub(crate) fn picked_log_softmax(x: ArrayViewD<'_, f32>, ids: &[u32]) -> Option<(ArrayD<f32>, ArrayD<f32>)> {
+    let width = *x.shape().last()?;
+    let rows = x.len() / width.max(1);
+    if width == 0 || ids.len() != rows || ids.iter().any(|&t| t as usize >= width) {
+        return None;
+    }
+    let input = standard(&x);
+    let shift: Vec<f32> = input.par_chunks(width).map(log_sum_exp).collect();
+    let values: Vec<f32> = (0..rows).map(|r| input[r * width + ids[r] as usize] - shift[r]).collect();
+    let shape = &x.shape()[..x.ndim() - 1];
+    Some((ArrayD::from_shape_vec(shape.to_vec(), values).ok()?, ArrayD::from_shape_vec(vec![rows], shift).ok()?))
+}
+
+/// The input gradient of [`picked_log_softmax`] given the gradient `g` of its values: row `r`
+/// is `g_r · (onehot(ids[r]) − softmax(x_r))`.
+///
+/// # Shapes
+/// - `x`, output: `[.., vocab]`; `shift`: `[rows]`; `g`: `x`'s shape without its last axis
+pub(crate) fn picked_log_softmax_backward(
+    x: ArrayViewD<'_, f32>,
+    shift: ArrayViewD<'_, f32>,
+    ids: &[u32],
+    g: ArrayViewD<'_, f32>,
+) -> Option<ArrayD<f32>> {
+    let width = *x.shape().last()?;
+    let rows = x.len() / width.max(1);
+    if width == 0 || ids.len() != rows || shift.len() != rows || g.len() != rows {
+        return None;
+    }
+    let (xs, shift, gs) = (standard(&x), standard(&shift), standard(&g));
+    let mut out = vec![0.0f32; xs.len()];
+    out.par_chunks_mut(width).zip(xs.par_chunks(width)).enumerate().for_each(|(r, (o, x))| {
+        let (g, s) = (gs[r], shift[r]);
+        for (o, &x) in o.iter_mut().zip(x) {
+            *o = -g * exp(x - s);
+        }
+        if let Some(o) = o.get_mut(ids[r] as usize) {
+            *o += g;
+        }
+    });
+    ArrayD::from_shape_vec(x.raw_dim(), out).ok()
 }
 
 /// The input gradient of `y = log softmax(x)`: `g − exp(y) · Σ g` over each row.
@@ -109,5 +164,34 @@ mod tests {
         println!("fused log_softmax vs f64: values {worst:.1e}, gradient {worst_grad:.1e}");
         assert!(worst < 2e-6, "{worst}");
         assert!(worst_grad < 1e-6, "{worst_grad}");
+    }
+
+    #[test]
+    fn picked_values_and_gradient_equal_the_whole_log_softmax() {
+        let (rows, v) = (4, 2 * super::BLOCK + 13);
+        let x =
+            ArrayD::from_shape_fn(IxDyn(&[2, 2, v]), |i| (((i[0] * 2 + i[1]) * v + i[2]) as f32 * 0.291).cos() * 7.0);
+        let ids = [3u32, 0, v as u32 - 1, 1500];
+        let g = ArrayD::from_shape_vec(IxDyn(&[2, 2]), vec![0.5f32, -1.0, 2.0, 0.25]).unwrap();
+        let (values, shift) = super::picked_log_softmax(x.view(), &ids).unwrap();
+        let y = super::log_softmax(x.view()).unwrap();
+        let dx = super::picked_log_softmax_backward(x.view(), shift.view(), &ids, g.view()).unwrap();
+        // The whole log-softmax's gradient of Σ_r g_r y[r, ids[r]].
+        let mut onehot = ArrayD::<f32>::zeros(IxDyn(&[2, 2, v]));
+        for r in 0..rows {
+            onehot[[r / 2, r % 2, ids[r] as usize]] = g.as_slice().unwrap()[r];
+        }
+        let want = super::log_softmax_backward(y.view(), onehot.view()).unwrap();
+        let mut worst = 0.0f32;
+        for r in 0..rows {
+            assert_eq!(values.as_slice().unwrap()[r], y[[r / 2, r % 2, ids[r] as usize]]);
+        }
+        for (a, b) in dx.iter().zip(want.iter()) {
+            worst = worst.max((a - b).abs());
+        }
+        println!("picked log-softmax gradient vs the whole one: {worst:.1e}");
+        assert!(worst <= 1e-6, "{worst}");
+        assert!(super::picked_log_softmax(x.view(), &[0, 1, 2, v as u32]).is_none(), "a column past the last");
+        assert!(super::picked_log_softmax(x.view(), &[0, 1]).is_none(), "one id per row");
     }
 }

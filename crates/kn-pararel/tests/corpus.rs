@@ -113,10 +113,10 @@ fn the_pararel_bad_input_corpus_gives_one_line_typed_errors() {
     cases.push(run(&["--steps", "0"], &["positive"]));
     cases.push(run(&["--steps", "10", "--batch-size", "3"], &["divisible"]));
     cases.push(run(&["--limit", "x"], &["--limit"]));
-    cases.push(case(
-        &["run", "-m", "/no/such/model", "--dataset", &planted, "--out", "/tmp/kn-x2"],
-        &["/no/such/model"],
-    ));
+    // The run folder goes in the test's own temporary folder (a fixed /tmp name was left behind).
+    let unloadable = t.join("unloadable").to_str().expect("utf-8").to_owned();
+    cases
+        .push(case(&["run", "-m", "/no/such/model", "--dataset", &planted, "--out", &unloadable], &["/no/such/model"]));
     // Run folders.
     let results = t.join("res");
     write(&results, "results.shard-0000-of-0002.jsonl", "");

@@ -11,19 +11,12 @@
 use ndarray::{ArrayD, ArrayViewD, IxDyn};
 use rayon::prelude::*;
 
+use super::softmax::standard;
 use super::NormKind;
 
 /// Rows per parallel work item (at least one).
 fn rows_per_item(width: usize) -> usize {
     ((1 << 14) / width.max(1)).max(1)
-}
-
-/// `x` as a row-major slice (copied only when it is not one already).
-fn standard<'a>(x: &'a ArrayViewD<'_, f32>) -> std::borrow::Cow<'a, [f32]> {
-    match x.as_slice() {
-        Some(s) => std::borrow::Cow::Borrowed(s),
-        None => std::borrow::Cow::Owned(x.iter().copied().collect()),
-    }
 }
 
 /// What the backward pass of a norm needs: the normalised input `x̂` (before the scale) and

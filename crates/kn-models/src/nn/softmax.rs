@@ -21,7 +21,7 @@ fn rows_per_item(width: usize) -> usize {
 }
 
 /// `x` as a row-major slice (copied only when it is not one already).
-fn standard<'a>(x: &'a ArrayViewD<'_, f32>) -> std::borrow::Cow<'a, [f32]> {
+pub(super) fn standard<'a>(x: &'a ArrayViewD<'_, f32>) -> std::borrow::Cow<'a, [f32]> {
     match x.as_slice() {
         Some(s) => std::borrow::Cow::Borrowed(s),
         None => std::borrow::Cow::Owned(x.iter().copied().collect()),

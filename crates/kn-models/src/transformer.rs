@@ -61,18 +61,15 @@ impl<B: DualMatmul> KnowledgeModel<B> for Transformer<B> {
     }
 
     fn log_probs(&self, resid: Tensor<B, 3>) -> Tensor<B, 3> {
-        let logits = self.head.forward(resid);
-        match B::fused_log_softmax(logits.clone().into_primitive().tensor()) {
-            Some(y) => Tensor::from_primitive(burn::tensor::TensorPrimitive::Float(y)),
-            None => kn_core::predict::log_softmax(logits),
-        }
+        log_softmax_of(self.head.forward(resid))
     }
 
     fn log_probs_at(&self, resid: Tensor<B, 3>, ids: &[u32]) -> Tensor<B, 2> {
-        let logits = self.head.forward(resid.clone());
-        match B::fused_picked_log_softmax(logits.into_primitive().tensor(), ids) {
+        let logits = self.head.forward(resid);
+        match B::fused_picked_log_softmax(logits.clone().into_primitive().tensor(), ids) {
             Some(y) => Tensor::from_primitive(burn::tensor::TensorPrimitive::Float(y)),
-            None => kn_core::predict::gather_tokens(self.log_probs(resid), ids),
+            // The head ran once: the fallback takes the log-softmax of the same logits.
+            None => kn_core::predict::gather_tokens(log_softmax_of(logits), ids),
         }
     }
 
@@ -129,5 +126,17 @@ impl<B: DualMatmul> KnowledgeModel<B> for Transformer<B> {
         input: &ModelInput<B>,
     ) -> Option<Tensor<B, 3>> {
         self.blocks[layer].attention_half_suffix(suffix, prefix, input)
+    }
+}
+
+/// `log softmax(logits)` over the vocabulary: the backend's fused kernel where it has one, else
+/// composed ([`kn_core::predict::log_softmax`]).
+///
+/// # Shapes
+/// - `logits`, output: `[batch, rows, vocab]`
+fn log_softmax_of<B: DualMatmul>(logits: Tensor<B, 3>) -> Tensor<B, 3> {
+    match B::fused_log_softmax(logits.clone().into_primitive().tensor()) {
+        Some(y) => Tensor::from_primitive(burn::tensor::TensorPrimitive::Float(y)),
+        None => kn_core::predict::log_softmax(logits),
     }
 }

@@ -44,6 +44,20 @@ pub trait DualMatmul: Backend {
         reshaped_matmul::<Self>(x, w)
     }
 
+    /// `x · w + bias` (the bias added to every row); the default is [`DualMatmul::rows_matmul`]
+    /// and the backend's broadcast add. The ndarray backend writes the bias into the product's
+    /// output before accumulating onto it (no add pass, no second output).
+    ///
+    /// # Shapes
+    /// - `x`: `[.., k]` (rank ≥ 2), `w`: `[k, n]`, `bias`: `[n]`; output: `[.., n]`
+    fn rows_matmul_bias(
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        bias: Option<FloatTensor<Self>>,
+    ) -> FloatTensor<Self> {
+        add_bias::<Self>(Self::rows_matmul(x, w), bias)
+    }
+
     /// `act(x)` and, with `derivative`, `act'(x)`, from one fused kernel; `None` where the
     /// backend has none (the default).
     ///
@@ -239,17 +253,20 @@ pub trait DualMatmul: Backend {
         None
     }
 
-    /// `x · w`, where `wt()` gives `wᵀ` stored contiguously (called only when the input
-    /// gradient will be needed) and `w` is never differentiated.
+    /// `x · w + bias`, where `wt()` gives `wᵀ` stored contiguously (called only when the
+    /// input gradient will be needed) and neither `w` nor the bias is differentiated (if either
+    /// is, the general ops are used).
     ///
     /// # Shapes
-    /// - `x`: `[.., k]` (rank ≥ 2), `w`: `[k, n]`, `wt()`: `[n, k]`; output: `[.., n]`
+    /// - `x`: `[.., k]` (rank ≥ 2), `w`: `[k, n]`, `bias`: `[n]`, `wt()`: `[n, k]`; output:
+    ///   `[.., n]`
     fn dual_matmul(
         x: FloatTensor<Self>,
         w: FloatTensor<Self>,
+        bias: Option<FloatTensor<Self>>,
         _wt: impl FnOnce() -> FloatTensor<Self>,
     ) -> FloatTensor<Self> {
-        Self::rows_matmul(x, w)
+        Self::rows_matmul_bias(x, w, bias)
     }
 }
 
@@ -259,23 +276,45 @@ impl DualMatmul for burn::backend::NdArray<f32> {
     const CONCURRENT_PASSES: bool = true;
 
     fn rows_matmul(x: FloatTensor<Self>, w: FloatTensor<Self>) -> FloatTensor<Self> {
+        Self::rows_matmul_bias(x, w, None)
+    }
+
+    fn rows_matmul_bias(
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        bias: Option<FloatTensor<Self>>,
+    ) -> FloatTensor<Self> {
         use burn_ndarray::NdArrayTensor;
         use ndarray::{Ix2, IxDyn};
         if let (NdArrayTensor::F32(xs), NdArrayTensor::F32(ws)) = (&x, &w) {
+            let bias_view = match &bias {
+                None => Some(None),
+                Some(NdArrayTensor::F32(bs)) => Some(Some(bs.view())),
+                Some(_) => None,
+            };
+            // `None`: a bias of another dtype or not contiguous (the composed path takes it).
+            let bias_values = match &bias_view {
+                Some(Some(v)) => v.as_slice().map(Some),
+                Some(None) => Some(None),
+                None => None,
+            };
             let (xv, wv) = (xs.view(), ws.view());
             let mut dims = xv.shape().to_vec();
             let k = dims.pop().unwrap_or(1);
             let rows: usize = dims.iter().product();
             // Both reshapes are views; they fail only for a strided `x` or a non-2-D `w`.
-            // `gemm::matmul` refuses mismatched inner dimensions.
-            if let (Ok(x2), Ok(w2)) = (xv.into_shape_with_order((rows, k)), wv.into_dimensionality::<Ix2>()) {
+            // `gemm::matmul_bias` refuses mismatched inner dimensions and bias lengths.
+            if let (Ok(x2), Ok(w2), Some(b)) =
+                (xv.into_shape_with_order((rows, k)), wv.into_dimensionality::<Ix2>(), bias_values)
+            {
                 dims.push(w2.ncols());
-                if let Some(Ok(y)) = super::gemm::matmul(x2, w2).map(|y| y.into_shape_with_order(IxDyn(&dims))) {
+                if let Some(Ok(y)) = super::gemm::matmul_bias(x2, w2, b).map(|y| y.into_shape_with_order(IxDyn(&dims)))
+                {
                     return NdArrayTensor::from(y.into_shared());
                 }
             }
         }
-        reshaped_matmul::<Self>(x, w)
+        add_bias::<Self>(reshaped_matmul::<Self>(x, w), bias)
     }
 
     fn transpose_2d(w: &FloatTensor<Self>) -> Option<FloatTensor<Self>> {
@@ -421,6 +460,20 @@ impl DualMatmul for burn::backend::Wgpu<f32, i32> {
 #[cfg(feature = "cuda")]
 impl DualMatmul for burn::backend::Cuda<f32, i32> {
     const KEEP_TRANSPOSE: bool = false;
+}
+
+/// `y + bias` over the last axis of `y` through the backend's broadcast add (`y` itself
+/// without a bias).
+///
+/// # Shapes
+/// - `y`: `[.., n]`, `bias`: `[n]`; output: `[.., n]`
+fn add_bias<B: Backend>(y: FloatTensor<B>, bias: Option<FloatTensor<B>>) -> FloatTensor<B> {
+    let Some(bias) = bias else { return y };
+    let mut dims = vec![1; y.shape().num_dims()];
+    if let (Some(last), Some(&n)) = (dims.last_mut(), bias.shape().last()) {
+        *last = n;
+    }
+    B::float_add(y, B::float_reshape(bias, Shape::from(dims)))
 }
 
 /// [`DualMatmul::rows_matmul`] through the backend's own reshape and 2-D product.
@@ -698,15 +751,18 @@ impl<B: DualMatmul, C: CheckpointStrategy> DualMatmul for Autodiff<B, C> {
     fn dual_matmul(
         x: FloatTensor<Self>,
         w: FloatTensor<Self>,
+        bias: Option<FloatTensor<Self>>,
         wt: impl FnOnce() -> FloatTensor<Self>,
     ) -> FloatTensor<Self> {
-        if w.is_tracked() {
-            // Someone differentiates the weights: the general product handles both operands.
-            return Self::rows_matmul(x, w);
+        if w.is_tracked() || bias.as_ref().is_some_and(|b| b.is_tracked()) {
+            // Someone differentiates the weights: the general product and add handle every
+            // operand.
+            return Self::rows_matmul_bias(x, w, bias);
         }
+        let bias = bias.map(|b| b.primitive);
         match StateGrad::<B>(B::rows_matmul).prepare::<C>([x.node.clone()]).compute_bound().stateful() {
-            OpsKind::Tracked(prep) => prep.finish(wt().primitive, B::rows_matmul(x.primitive, w.primitive)),
-            OpsKind::UnTracked(prep) => prep.finish(B::rows_matmul(x.primitive, w.primitive)),
+            OpsKind::Tracked(prep) => prep.finish(wt().primitive, B::rows_matmul_bias(x.primitive, w.primitive, bias)),
+            OpsKind::UnTracked(prep) => prep.finish(B::rows_matmul_bias(x.primitive, w.primitive, bias)),
         }
     }
 }
@@ -777,6 +833,47 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_fused_bias_gives_the_composed_forward_and_gradients() {
+        // The bias written into the product's output (ndarray) against `x·W + b` through burn's
+        // general ops, in every kept layout, with rows on both sides of the column-major
+        // threshold; then a tracked bias, which takes the general path and gets its gradient.
+        let device = Default::default();
+        for (d_in, d_out) in [(8, 40), (40, 8), (16, 16)] {
+            for rows in [5, 70] {
+                let w = tensor(d_in * d_out, [d_in, d_out], 1.0);
+                let b = tensor(d_out, [d_out], 4.0);
+                let raw = crate::weights::RawTensor {
+                    shape: vec![d_in, d_out],
+                    data: w.clone().into_data().to_vec::<f32>().unwrap(),
+                };
+                let lin = Linear::<AB>::from_raw(raw, Some(b.clone()), &device);
+                let x = tensor(rows * d_in, [1, rows, d_in], 2.0).require_grad();
+                let g = tensor(rows * d_out, [1, rows, d_out], 3.0);
+                let y = lin.forward(x.clone());
+                let grads = (y.clone() * g.clone()).sum().backward();
+                let fast = x.grad(&grads).unwrap().into_data().to_vec::<f32>().unwrap();
+                let x2 = tensor(rows * d_in, [1, rows, d_in], 2.0).require_grad();
+                let y2 = x2.clone().reshape([rows, d_in]).matmul(w.clone()).reshape([1, rows, d_out])
+                    + b.clone().unsqueeze::<3>();
+                let grads2 = (y2.clone() * g).sum().backward();
+                let plain = x2.grad(&grads2).unwrap().into_data().to_vec::<f32>().unwrap();
+                let (y, y2) = (y.into_data().to_vec::<f32>().unwrap(), y2.into_data().to_vec::<f32>().unwrap());
+                let rel = |a: &[f32], b: &[f32]| {
+                    a.iter().zip(b).map(|(a, b)| (a - b).abs() / b.abs().max(1.0)).fold(0.0f32, f32::max)
+                };
+                let (ey, eg) = (rel(&y, &y2), rel(&fast, &plain));
+                eprintln!("fused bias {d_in}x{d_out}, {rows} rows: output {ey:e}, input gradient {eg:e}");
+                assert!(ey <= 1e-5 && eg <= 1e-5, "{d_in}x{d_out}, {rows} rows: {ey} {eg}");
+            }
+        }
+        let w = tensor(8 * 40, [8, 40], 1.0);
+        let lin = Linear::<AB>::new(w, Some(tensor(40, [40], 4.0).require_grad()));
+        let grads = lin.forward(tensor(3 * 8, [1, 3, 8], 2.0)).sum().backward();
+        let db = lin.bias.as_ref().unwrap().grad(&grads).expect("the tracked bias has a gradient");
+        assert_eq!(db.into_data().to_vec::<f32>().unwrap(), vec![3.0; 40], "d/db Σ y = the row count");
     }
 
     #[test]

@@ -7,31 +7,58 @@
 //! (measured in session 3; see README "Speed").
 #![allow(unsafe_code)]
 
+use std::mem::MaybeUninit;
+
 use ndarray::{Array2, ArrayView2, ArrayViewMut2, ShapeBuilder};
 
 /// Below this many multiply-adds a product runs on one thread.
 const PARALLEL_MIN_MACS: usize = 1 << 18;
+
+/// Up to this many rows, a weight read through a transposed view is multiplied into a
+/// column-major output (see [`matmul_bias`]). Measured with `bench --kernels`-style products
+/// on bert/gpt2 shapes (session 11, the 2-core AVX-512 Xeon): 1.1-1.5× faster at 20 rows
+/// counting the pass that turns the output row-major, level at 100-320 rows on `d_ff` outputs
+/// and 10-35 % slower from 160 rows on the 30,522- and 50,257-column heads, where that pass
+/// over a large output costs more than gemm's gathering of the weight.
+const COLUMN_MAJOR_MAX_ROWS: usize = 64;
 
 /// `a · b` as a new row-major array; `None` if the inner dimensions differ.
 ///
 /// # Shapes
 /// - `a`: `[m, k]`, `b`: `[k, n]` (any strides); output: `[m, n]`
 pub(crate) fn matmul(a: ArrayView2<'_, f32>, b: ArrayView2<'_, f32>) -> Option<Array2<f32>> {
+    matmul_bias(a, b, None)
+}
+
+/// `a · b + bias` (the bias added to every row) as a new row-major array; `None` if the inner
+/// dimensions differ or the bias is not `n` long.
+///
+/// The output is never zero-filled: without a bias `gemm` writes every element without
+/// reading it, and with one each thread first writes the bias into its own block of the
+/// output and `gemm` accumulates onto it (`dst = dst + a·b`), so the bias costs no pass of its
+/// own (burn-ndarray's broadcast add allocated a second output and filled it on one thread).
+///
+/// # Shapes
+/// - `a`: `[m, k]`, `b`: `[k, n]` (any strides), `bias`: `[n]`; output: `[m, n]`
+pub(crate) fn matmul_bias(a: ArrayView2<'_, f32>, b: ArrayView2<'_, f32>, bias: Option<&[f32]>) -> Option<Array2<f32>> {
     let (m, k) = a.dim();
     let (kb, n) = b.dim();
-    if k != kb {
+    if k != kb || bias.is_some_and(|v| v.len() != n) {
         return None;
     }
-    // A weight read through a transposed view (`b` column-major: `[n, k]` stored) is multiplied
-    // into a column-major output: `gemm` then reads the weight in place, one contiguous column
-    // per output column, instead of gathering it element by element into its packing buffer
-    // (it orients every product by the output's layout). The result is turned row-major in one
-    // tiled pass over the (small) output.
-    let column_major = b.strides()[0] == 1 && b.strides()[1] != 1 && m > 1 && n > 1;
-    let mut out = if column_major { Array2::<f32>::zeros((m, n).f()) } else { Array2::<f32>::zeros((m, n)) };
     if m == 0 || n == 0 || k == 0 {
-        return Some(out);
+        return Some(match bias {
+            Some(v) => Array2::from_shape_fn((m, n), |(_, j)| v[j]),
+            None => Array2::zeros((m, n)),
+        });
     }
+    // A weight read through a transposed view (`b` column-major: `[n, k]` stored) is multiplied
+    // into a column-major output when there are few rows: `gemm` then reads the weight in
+    // place, one contiguous column per output column, instead of gathering it element by
+    // element into its packing buffer (it orients every product by the output's layout). The
+    // result is turned row-major in one tiled pass over the (small) output.
+    let column_major = b.strides()[0] == 1 && b.strides()[1] != 1 && m > 1 && n > 1 && m <= COLUMN_MAJOR_MAX_ROWS;
+    let mut out = if column_major { Array2::uninit((m, n).f()) } else { Array2::uninit((m, n)) };
     let threads = rayon::current_num_threads();
     let big = threads > 1 && m.saturating_mul(n).saturating_mul(k) >= PARALLEL_MIN_MACS;
     // Over the pool: one column block of the output per thread, each a single-threaded
@@ -42,14 +69,24 @@ pub(crate) fn matmul(a: ArrayView2<'_, f32>, b: ArrayView2<'_, f32>) -> Option<A
     if big && cols < n {
         use rayon::prelude::*;
         let blocks: Vec<_> = out.axis_chunks_iter_mut(ndarray::Axis(1), cols).enumerate().collect();
-        blocks.into_par_iter().for_each(|(i, mut o)| {
-            let b = b.slice(ndarray::s![.., i * cols..i * cols + o.ncols()]);
-            product(a, b, &mut o, gemm::Parallelism::None);
+        let written = blocks.into_par_iter().all(|(i, mut o)| {
+            let j0 = i * cols;
+            let b = b.slice(ndarray::s![.., j0..j0 + o.ncols()]);
+            product(a, b, bias.map(|v| &v[j0..j0 + o.ncols()]), &mut o, gemm::Parallelism::None)
         });
+        if !written {
+            return None;
+        }
     } else {
         let parallelism = if big { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
-        product(a, b, &mut out.view_mut(), parallelism);
+        if !product(a, b, bias, &mut out.view_mut(), parallelism) {
+            return None;
+        }
     }
+    // SAFETY: every element was written: `product` returned true for every block (the blocks
+    // tile the output), so it wrote all of that block's elements, by `gemm` with
+    // `read_dst = false` or by the bias fill before an accumulating `gemm`.
+    let out = unsafe { out.assume_init() };
     Some(if column_major { row_major(out) } else { out })
 }
 
@@ -64,27 +101,41 @@ fn row_major(a: Array2<f32>) -> Array2<f32> {
     }
 }
 
-/// `out = a · b` through the `gemm` crate.
+/// `out = a · b (+ bias)` through the `gemm` crate, every element of `out` written; false
+/// (and nothing written) if the shapes disagree.
+///
+/// # Shapes
+/// - `a`: `[m, k]`, `b`: `[k, n]`, `bias`: `[n]`, `out`: `[m, n]` (any strides)
 fn product(
     a: ArrayView2<'_, f32>,
     b: ArrayView2<'_, f32>,
-    out: &mut ArrayViewMut2<'_, f32>,
+    bias: Option<&[f32]>,
+    out: &mut ArrayViewMut2<'_, MaybeUninit<f32>>,
     parallelism: gemm::Parallelism,
-) {
+) -> bool {
     let (m, k) = a.dim();
     let n = b.dim().1;
-    if b.dim().0 != k || out.dim() != (m, n) {
-        return;
+    if b.dim().0 != k || out.dim() != (m, n) || bias.is_some_and(|v| v.len() != n) {
+        return false;
+    }
+    if let Some(v) = bias {
+        // In the output's memory order, so each thread touches its block's pages once.
+        ndarray::Zip::indexed(&mut *out).for_each(|(_, j), o| {
+            o.write(v[j]);
+        });
     }
     let (a_rs, a_cs) = (a.strides()[0], a.strides()[1]);
     let (b_rs, b_cs) = (b.strides()[0], b.strides()[1]);
     let (o_rs, o_cs) = (out.strides()[0], out.strides()[1]);
-    let out_ptr = out.as_mut_ptr();
+    let out_ptr = out.as_mut_ptr().cast::<f32>();
     // SAFETY: `a`, `b` and `out` are live views of `m × k`, `k × n` and `m × n` elements (checked
     // above) whose element (i, j) sits at `as_ptr() + i·rs + j·cs` (ndarray's layout contract,
     // also for negative strides); `out` is borrowed mutably, so nothing else reads or writes its
-    // elements meanwhile, and it aliases neither input (`matmul` hands it fresh arrays or
-    // disjoint column blocks of one). `read_dst = false` with beta = 1 computes `out = a·b`.
+    // elements meanwhile, and it aliases neither input (`matmul_bias` hands it fresh arrays or
+    // disjoint column blocks of one); `MaybeUninit<f32>` has `f32`'s layout. Without a bias,
+    // `read_dst = false` with beta = 1 computes `out = a·b` and never reads `out` (which may be
+    // uninitialised); with one, every element was initialised just above and `read_dst = true`
+    // with alpha = beta = 1 computes `out = out + a·b`.
     unsafe {
         gemm::gemm(
             m,
@@ -93,14 +144,14 @@ fn product(
             out_ptr,
             o_cs,
             o_rs,
-            false,
+            bias.is_some(),
             a.as_ptr(),
             a_cs,
             a_rs,
             b.as_ptr(),
             b_cs,
             b_rs,
-            0.0f32,
+            if bias.is_some() { 1.0f32 } else { 0.0f32 },
             1.0f32,
             false,
             false,
@@ -108,6 +159,7 @@ fn product(
             parallelism,
         );
     }
+    true
 }
 
 /// `aᵀ` as a new row-major array ([`crate::weights::transpose_slice`]: tiled, in parallel).
@@ -207,6 +259,40 @@ mod tests {
             }
         }
         assert!(super::matmul(a.view(), a.view()).is_none(), "6x8 · 6x8 must be refused");
+    }
+
+    #[test]
+    fn a_bias_lands_on_every_row_in_both_output_layouts() {
+        // Transposed-view weights: column-major output up to 64 rows, row-major above; above
+        // and below the parallel threshold (the column blocks get their own bias slices).
+        for &(m, k, n, strided) in
+            &[(3, 5, 4, false), (20, 90, 300, true), (100, 90, 300, true), (70, 64, 97, false), (1, 7, 9, true)]
+        {
+            let a = filled(m, k, 0.3);
+            let stored = filled(n, k, 1.7);
+            let b = if strided { stored.t().to_owned() } else { filled(k, n, 1.7) };
+            let rhs = if strided { stored.t() } else { b.view() };
+            let bias: Vec<f32> = (0..n).map(|j| (j as f32 * 0.11).cos()).collect();
+            let got = super::matmul_bias(a.view(), rhs, Some(&bias)).unwrap();
+            assert!(got.is_standard_layout());
+            let want = naive(&a, &b);
+            let mut worst = 0.0f64;
+            for ((i, j), g) in got.indexed_iter() {
+                worst = worst.max((*g as f64 - want[i * n + j] - bias[j] as f64).abs());
+            }
+            eprintln!("matmul_bias {m}x{k}x{n} (strided {strided}): max error {worst:e}");
+            assert!(worst <= 1e-5 * k as f64, "{m}x{k}x{n}: {worst}");
+            let plain = super::matmul(a.view(), rhs).unwrap();
+            assert!(plain.iter().zip(&want).all(|(g, w)| (*g as f64 - w).abs() <= 1e-5 * k as f64));
+        }
+        let empty =
+            super::matmul_bias(Array2::zeros((2, 0)).view(), Array2::zeros((0, 3)).view(), Some(&[1.0, 2.0, 3.0]));
+        assert_eq!(empty.unwrap(), ndarray::arr2(&[[1.0, 2.0, 3.0], [1.0, 2.0, 3.0]]), "k = 0 leaves the bias");
+        let a = filled(4, 6, 0.1);
+        assert!(
+            super::matmul_bias(a.view(), filled(6, 5, 0.2).view(), Some(&[0.0; 4])).is_none(),
+            "a bias of 4 for 5 columns"
+        );
     }
 
     #[test]

@@ -134,16 +134,13 @@ impl<B: DualMatmul> Linear<B> {
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let x = x.into_primitive().tensor();
         let w = self.weight().into_primitive().tensor();
+        let bias = self.bias.as_ref().map(|b| b.clone().into_primitive().tensor());
         let y = if B::KEEP_TRANSPOSE {
-            B::dual_matmul(x, w, || self.backward_operand().into_primitive().tensor())
+            B::dual_matmul(x, w, bias, || self.backward_operand().into_primitive().tensor())
         } else {
-            B::rows_matmul(x, w)
+            B::rows_matmul_bias(x, w, bias)
         };
-        let y = Tensor::<B, 3>::from_primitive(TensorPrimitive::Float(y));
-        match &self.bias {
-            Some(bias) => y + bias.clone().unsqueeze::<3>(),
-            None => y,
-        }
+        Tensor::<B, 3>::from_primitive(TensorPrimitive::Float(y))
     }
 }
 

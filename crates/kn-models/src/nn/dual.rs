@@ -287,16 +287,15 @@ impl DualMatmul for burn::backend::NdArray<f32> {
         use burn_ndarray::NdArrayTensor;
         use ndarray::{Ix2, IxDyn};
         if let (NdArrayTensor::F32(xs), NdArrayTensor::F32(ws)) = (&x, &w) {
+            // The bias as one slice; `None` for a bias of another dtype or a strided one, which
+            // the composed path below takes.
             let bias_view = match &bias {
-                None => Some(None),
-                Some(NdArrayTensor::F32(bs)) => Some(Some(bs.view())),
-                Some(_) => None,
+                Some(NdArrayTensor::F32(bs)) => Some(bs.view()),
+                _ => None,
             };
-            // `None`: a bias of another dtype or not contiguous (the composed path takes it).
-            let bias_values = match &bias_view {
-                Some(Some(v)) => v.as_slice().map(Some),
-                Some(None) => Some(None),
-                None => None,
+            let bias_values = match &bias {
+                None => Some(None),
+                Some(_) => bias_view.as_ref().and_then(|v| v.as_slice()).map(Some),
             };
             let (xv, wv) = (xs.view(), ws.view());
             let mut dims = xv.shape().to_vec();

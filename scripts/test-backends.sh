@@ -28,7 +28,7 @@ run_tch() {
   torch_lib="$("$venv/bin/python" -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')"
   PATH="$venv/bin:$PATH" LIBTORCH_USE_PYTORCH=1 LD_LIBRARY_PATH="$torch_lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
     CARGO_TARGET_DIR="$root/target/tch" \
-    cargo test -p kn-models --locked --no-default-features --features tch,hub
+    cargo test -p kn-models --locked --no-default-features --features tch,hub ${KN_CARGO_TIMINGS:+--timings}
 }
 
 have_vulkan() {
@@ -53,7 +53,8 @@ run_wgpu() {
   # logits and tokenizer included), the attribution tests of real models are left to the CPU builds.
   CARGO_TARGET_DIR="$root/target/wgpu" cargo test -p kn-models --locked --no-default-features --features wgpu,hub \
     --tests --config 'profile.dev.package."*".opt-level=1' --config 'profile.dev.package."*".debug=false' \
-    --config 'profile.test.debug=false' -- --skip antiberty_knowledge:: --skip smollm2_knowledge:: \
+    --config 'profile.test.debug=false' ${KN_CARGO_TIMINGS:+--timings} \
+    -- --skip antiberty_knowledge:: --skip smollm2_knowledge:: \
     --skip smollm2_integrated_gradients --skip smollm2_optimised
 }
 

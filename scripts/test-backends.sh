@@ -46,14 +46,17 @@ run_wgpu() {
       return 1
     fi
   fi
-  # Dependencies at opt-level 1 and without debug info: the arithmetic runs in the Vulkan
-  # driver, and this halves the build (23 min here instead of 43). The antiberty_knowledge
+  # Dependencies at opt-level 1, the workspace crates at 0, and no debug info: the arithmetic
+  # runs in the Vulkan driver. Dependencies at 1 halved the build (23 min here instead of 43);
+  # kn-models at 0 compiles in 18 s instead of about 150 s of its test binaries at 1, and its
+  # tests ran no slower (68 s against 88 s, session 13). The antiberty_knowledge
   # test (IG over 15 prompts of a real model) takes over 15 min on lavapipe, and the SmolLM2
   # attributions (30 layers, 49k vocabulary) are heavier still: the parity tests run (SmolLM2's
   # logits and tokenizer included), the attribution tests of real models are left to the CPU builds.
   CARGO_TARGET_DIR="$root/target/wgpu" cargo test -p kn-models --locked --no-default-features --features wgpu,hub \
     --tests --config 'profile.dev.package."*".opt-level=1' --config 'profile.dev.package."*".debug=false' \
-    --config 'profile.test.debug=false' ${KN_CARGO_TIMINGS:+--timings} \
+    --config 'profile.test.debug=false' --config 'profile.dev.opt-level=0' --config 'profile.test.opt-level=0' \
+    ${KN_CARGO_TIMINGS:+--timings} \
     -- --skip antiberty_knowledge:: --skip smollm2_knowledge:: \
     --skip smollm2_integrated_gradients --skip smollm2_optimised
 }

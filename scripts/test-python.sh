@@ -22,9 +22,10 @@ if [ ! -f "$venv/.python-tests-done" ]; then
 fi
 # No build isolation: maturin from the venv (pinned above), no download at every run. The dev
 # profile (opt-level 1, dependencies at 3: the settings of `cargo test`, Cargo.toml), not the
-# release build users get: it reuses most of the crates the Rust tests compiled (2 min 42 s here
-# against about 8 min for a release build of them all), and float results do not depend on the
-# optimisation level (no fast-math), so what pytest checks is the same.
+# release build users get: it reuses most of the crates the Rust tests compiled (2 min 42 s
+# here, where a release build compiles every crate again: kn-cli's took 8 min 27 s), and float
+# results do not depend on the optimisation level (no fast-math), so what pytest checks is the
+# same.
 PATH="$venv/bin:$PATH" MATURIN_PEP517_ARGS="${MATURIN_PEP517_ARGS---profile dev}" \
   "${pip[@]}" --no-build-isolation --force-reinstall --no-deps ./crates/kn-py
 [ -x target/debug/kn-cli ] || cargo build -p kn-cli

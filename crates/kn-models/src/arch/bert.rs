@@ -25,9 +25,12 @@ pub fn load<B: DualMatmul>(l: &mut Loader<'_, B>) -> Result<Transformer<B>, Load
     let c = l.cfg.clone();
     let (d, v) = (c.d_model, c.vocab_size);
     let p = detect_prefix(l.weights, "bert.", "embeddings.word_embeddings.weight");
-    let word = l.raw(&format!("{p}embeddings.word_embeddings.weight"), &[v, d])?;
+    let (word, unembed) = l.embeddings_and_unembedding(
+        &format!("{p}embeddings.word_embeddings.weight"),
+        "cls.predictions.decoder.weight",
+    )?;
     let embeddings = Embeddings {
-        word: word.clone().into_tensor(l.device),
+        word,
         position: Some(l.matrix(&format!("{p}embeddings.position_embeddings.weight"), c.max_positions, d)?),
         token_type: Some(l.matrix(
             &format!("{p}embeddings.token_type_embeddings.weight"),
@@ -70,11 +73,6 @@ pub fn load<B: DualMatmul>(l: &mut Loader<'_, B>) -> Result<Transformer<B>, Load
     let bias = l.vector("cls.predictions.bias", v)?;
     // `decoder.bias` is the same parameter as `cls.predictions.bias` in transformers.
     l.weights.take_opt("cls.predictions.decoder.bias", &[v])?;
-    let head = LmHead {
-        final_norm: None,
-        transform: Some(transform),
-        unembed: l.unembedding("cls.predictions.decoder.weight", &word, &embeddings.word)?,
-        bias: Some(bias),
-    };
+    let head = LmHead { final_norm: None, transform: Some(transform), unembed, bias: Some(bias) };
     Ok(Transformer { embeddings, blocks, head, objective: Objective::MaskedLm, max_positions: c.max_positions })
 }

@@ -26,12 +26,11 @@ use crate::transformer::Transformer;
 /// Builds a Llama-family model with its LM head.
 pub fn load<B: DualMatmul>(l: &mut Loader<'_, B>) -> Result<Transformer<B>, LoadError> {
     let c = l.cfg.clone();
-    let (d, v, f) = (c.d_model, c.vocab_size, c.d_ff);
+    let (d, f) = (c.d_model, c.d_ff);
     let (q_width, kv_width) = (c.n_heads * c.head_dim, c.n_kv_heads * c.head_dim);
     let rope = c.rope.as_ref().map(|r| Rotary::new(r.theta, c.head_dim, r.scaling.as_ref()));
-    let embed = l.raw("model.embed_tokens.weight", &[v, d])?;
-    let embeddings =
-        Embeddings { word: embed.clone().into_tensor(l.device), position: None, token_type: None, norm: None };
+    let (word, unembed) = l.embeddings_and_unembedding("model.embed_tokens.weight", "lm_head.weight")?;
+    let embeddings = Embeddings { word, position: None, token_type: None, norm: None };
     let mut blocks = Vec::with_capacity(c.n_layers);
     for i in 0..c.n_layers {
         let n = format!("model.layers.{i}");
@@ -59,11 +58,6 @@ pub fn load<B: DualMatmul>(l: &mut Loader<'_, B>) -> Result<Transformer<B>, Load
             ffn_out: l.linear(&format!("{n}.mlp.down_proj"), f, d, Layout::OutIn, c.mlp_bias)?,
         });
     }
-    let head = LmHead {
-        final_norm: Some(l.norm("model.norm")?),
-        transform: None,
-        unembed: l.unembedding("lm_head.weight", &embed, &embeddings.word)?,
-        bias: None,
-    };
+    let head = LmHead { final_norm: Some(l.norm("model.norm")?), transform: None, unembed, bias: None };
     Ok(Transformer { embeddings, blocks, head, objective: Objective::CausalLm, max_positions: c.max_positions })
 }

@@ -90,31 +90,37 @@ impl<B: DualMatmul> Loader<'_, B> {
         Ok(Norm { kind, gamma, beta, eps: self.cfg.eps })
     }
 
-    /// The transposed unembedding `[d_model, vocab]`: `explicit` if the checkpoint has it
-    /// (an untied or duplicated head), else the tied token embedding `tied` (`[vocab, d_model]`,
-    /// on the host, and `table`, the same values on the device), which an untied config
-    /// (`tie_word_embeddings: false`) does not allow.
+    /// The token-embedding table `name` (`[vocab, d_model]`) on the device, and the
+    /// unembedding `[d_model, vocab]`: `explicit` if the checkpoint has it and its values differ
+    /// from the table's (an untied head), else the table itself, which an untied config
+    /// (`tie_word_embeddings: false`) requires to be present.
     ///
-    /// A tied head (or an explicit one equal to the embedding, as BERT checkpoints save it) keeps
-    /// the embedding table itself as its `Wᵀ` where maps keep `Wᵀ` (no copy of the table).
-    pub fn unembedding(
+    /// Both are read here, so the table is decoded once and never copied: a tied head (or an
+    /// explicit one equal to the table, as BERT checkpoints may save it) keeps the embedding
+    /// table itself as its `Wᵀ` where maps keep `Wᵀ`.
+    pub fn embeddings_and_unembedding(
         &mut self,
+        name: &str,
         explicit: &str,
-        tied: &RawTensor,
-        table: &burn::tensor::Tensor<B, 2>,
-    ) -> Result<Linear<B>, LoadError> {
+    ) -> Result<(burn::tensor::Tensor<B, 2>, Linear<B>), LoadError> {
         let (v, d) = (self.cfg.vocab_size, self.cfg.d_model);
+        let table = self.raw(name, &[v, d])?;
         let w = if self.cfg.tie_word_embeddings {
             self.weights.take_opt(explicit, &[v, d])?
         } else {
             Some(self.weights.take(explicit, &[v, d])?)
         };
-        Ok(match w {
-            Some(w) if w.data != tied.data => Linear::from_raw_transposed(w, None, self.device),
-            // Tied (or saved equal to the embedding): the table itself, where the map keeps `Wᵀ`.
-            _ if Linear::<B>::keeps_transposed(d, v) => Linear::from_transposed(table.clone(), None),
-            _ => Linear::from_raw_transposed(tied.clone(), None, self.device),
-        })
+        if let Some(w) = w.filter(|w| w.data != table.data) {
+            return Ok((table.into_tensor(self.device), Linear::from_raw_transposed(w, None, self.device)));
+        }
+        if Linear::<B>::keeps_transposed(d, v) {
+            let table = table.into_tensor(self.device);
+            return Ok((table.clone(), Linear::from_transposed(table, None)));
+        }
+        // A backend that keeps `[d_in, d_out]`, or a vocabulary narrower than `d_model`: the
+        // head is the table transposed (what `Linear::from_raw_transposed` builds then).
+        let head = Linear::new(table.transposed().into_tensor(self.device), None);
+        Ok((table.into_tensor(self.device), head))
     }
 }
 
@@ -140,11 +146,11 @@ pub fn load_gpt<B: DualMatmul>(
     attn: impl Fn(&mut Loader<'_, B>, &str, usize) -> Result<Attention<B>, LoadError>,
 ) -> Result<Transformer<B>, LoadError> {
     let c = l.cfg.clone();
-    let (d, v) = (c.d_model, c.vocab_size);
+    let d = c.d_model;
     let p = detect_prefix(l.weights, "transformer.", "wte.weight");
-    let wte = l.raw(&format!("{p}wte.weight"), &[v, d])?;
+    let (word, unembed) = l.embeddings_and_unembedding(&format!("{p}wte.weight"), "lm_head.weight")?;
     let embeddings = Embeddings {
-        word: wte.clone().into_tensor(l.device),
+        word,
         position: Some(l.matrix(&format!("{p}wpe.weight"), c.max_positions, d)?),
         token_type: None,
         norm: None,
@@ -163,11 +169,6 @@ pub fn load_gpt<B: DualMatmul>(
             ffn_out: l.linear(&format!("{n}.mlp.c_proj"), c.d_ff, d, mlp, true)?,
         });
     }
-    let head = LmHead {
-        final_norm: Some(l.norm(&format!("{p}ln_f"))?),
-        transform: None,
-        unembed: l.unembedding("lm_head.weight", &wte, &embeddings.word)?,
-        bias: None,
-    };
+    let head = LmHead { final_norm: Some(l.norm(&format!("{p}ln_f"))?), transform: None, unembed, bias: None };
     Ok(Transformer { embeddings, blocks, head, objective: Objective::CausalLm, max_positions: c.max_positions })
 }

@@ -317,9 +317,13 @@ fn group_pass<B: AutodiffBackend, M: KnowledgeModel<B>>(
 ) -> Result<GroupPass, KnError> {
     let mut grads: Vec<Vec<Vec<f32>>> =
         group.iter().map(|&l| acts.iter().map(|a| vec![0.0f32; a[l].len()]).collect()).collect();
+    // The objective at a quadrature point `α = 0` (the default rule's first point) is IG's
+    // baseline objective: taken from the gradient pass, it needs no pass of its own.
+    let mut f_at_zero: Option<Vec<Vec<f32>>> = None;
     if cfg.method != Method::MaxActivations {
         for chunk in points.chunks(cfg.batch_size) {
-            let gc = weighted_grads(model, c, group, positions, targets, acts, chunk, cfg)?;
+            let (gc, f0) = weighted_grads(model, c, group, positions, targets, acts, chunk, cfg)?;
+            f_at_zero = f_at_zero.or(f0);
             for (per_query, c) in grads.iter_mut().zip(gc) {
                 for (g, c) in per_query.iter_mut().zip(c) {
                     g.iter_mut().zip(c).for_each(|(x, y)| *x += y);
@@ -327,9 +331,11 @@ fn group_pass<B: AutodiffBackend, M: KnowledgeModel<B>>(
             }
         }
     }
-    // The objective with each layer's activations zeroed (IG's baseline), one pass.
-    let f_zero = match cfg.method {
-        Method::IntegratedGradients => {
+    // The objective with each layer's activations zeroed (IG's baseline), one pass when no
+    // quadrature point gave it.
+    let f_zero = match (cfg.method, f_at_zero) {
+        (Method::IntegratedGradients, Some(f)) => f,
+        (Method::IntegratedGradients, None) => {
             let d_ff = model.dims().d_ff;
             let n = acts.len();
             let zeros = group.iter().map(|_| Tensor::zeros([n, positions.len(), d_ff], &model.device())).collect();
@@ -412,9 +418,11 @@ fn target_logprobs<B: AutodiffBackend, M: KnowledgeModel<B>>(
 }
 
 /// `Σ_k w_k ∇f(α_k a_l)` over one batch of quadrature points for each layer `l` of `layers`
-/// and each stacked query, `[layer][query][n_pos * d_ff]` on the host. The layers' tails are
-/// stacked into one batch for the head and differentiated in one backward pass; within a
-/// layer's part of the batch, row `i·P + m` is point `i` of query `m`.
+/// and each stacked query, `[layer][query][n_pos * d_ff]` on the host, and, when one of the
+/// points is `α = 0`, the objective there (`[layer][query]`: IG's baseline objective, the
+/// activations zeroed). The layers' tails are stacked into one batch for the head and
+/// differentiated in one backward pass; within a layer's part of the batch, row `i·P + m` is
+/// point `i` of query `m`.
 #[allow(clippy::too_many_arguments)]
 fn weighted_grads<B: AutodiffBackend, M: KnowledgeModel<B>>(
     model: &M,
@@ -425,7 +433,7 @@ fn weighted_grads<B: AutodiffBackend, M: KnowledgeModel<B>>(
     acts: &[&[Vec<f32>]],
     points: &[(f32, f32)],
     cfg: &AttributionConfig,
-) -> Result<Vec<Vec<Vec<f32>>>, KnError> {
+) -> Result<(Vec<Vec<Vec<f32>>>, Option<Vec<Vec<f32>>>), KnError> {
     let (k, n) = (points.len(), acts.len());
     let n_pos = positions.len();
     let device = model.device();
@@ -442,11 +450,23 @@ fn weighted_grads<B: AutodiffBackend, M: KnowledgeModel<B>>(
     }
     let resid = final_rows(model, c, layers, positions, xs.clone(), cfg)?;
     let f = objective_from_resid(model, resid, &local(positions), targets, cfg);
+    // `0 · a` is the zero baseline for finite activations; were one not finite, neither would
+    // the gradients be, and the pass fails on them below.
+    let f_zero = match points.iter().position(|p| p.0 == 0.0) {
+        Some(i) => {
+            let values = to_vec(f.clone())?;
+            let per_layer: Vec<Vec<f32>> = (0..layers.len())
+                .map(|li| (0..n).map(|m| values.get((li * k + i) * n + m).copied().unwrap_or(f32::NAN)).collect())
+                .collect();
+            Some(per_layer)
+        }
+        None => None,
+    };
     let weights: Vec<f32> =
         layers.iter().flat_map(|_| points.iter().flat_map(|p| std::iter::repeat_n(p.1, n))).collect();
     let w: Tensor<B, 1> = Tensor::from_data(TensorData::new(weights, [k * n * layers.len()]), &device);
     let grads = crate::schedule::exclusive_backward(|| (f * w).sum().backward());
-    layers
+    let grads = layers
         .iter()
         .zip(xs)
         .map(|(&l, x)| {
@@ -463,7 +483,8 @@ fn weighted_grads<B: AutodiffBackend, M: KnowledgeModel<B>>(
             }
             Ok(per_query)
         })
-        .collect()
+        .collect::<Result<_, KnError>>()?;
+    Ok((grads, f_zero))
 }
 
 /// Reads a one-element tensor.

@@ -220,3 +220,44 @@ fn stacked_prompts_give_each_prompts_scores_on_every_architecture() {
     check_stacked("tiny-mistral", 9, &[8]);
     check_stacked("tiny-llama", 7, &[3]);
 }
+
+/// IG's baseline objective (the layer's activations at the target zeroed) is read off the
+/// gradient pass when a quadrature point is `α = 0` (EAI's rule, the trapezoid) and has a pass
+/// of its own otherwise (midpoint): both equal the plain computation, a full forward pass with
+/// the activations zeroed by a hook, within `TOL.optimised_rel` relative.
+#[test]
+fn the_baseline_objective_equals_a_plain_zeroed_pass_with_and_without_an_alpha_zero_point() {
+    use kn_core::Quadrature;
+    let cases = [
+        ("tiny-bert", Query { ids: vec![2, 5, 22, 8, 26, 9, 4, 3], positions: vec![6], target_ids: vec![25] }),
+        ("tiny-gpt2", Query { ids: vec![5, 17, 33, 2, 80, 41], positions: vec![5], target_ids: vec![12] }),
+    ];
+    for (name, q) in cases {
+        let (model, _) = load_dir::<AB>(&fixture(name), &[], &Default::default()).unwrap();
+        let dims = model.dims();
+        let dev = Default::default();
+        let input = ModelInput::<AB>::from_ids(&q.ids, &dev);
+        let (pos, target) = (q.positions[0], q.target_ids[0] as usize);
+        let plain: Vec<f32> = (0..dims.n_layers)
+            .map(|l| {
+                let zero = Tensor::<AB, 2>::zeros([1, dims.d_ff], &dev);
+                let logits = forward_hooked(&model, &input, &mut Put { layer: l, pos, x: zero });
+                let v = dims.vocab_size;
+                let p = kn_core::predict::log_softmax(logits.slice([0..1, pos..pos + 1, 0..v]).reshape([1, v])).exp();
+                values(p.slice([0..1, target..target + 1]).inner())[0]
+            })
+            .collect();
+        for quadrature in [Quadrature::EaiLinspace, Quadrature::Trapezoid, Quadrature::Midpoint] {
+            let cfg = AttributionConfig { steps: 6, batch_size: 3, quadrature, ..Default::default() };
+            let run = attribute(&model, std::slice::from_ref(&q), &cfg).unwrap();
+            for (l, (c, want)) in run.completeness.unwrap().iter().zip(&plain).enumerate() {
+                let rel = (c.f_zero - want).abs() / want.abs().max(1e-6);
+                within(
+                    &format!("{name} {quadrature:?} layer {l}: baseline objective vs plain"),
+                    rel,
+                    TOL.optimised_rel,
+                );
+            }
+        }
+    }
+}

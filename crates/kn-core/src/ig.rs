@@ -280,6 +280,13 @@ fn finish(
     Attribution { scores, target_ids, base_prob: token_probs.iter().product(), token_probs, config: *cfg, completeness }
 }
 
+/// Per layer and stacked query, a vector (`[layer][query][..]`).
+type LayerQueryVecs = Vec<Vec<Vec<f32>>>;
+
+/// [`weighted_grads`]' gradient sums and, when a point is `α = 0`, the objective there
+/// (`[layer][query]`).
+type WeightedGrads = (LayerQueryVecs, Option<Vec<Vec<f32>>>);
+
 /// What one group of layers contributes to each stacked query: per layer and query,
 /// `Σ_k w_k ∇f(α_k a_l)` at the target positions (`[n_pos * d_ff]`), and, for IG, the
 /// objective with the layer's activations zeroed.
@@ -433,7 +440,7 @@ fn weighted_grads<B: AutodiffBackend, M: KnowledgeModel<B>>(
     acts: &[&[Vec<f32>]],
     points: &[(f32, f32)],
     cfg: &AttributionConfig,
-) -> Result<(Vec<Vec<Vec<f32>>>, Option<Vec<Vec<f32>>>), KnError> {
+) -> Result<WeightedGrads, KnError> {
     let (k, n) = (points.len(), acts.len());
     let n_pos = positions.len();
     let device = model.device();

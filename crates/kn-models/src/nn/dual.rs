@@ -235,6 +235,21 @@ pub trait DualMatmul: Backend {
         None
     }
 
+    /// [`DualMatmul::picked_log_softmax_backward_kernel`] written over `x`, taken by value
+    /// (the backward pass owns it and no longer needs it); `Err(x)` where the backend cannot
+    /// (another reference to `x`'s memory, another layout), and the caller allocates.
+    ///
+    /// # Shapes
+    /// - `x`, output: `[.., vocab]`; `shift`: `[rows]`; `g`: `x`'s shape without its last axis
+    fn picked_log_softmax_backward_in_place(
+        x: FloatTensor<Self>,
+        _shift: &FloatTensor<Self>,
+        _ids: &[u32],
+        _g: &FloatTensor<Self>,
+    ) -> Result<FloatTensor<Self>, FloatTensor<Self>> {
+        Err(x)
+    }
+
     /// [`DualMatmul::picked_log_softmax_kernel`]'s values, differentiable on autodiff backends;
     /// `None` where there is no kernel (the caller takes the whole log-softmax and gathers).
     ///
@@ -352,6 +367,29 @@ impl DualMatmul for burn::backend::NdArray<f32> {
         let (NdArrayTensor::F32(x), NdArrayTensor::F32(s), NdArrayTensor::F32(g)) = (x, shift, g) else { return None };
         let dx = super::softmax::picked_log_softmax_backward(x.view(), s.view(), ids, g.view())?;
         Some(NdArrayTensor::from(dx.into_shared()))
+    }
+
+    fn picked_log_softmax_backward_in_place(
+        x: FloatTensor<Self>,
+        shift: &FloatTensor<Self>,
+        ids: &[u32],
+        g: &FloatTensor<Self>,
+    ) -> Result<FloatTensor<Self>, FloatTensor<Self>> {
+        use burn_ndarray::NdArrayTensor;
+        let (NdArrayTensor::F32(storage), NdArrayTensor::F32(s), NdArrayTensor::F32(g)) = (&x, shift, g) else {
+            return Err(x);
+        };
+        // Unique owned memory only: `into_owned` then moves it, never copies.
+        if !storage.is_unique() || storage.view().as_slice().is_none() {
+            return Err(x);
+        }
+        let (s, g) = (s.view(), g.view());
+        let NdArrayTensor::F32(storage) = x else { return Err(x) };
+        let mut array = storage.into_owned();
+        if !super::softmax::picked_log_softmax_backward_in_place(&mut array.view_mut(), s, ids, g) {
+            return Err(NdArrayTensor::from(array));
+        }
+        Ok(NdArrayTensor::from(array))
     }
 
     fn attention_kernel(
@@ -628,6 +666,10 @@ fn picked_grad<B: DualMatmul>(
     ids: &[u32],
     g: FloatTensor<B>,
 ) -> FloatTensor<B> {
+    let x = match B::picked_log_softmax_backward_in_place(x, &shift, ids, &g) {
+        Ok(dx) => return dx,
+        Err(x) => x,
+    };
     if let Some(dx) = B::picked_log_softmax_backward_kernel(&x, &shift, ids, &g) {
         return dx;
     }

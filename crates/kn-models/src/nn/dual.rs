@@ -376,16 +376,15 @@ impl DualMatmul for burn::backend::NdArray<f32> {
         g: &FloatTensor<Self>,
     ) -> Result<FloatTensor<Self>, FloatTensor<Self>> {
         use burn_ndarray::NdArrayTensor;
-        let (NdArrayTensor::F32(storage), NdArrayTensor::F32(s), NdArrayTensor::F32(g)) = (&x, shift, g) else {
-            return Err(x);
-        };
-        // Unique owned memory only: `into_owned` then moves it, never copies.
-        if !storage.is_unique() || storage.view().as_slice().is_none() {
-            return Err(x);
-        }
-        let (s, g) = (s.view(), g.view());
+        let (NdArrayTensor::F32(s), NdArrayTensor::F32(g)) = (shift, g) else { return Err(x) };
         let NdArrayTensor::F32(storage) = x else { return Err(x) };
+        // Unique owned memory only: `into_owned` then moves it, never copies (and writing to a
+        // shared array would copy it first).
+        if !storage.is_unique() {
+            return Err(NdArrayTensor::F32(storage));
+        }
         let mut array = storage.into_owned();
+        let (s, g) = (s.view(), g.view());
         if !super::softmax::picked_log_softmax_backward_in_place(&mut array.view_mut(), s, ids, g) {
             return Err(NdArrayTensor::from(array));
         }

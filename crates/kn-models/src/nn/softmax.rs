@@ -106,8 +106,8 @@ fn log_sum_exp_body(x: &[f32]) -> f32 {
     max + total.ln()
 }
 
-/// `out = a · exp(x − s) + b · g` element-wise (the two log-softmax gradients), with the widest
-/// instructions this CPU has.
+/// `out = a · exp(x − s) + b · g` element-wise (the whole log-softmax's gradient), with the
+/// widest instructions this CPU has.
 fn exp_row(out: &mut [f32], x: &[f32], s: f32, a: f32, g: &[f32], b: f32) {
     #[cfg(target_arch = "x86_64")]
     if wide() {
@@ -129,14 +129,8 @@ fn exp_row_avx2(out: &mut [f32], x: &[f32], s: f32, a: f32, g: &[f32], b: f32) {
 
 #[inline(always)]
 fn exp_row_body(out: &mut [f32], x: &[f32], s: f32, a: f32, g: &[f32], b: f32) {
-    if g.is_empty() {
-        for (o, &x) in out.iter_mut().zip(x) {
-            *o = a * exp(x - s);
-        }
-    } else {
-        for ((o, &x), &g) in out.iter_mut().zip(x).zip(g) {
-            *o = a * exp(x - s) + b * g;
-        }
+    for ((o, &x), &g) in out.iter_mut().zip(x).zip(g) {
+        *o = a * exp(x - s) + b * g;
     }
 }
 
@@ -160,7 +154,8 @@ pub(crate) fn picked_log_softmax(x: ArrayViewD<'_, f32>, ids: &[u32]) -> Option<
 }
 
 /// The input gradient of [`picked_log_softmax`] given the gradient `g` of its values: row `r`
-/// is `g_r · (onehot(ids[r]) − softmax(x_r))`.
+/// is `g_r · (onehot(ids[r]) − softmax(x_r))`, as a new array (`x` copied, then
+/// [`picked_log_softmax_backward_in_place`]); `None` when the shapes disagree.
 ///
 /// # Shapes
 /// - `x`, output: `[.., vocab]`; `shift`: `[rows]`; `g`: `x`'s shape without its last axis
@@ -170,21 +165,8 @@ pub(crate) fn picked_log_softmax_backward(
     ids: &[u32],
     g: ArrayViewD<'_, f32>,
 ) -> Option<ArrayD<f32>> {
-    let width = *x.shape().last()?;
-    let rows = x.len() / width.max(1);
-    if width == 0 || ids.len() != rows || shift.len() != rows || g.len() != rows {
-        return None;
-    }
-    let (xs, shift, gs) = (standard(&x), standard(&shift), standard(&g));
-    let mut out = vec![0.0f32; xs.len()];
-    out.par_chunks_mut(width).zip(xs.par_chunks(width)).enumerate().for_each(|(r, (o, x))| {
-        let (g, s) = (gs[r], shift[r]);
-        exp_row(o, x, s, -g, &[], 0.0);
-        if let Some(o) = o.get_mut(ids[r] as usize) {
-            *o += g;
-        }
-    });
-    ArrayD::from_shape_vec(x.raw_dim(), out).ok()
+    let mut out = x.as_standard_layout().into_owned();
+    picked_log_softmax_backward_in_place(&mut out.view_mut(), shift, ids, g).then_some(out)
 }
 
 /// [`picked_log_softmax_backward`] written over `x` itself, which the backward pass owns and

@@ -13,6 +13,7 @@ pub mod config;
 pub mod cuda_probe;
 pub mod error;
 pub mod gguf;
+pub mod host_memory;
 pub mod load;
 pub mod nn;
 pub mod prompt;

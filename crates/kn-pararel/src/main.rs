@@ -288,6 +288,8 @@ struct MergeArgs {
 }
 
 fn main() -> ExitCode {
+    // Attribution's temporaries recycled instead of page-faulted afresh (4-6 % of IG).
+    kn_models::host_memory::retain_freed_memory();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

@@ -16,6 +16,8 @@ use pyo3::prelude::*;
 /// The extension module.
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    // The interpreter's malloc keeps what attribution frees, for reuse (README "Python").
+    kn_models::host_memory::retain_freed_memory();
     errors::register(m)?;
     m.add_class::<model::Model>()?;
     m.add_class::<model::Undo>()?;

@@ -13,8 +13,6 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    // Attribution's temporaries recycled instead of page-faulted afresh (4-6 % of IG).
-    kn_models::host_memory::retain_freed_memory();
     let cli = match cli::Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => return usage_error(e),

@@ -9,12 +9,16 @@
 //! one-prompt IG, about a tenth of its `perf` samples in the kernel's `clear_page` on a 2-core KVM guest
 //! (session 15, `perf`). With the heap kept (the mmap threshold at glibc's 64-bit maximum,
 //! trimming only above 2 GiB free, the heap grown 256 MiB at a time) steady-state passes
-//! fault no page at all, and IG runs 4-6 % faster on bert and gpt2 shapes with the same
+//! fault no page at all, and IG runs 3-5 % faster on bert and gpt2 shapes with the same
 //! peak RSS (README "Speed", session 15). Neither jemalloc nor mimalloc did better here
 //! (session 14), and this needs no dependency beyond the C library's own `mallopt`.
 //!
-//! A process-wide choice, so only programs call it (kn-cli, kn-pararel, the Python module),
-//! never the library on its own initiative. Elsewhere than on glibc it does nothing.
+//! It is a bet on reuse: an allocation served from the kept heap is cleared by `calloc` on
+//! the calling thread where a fresh `mmap` came zeroed, so a process that runs one forward
+//! pass and exits (`kn-cli predict`: 0.30 -> 0.32 s) loses what many passes gain. A
+//! process-wide choice, so only programs call it, for attribution work (kn-cli's `attribute`,
+//! `neurons` and `bench`, kn-pararel, the Python module), never the library on its own
+//! initiative. Elsewhere than on glibc it does nothing.
 
 /// Makes glibc's `malloc` keep freed memory for reuse (see the module docs); returns whether
 /// every setting was accepted (always `false` where the C library is not glibc).

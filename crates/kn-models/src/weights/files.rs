@@ -259,16 +259,24 @@ fn release(map: &memmap2::Mmap, bytes: std::ops::Range<usize>) {
     let _ = (map, bytes);
 }
 
-/// Decodes little-endian values of `N` bytes into f32, in parallel chunks.
+/// Decodes little-endian values of `N` bytes into f32, in parallel chunks, each value written
+/// once into an uninitialised vector (a zeroed one can cost a clearing pass on one thread
+/// first: see [`super::transpose_with`]).
+#[allow(unsafe_code)]
 fn convert<const N: usize>(raw: &[u8], dec: impl Fn([u8; N]) -> f32 + Sync) -> Vec<f32> {
     use rayon::prelude::*;
     const CHUNK: usize = 1 << 16;
-    let mut data = vec![0.0f32; raw.len() / N];
-    data.par_chunks_mut(CHUNK).zip(raw.par_chunks(CHUNK * N)).for_each(|(out, bytes)| {
+    let n = raw.len() / N;
+    let mut data: Vec<f32> = Vec::with_capacity(n);
+    data.spare_capacity_mut()[..n].par_chunks_mut(CHUNK).zip(raw.par_chunks(CHUNK * N)).for_each(|(out, bytes)| {
         for (o, b) in out.iter_mut().zip(bytes.chunks_exact(N)) {
-            *o = dec(at(b, 0));
+            o.write(dec(at(b, 0)));
         }
     });
+    // SAFETY: the capacity is at least `n`, and every one of the first `n` slots was written:
+    // output chunk `k` holds slots `k·CHUNK..` and byte chunk `k` the `N`-byte values of those
+    // same slots (`raw` holds at least `n·N` bytes), so the zip pairs each slot with its value.
+    unsafe { data.set_len(n) };
     data
 }
 

@@ -79,13 +79,20 @@ pub(crate) fn transpose_slice(src: &[f32], r: usize, c: usize) -> Vec<f32> {
 ///
 /// # Shapes
 /// - output: `[c, r]`, row-major
+///
+/// The output is allocated uninitialised and written once: a zeroed allocation (`calloc`)
+/// would have the allocator clear reused heap memory on the calling thread first, one more
+/// pass over the whole tensor before the parallel one (with [`crate::host_memory`]'s settings,
+/// most of a cold load's time went there).
+#[allow(unsafe_code)]
 pub(crate) fn transpose_with(r: usize, c: usize, get: impl Fn(usize) -> f32 + Sync) -> Vec<f32> {
     use rayon::prelude::*;
     const TILE: usize = 32;
-    let mut dst = vec![0.0f32; r * c];
-    if r > 0 && c > 0 {
+    let n = r * c;
+    let mut dst: Vec<f32> = Vec::with_capacity(n);
+    if n > 0 {
         // Each work item fills TILE output rows (TILE input columns) completely, tile by tile.
-        dst.par_chunks_mut(TILE * r).enumerate().for_each(|(k, block)| {
+        dst.spare_capacity_mut()[..n].par_chunks_mut(TILE * r).enumerate().for_each(|(k, block)| {
             let j0 = k * TILE;
             let rows = block.len() / r;
             for i0 in (0..r).step_by(TILE) {
@@ -93,12 +100,18 @@ pub(crate) fn transpose_with(r: usize, c: usize, get: impl Fn(usize) -> f32 + Sy
                 for j in 0..rows {
                     let out = &mut block[j * r + i0..j * r + i1];
                     for (o, i) in out.iter_mut().zip(i0..i1) {
-                        *o = get(i * c + j0 + j);
+                        o.write(get(i * c + j0 + j));
                     }
                 }
             }
         });
     }
+    // SAFETY: the capacity is at least `n` and every one of the first `n` slots was written
+    // above: the chunks of `TILE·r` slots tile them, and chunk `k` (`rows` whole output rows of
+    // `r` slots, since `TILE·r` divides every chunk but the last, which holds `n - k·TILE·r`,
+    // a multiple of `r`) has each of its rows `j` written over `i0..i1` for tiles `i0` covering
+    // `0..r`. `get` panicking would unwind out of `for_each` before this line.
+    unsafe { dst.set_len(n) };
     dst
 }
 

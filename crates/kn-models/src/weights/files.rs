@@ -194,7 +194,7 @@ impl Mapped {
             [r, c] if transpose => Some((r, c)),
             _ => None,
         };
-        let data = match self.dtype {
+        let (data, non_finite) = match self.dtype {
             Dtype::F32 => decode(raw, transposed, f32::from_le_bytes),
             Dtype::F16 => decode(raw, transposed, |b| half::f16::from_le_bytes(b).to_f32()),
             Dtype::BF16 => decode(raw, transposed, |b| half::bf16::from_le_bytes(b).to_f32()),
@@ -205,18 +205,18 @@ impl Mapped {
             Some((r, c)) => vec![c, r],
             None => self.shape.clone(),
         };
-        let non_finite = count_non_finite(&data);
         (RawTensor { shape, data }, non_finite)
     }
 }
 
 /// Little-endian values of `N` bytes decoded to f32, row-major as stored, or for
-/// `transposed = Some((r, c))` the `[c, r]` transpose of the `[r, c]` values, in one pass.
+/// `transposed = Some((r, c))` the `[c, r]` transpose of the `[r, c]` values, and how many are
+/// not finite, in one pass.
 fn decode<const N: usize>(
     raw: &[u8],
     transposed: Option<(usize, usize)>,
     dec: impl Fn([u8; N]) -> f32 + Sync,
-) -> Vec<f32> {
+) -> (Vec<f32>, usize) {
     match transposed {
         Some((r, c)) => super::transpose_with(r, c, |k| dec(at(raw, k))),
         None => convert(raw, dec),
@@ -261,31 +261,43 @@ fn release(map: &memmap2::Mmap, bytes: std::ops::Range<usize>) {
 
 /// Decodes little-endian values of `N` bytes into f32, in parallel chunks, each value written
 /// once into an uninitialised vector (a zeroed one can cost a clearing pass on one thread
-/// first: see [`super::transpose_with`]).
+/// first: see [`super::transpose_with`]), and counts those that are not finite on the way.
 #[allow(unsafe_code)]
-fn convert<const N: usize>(raw: &[u8], dec: impl Fn([u8; N]) -> f32 + Sync) -> Vec<f32> {
+fn convert<const N: usize>(raw: &[u8], dec: impl Fn([u8; N]) -> f32 + Sync) -> (Vec<f32>, usize) {
     use rayon::prelude::*;
     const CHUNK: usize = 1 << 16;
     let n = raw.len() / N;
     let mut data: Vec<f32> = Vec::with_capacity(n);
-    data.spare_capacity_mut()[..n].par_chunks_mut(CHUNK).zip(raw.par_chunks(CHUNK * N)).for_each(|(out, bytes)| {
-        for (o, b) in out.iter_mut().zip(bytes.chunks_exact(N)) {
-            o.write(dec(at(b, 0)));
-        }
-    });
+    let non_finite = data.spare_capacity_mut()[..n]
+        .par_chunks_mut(CHUNK)
+        .zip(raw.par_chunks(CHUNK * N))
+        .map(|(out, bytes)| {
+            let mut bad = 0;
+            for (o, b) in out.iter_mut().zip(bytes.chunks_exact(N)) {
+                let v = dec(at(b, 0));
+                bad += not_finite(v);
+                o.write(v);
+            }
+            bad
+        })
+        .sum();
     // SAFETY: the capacity is at least `n`, and every one of the first `n` slots was written:
     // output chunk `k` holds slots `k·CHUNK..` and byte chunk `k` the `N`-byte values of those
     // same slots (`raw` holds at least `n·N` bytes), so the zip pairs each slot with its value.
     unsafe { data.set_len(n) };
-    data
+    (data, non_finite)
 }
 
 /// How many values are NaN or infinite (branch-free, in parallel chunks).
 pub(crate) fn count_non_finite(data: &[f32]) -> usize {
     use rayon::prelude::*;
-    data.par_chunks(1 << 16)
-        .map(|c| c.iter().map(|v| usize::from(v.to_bits() & 0x7f80_0000 == 0x7f80_0000)).sum::<usize>())
-        .sum()
+    data.par_chunks(1 << 16).map(|c| c.iter().map(|&v| not_finite(v)).sum::<usize>()).sum()
+}
+
+/// 1 if `v` is NaN or infinite (all exponent bits set), else 0; branch-free.
+#[inline(always)]
+pub(crate) fn not_finite(v: f32) -> usize {
+    usize::from(v.to_bits() & 0x7f80_0000 == 0x7f80_0000)
 }
 
 /// A PyTorch zip checkpoint (`torch.save` since 1.6), through candle-core's reader, which

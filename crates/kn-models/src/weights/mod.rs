@@ -69,13 +69,14 @@ impl RawTensor {
 /// # Shapes
 /// - `src`: `[r, c]`; output: `[c, r]`
 pub(crate) fn transpose_slice(src: &[f32], r: usize, c: usize) -> Vec<f32> {
-    transpose_with(r, c, |k| src[k])
+    transpose_with(r, c, |k| src[k]).0
 }
 
 /// The `[c, r]` transpose of the `[r, c]` row-major values `get(i·c + j)`, in 32 × 32 tiles
 /// (a row-by-row walk would miss the cache on every write), blocks of output rows split over
 /// rayon's pool. Reading through `get` lets a loader decode a file's bytes and transpose them
-/// in one pass.
+/// in one pass, which also counts the values that are not finite (the second result), so that
+/// the load's NaN/inf check reads nothing again.
 ///
 /// # Shapes
 /// - output: `[c, r]`, row-major
@@ -85,34 +86,43 @@ pub(crate) fn transpose_slice(src: &[f32], r: usize, c: usize) -> Vec<f32> {
 /// pass over the whole tensor before the parallel one (with [`crate::host_memory`]'s settings,
 /// most of a cold load's time went there).
 #[allow(unsafe_code)]
-pub(crate) fn transpose_with(r: usize, c: usize, get: impl Fn(usize) -> f32 + Sync) -> Vec<f32> {
+pub(crate) fn transpose_with(r: usize, c: usize, get: impl Fn(usize) -> f32 + Sync) -> (Vec<f32>, usize) {
     use rayon::prelude::*;
     const TILE: usize = 32;
     let n = r * c;
     let mut dst: Vec<f32> = Vec::with_capacity(n);
+    let mut non_finite = 0;
     if n > 0 {
         // Each work item fills TILE output rows (TILE input columns) completely, tile by tile.
-        dst.spare_capacity_mut()[..n].par_chunks_mut(TILE * r).enumerate().for_each(|(k, block)| {
-            let j0 = k * TILE;
-            let rows = block.len() / r;
-            for i0 in (0..r).step_by(TILE) {
-                let i1 = (i0 + TILE).min(r);
-                for j in 0..rows {
-                    let out = &mut block[j * r + i0..j * r + i1];
-                    for (o, i) in out.iter_mut().zip(i0..i1) {
-                        o.write(get(i * c + j0 + j));
+        non_finite = dst.spare_capacity_mut()[..n]
+            .par_chunks_mut(TILE * r)
+            .enumerate()
+            .map(|(k, block)| {
+                let j0 = k * TILE;
+                let rows = block.len() / r;
+                let mut bad = 0;
+                for i0 in (0..r).step_by(TILE) {
+                    let i1 = (i0 + TILE).min(r);
+                    for j in 0..rows {
+                        let out = &mut block[j * r + i0..j * r + i1];
+                        for (o, i) in out.iter_mut().zip(i0..i1) {
+                            let v = get(i * c + j0 + j);
+                            bad += files::not_finite(v);
+                            o.write(v);
+                        }
                     }
                 }
-            }
-        });
+                bad
+            })
+            .sum();
     }
     // SAFETY: the capacity is at least `n` and every one of the first `n` slots was written
     // above: the chunks of `TILE·r` slots tile them, and chunk `k` (`rows` whole output rows of
     // `r` slots, since `TILE·r` divides every chunk but the last, which holds `n - k·TILE·r`,
     // a multiple of `r`) has each of its rows `j` written over `i0..i1` for tiles `i0` covering
-    // `0..r`. `get` panicking would unwind out of `for_each` before this line.
+    // `0..r`. `get` panicking would unwind out of the parallel loop before this line.
     unsafe { dst.set_len(n) };
-    dst
+    (dst, non_finite)
 }
 
 /// Known buffers that checkpoints carry and no model here needs (causal-mask buffers,
@@ -359,6 +369,49 @@ mod tests {
         let m = WeightMap::from_tensors(HashMap::from([("cls.species.weight".to_string(), raw(&[3]))]))
             .ignore_prefixes(&["cls.species.".to_string()]);
         assert!(m.finish().is_ok());
+    }
+
+    #[test]
+    fn a_mapped_checkpoint_decodes_transposes_and_counts_non_finite_values_in_one_pass() {
+        // [70, 45]: ragged 32 x 32 tiles; a NaN, +inf and -inf in one tensor, F32 and BF16.
+        let (r, c) = (70, 45);
+        let value = |i: usize| ((i % 251) as f32 - 125.0) * 0.25;
+        let mut vals: Vec<f32> = (0..r * c).map(value).collect();
+        let bad = [(3, f32::NAN), (r * c / 2, f32::INFINITY), (r * c - 1, f32::NEG_INFINITY)];
+        let f32_bytes = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+        let bf16_bytes = |v: &[f32]| v.iter().flat_map(|&x| half::bf16::from_f32(x).to_le_bytes()).collect::<Vec<u8>>();
+        let good = (f32_bytes(&vals), bf16_bytes(&vals));
+        for (k, v) in bad {
+            vals[k] = v;
+        }
+        let damaged = (f32_bytes(&vals), bf16_bytes(&vals));
+        let dir = tempfile::tempdir().unwrap();
+        let views = [
+            ("good.f32", safetensors::Dtype::F32, &good.0),
+            ("good.bf16", safetensors::Dtype::BF16, &good.1),
+            ("bad.f32", safetensors::Dtype::F32, &damaged.0),
+            ("bad.bf16", safetensors::Dtype::BF16, &damaged.1),
+        ]
+        .map(|(n, d, b)| (n.to_string(), safetensors::tensor::TensorView::new(d, vec![r, c], b).unwrap()));
+        safetensors::serialize_to_file(views, None, &dir.path().join("model.safetensors")).unwrap();
+        let expected: Vec<f32> = (0..r * c).map(value).collect();
+        let expected_t = RawTensor { shape: vec![r, c], data: expected.clone() }.transpose();
+        for transpose in [false, true] {
+            let mut m = WeightMap::from_dir(dir.path()).unwrap();
+            for name in ["good.f32", "good.bf16"] {
+                let t = m.take_as(name, &[r, c], transpose).unwrap();
+                // Every value is exact in bf16 (quarters of at most 125: 7 significant bits).
+                let want =
+                    if transpose { &expected_t } else { &RawTensor { shape: vec![r, c], data: expected.clone() } };
+                assert_eq!((&t.shape, &t.data), (&want.shape, &want.data), "{name}, transpose {transpose}");
+            }
+            for name in ["bad.f32", "bad.bf16"] {
+                match m.take_as(name, &[r, c], transpose) {
+                    Err(LoadError::NonFinite { name: n, count: 3 }) => assert_eq!(n, name),
+                    other => panic!("{name}, transpose {transpose}: expected 3 non-finite values, got {other:?}"),
+                }
+            }
+        }
     }
 
     #[test]

@@ -288,7 +288,7 @@ struct MergeArgs {
 }
 
 fn main() -> ExitCode {
-    // Attribution's temporaries recycled instead of page-faulted afresh (4-6 % of IG).
+    // Attribution's temporaries recycled instead of page-faulted afresh (3-5 % of IG).
     kn_models::host_memory::retain_freed_memory();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,

@@ -218,7 +218,7 @@ fn decode<const N: usize>(
     dec: impl Fn([u8; N]) -> f32 + Sync,
 ) -> (Vec<f32>, usize) {
     match transposed {
-        Some((r, c)) => super::transpose_with(r, c, |k| dec(at(raw, k))),
+        Some((r, c)) => super::transpose_with(r, c, |k| dec(at(raw, k)), not_finite),
         None => convert(raw, dec),
     }
 }
@@ -296,7 +296,7 @@ pub(crate) fn count_non_finite(data: &[f32]) -> usize {
 
 /// 1 if `v` is NaN or infinite (all exponent bits set), else 0; branch-free.
 #[inline(always)]
-pub(crate) fn not_finite(v: f32) -> usize {
+fn not_finite(v: f32) -> usize {
     usize::from(v.to_bits() & 0x7f80_0000 == 0x7f80_0000)
 }
 

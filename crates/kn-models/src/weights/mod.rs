@@ -69,14 +69,15 @@ impl RawTensor {
 /// # Shapes
 /// - `src`: `[r, c]`; output: `[c, r]`
 pub(crate) fn transpose_slice(src: &[f32], r: usize, c: usize) -> Vec<f32> {
-    transpose_with(r, c, |k| src[k]).0
+    // Nothing tallied: this also turns products' column-major outputs row-major, mid-IG.
+    transpose_with(r, c, |k| src[k], |_| 0).0
 }
 
 /// The `[c, r]` transpose of the `[r, c]` row-major values `get(i·c + j)`, in 32 × 32 tiles
 /// (a row-by-row walk would miss the cache on every write), blocks of output rows split over
 /// rayon's pool. Reading through `get` lets a loader decode a file's bytes and transpose them
-/// in one pass, which also counts the values that are not finite (the second result), so that
-/// the load's NaN/inf check reads nothing again.
+/// in one pass, which also sums `tally` over the values (the second result: the loader counts
+/// the values that are not finite, so that its NaN/inf check reads nothing again).
 ///
 /// # Shapes
 /// - output: `[c, r]`, row-major
@@ -86,33 +87,38 @@ pub(crate) fn transpose_slice(src: &[f32], r: usize, c: usize) -> Vec<f32> {
 /// pass over the whole tensor before the parallel one (with [`crate::host_memory`]'s settings,
 /// most of a cold load's time went there).
 #[allow(unsafe_code)]
-pub(crate) fn transpose_with(r: usize, c: usize, get: impl Fn(usize) -> f32 + Sync) -> (Vec<f32>, usize) {
+pub(crate) fn transpose_with(
+    r: usize,
+    c: usize,
+    get: impl Fn(usize) -> f32 + Sync,
+    tally: impl Fn(f32) -> usize + Sync,
+) -> (Vec<f32>, usize) {
     use rayon::prelude::*;
     const TILE: usize = 32;
     let n = r * c;
     let mut dst: Vec<f32> = Vec::with_capacity(n);
-    let mut non_finite = 0;
+    let mut total = 0;
     if n > 0 {
         // Each work item fills TILE output rows (TILE input columns) completely, tile by tile.
-        non_finite = dst.spare_capacity_mut()[..n]
+        total = dst.spare_capacity_mut()[..n]
             .par_chunks_mut(TILE * r)
             .enumerate()
             .map(|(k, block)| {
                 let j0 = k * TILE;
                 let rows = block.len() / r;
-                let mut bad = 0;
+                let mut sum = 0;
                 for i0 in (0..r).step_by(TILE) {
                     let i1 = (i0 + TILE).min(r);
                     for j in 0..rows {
                         let out = &mut block[j * r + i0..j * r + i1];
                         for (o, i) in out.iter_mut().zip(i0..i1) {
                             let v = get(i * c + j0 + j);
-                            bad += files::not_finite(v);
+                            sum += tally(v);
                             o.write(v);
                         }
                     }
                 }
-                bad
+                sum
             })
             .sum();
     }
@@ -120,9 +126,9 @@ pub(crate) fn transpose_with(r: usize, c: usize, get: impl Fn(usize) -> f32 + Sy
     // above: the chunks of `TILE·r` slots tile them, and chunk `k` (`rows` whole output rows of
     // `r` slots, since `TILE·r` divides every chunk but the last, which holds `n - k·TILE·r`,
     // a multiple of `r`) has each of its rows `j` written over `i0..i1` for tiles `i0` covering
-    // `0..r`. `get` panicking would unwind out of the parallel loop before this line.
+    // `0..r`. `get` or `tally` panicking would unwind out of the parallel loop before this line.
     unsafe { dst.set_len(n) };
-    (dst, non_finite)
+    (dst, total)
 }
 
 /// Known buffers that checkpoints carry and no model here needs (causal-mask buffers,

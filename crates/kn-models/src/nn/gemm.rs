@@ -119,10 +119,29 @@ fn product(
         return false;
     }
     if let Some(v) = bias {
-        // In the output's memory order, so each thread touches its block's pages once.
-        ndarray::Zip::indexed(&mut *out).for_each(|(_, j), o| {
-            o.write(v[j]);
-        });
+        // In the output's memory order, so each thread touches its block's pages once, and
+        // over contiguous lanes so the copy vectorises (an indexed `Zip` over the elements was
+        // 0.7 % of a bert IG run in perf, session 16). Every element is written on each path.
+        if out.strides()[0] == 1 && out.strides()[1] != 1 {
+            // Column-major: each column is one value.
+            for (mut col, &b) in out.columns_mut().into_iter().zip(v) {
+                match col.as_slice_mut() {
+                    Some(s) => s.fill(MaybeUninit::new(b)),
+                    None => col.fill(MaybeUninit::new(b)),
+                }
+            }
+        } else {
+            for mut row in out.rows_mut() {
+                match row.as_slice_mut() {
+                    Some(s) => s.iter_mut().zip(v).for_each(|(o, &b)| {
+                        o.write(b);
+                    }),
+                    None => row.iter_mut().zip(v).for_each(|(o, &b)| {
+                        o.write(b);
+                    }),
+                }
+            }
+        }
     }
     let (a_rs, a_cs) = (a.strides()[0], a.strides()[1]);
     let (b_rs, b_cs) = (b.strides()[0], b.strides()[1]);

@@ -123,23 +123,18 @@ fn product(
         // over contiguous lanes so the copy vectorises (an indexed `Zip` over the elements was
         // 0.7 % of a bert IG run in perf, session 16). Every element is written on each path.
         if out.strides()[0] == 1 && out.strides()[1] != 1 {
-            // Column-major: each column is one value.
+            // Column-major: each column is one value (`fill` takes a contiguous column as a
+            // slice).
             for (mut col, &b) in out.columns_mut().into_iter().zip(v) {
-                match col.as_slice_mut() {
-                    Some(s) => s.fill(MaybeUninit::new(b)),
-                    None => col.fill(MaybeUninit::new(b)),
-                }
+                col.fill(MaybeUninit::new(b));
             }
         } else {
-            for mut row in out.rows_mut() {
-                match row.as_slice_mut() {
-                    Some(s) => s.iter_mut().zip(v).for_each(|(o, &b)| {
-                        o.write(b);
-                    }),
-                    None => row.iter_mut().zip(v).for_each(|(o, &b)| {
-                        o.write(b);
-                    }),
-                }
+            // A `Zip` of two contiguous lanes runs over them as slices.
+            let v = ndarray::ArrayView1::from(v);
+            for row in out.rows_mut() {
+                ndarray::Zip::from(row).and(&v).for_each(|o, &b| {
+                    o.write(b);
+                });
             }
         }
     }

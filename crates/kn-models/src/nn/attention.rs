@@ -191,7 +191,10 @@ impl<B: DualMatmul> Attention<B> {
     /// - `ctx`: `[batch, kv_heads, group · n, head_dim]`; output: `[batch, n, d_model]`
     fn output(&self, ctx: Tensor<B, 4>, n: usize) -> Tensor<B, 3> {
         let [b, _, _, dh] = ctx.dims();
-        let ctx = ctx.reshape([b, self.n_heads, n, dh]);
+        // Without grouped heads the shape is already `[b, heads, n, dh]`: a reshape to it would
+        // still copy a context laid out as `[b, n, heads, dh]` (the fused core's layout), which
+        // the swap below makes contiguous for the merge.
+        let ctx = if ctx.dims() == [b, self.n_heads, n, dh] { ctx } else { ctx.reshape([b, self.n_heads, n, dh]) };
         self.o.forward(ctx.swap_dims(1, 2).reshape([b, n, self.n_heads * dh]))
     }
 

@@ -208,29 +208,69 @@ pub(crate) fn forward(
     let ops = Operands::new(q, k, v, bias)?;
     let (b, h, r, dh) = ops.q.dim();
     let t = ops.k.dim().2;
-    let mut ctx = vec![0.0f32; b * h * r * dh];
-    let mut probs = vec![0.0f32; b * h * r * t];
-    let mut scratch_len = 0;
-    if !keep {
-        // Only one head's probabilities at a time are needed: no [b, h, r, t] array.
-        scratch_len = r * t;
-    }
+    // The output in `q`'s memory order: heads split from a projection come in as
+    // `[b, s, h, dh]` memory viewed as `[b, h, s, dh]`, and a context laid out the same way
+    // merges back into `[b, s, d]` without a copy.
+    let mut ctx = zeros_in_order_of(ops.q.dim(), ops.q.strides());
+    let mut probs = vec![0.0f32; if keep { b * h * r * t } else { 0 }];
     let wide = wide();
-    let body = |pair: usize, ctx: &mut [f32], p: &mut [f32]| forward_pair_dispatch(wide, &ops, pair, scale, ctx, p);
+    // Each pair accumulates into a contiguous scratch, then lands in its (strided) rows.
+    let body = |pair: usize, scratch: &mut [f32], p: &mut [f32], mut out: ndarray::ArrayViewMut2<'_, f32>| {
+        scratch.fill(0.0);
+        forward_pair_dispatch(wide, &ops, pair, scale, scratch, p);
+        assign_rows(&mut out, scratch);
+    };
+    let pairs = pair_views(&mut ctx);
     if keep {
-        ctx.par_chunks_mut(r * dh)
+        pairs
+            .into_par_iter()
             .zip(probs.par_chunks_mut(r * t))
             .enumerate()
-            .for_each(|(pair, (c, p))| body(pair, c, p));
+            .for_each_init(|| vec![0.0f32; r * dh], |scratch, (pair, (out, p))| body(pair, scratch, p, out));
     } else {
-        probs = Vec::new();
-        ctx.par_chunks_mut(r * dh)
-            .enumerate()
-            .for_each_init(|| vec![0.0f32; scratch_len], |p, (pair, c)| body(pair, c, p));
+        // Only one head's probabilities at a time are needed: no [b, h, r, t] array.
+        pairs.into_par_iter().enumerate().for_each_init(
+            || (vec![0.0f32; r * dh], vec![0.0f32; r * t]),
+            |(scratch, p), (pair, out)| body(pair, scratch, p, out),
+        );
     }
-    let ctx = ArrayD::from_shape_vec(vec![b, h, r, dh], ctx).ok()?;
     let probs = if keep { Some(ArrayD::from_shape_vec(vec![b, h, r, t], probs).ok()?) } else { None };
-    Some((ctx, probs))
+    Some((ctx.into_dyn(), probs))
+}
+
+/// Zeros of the 4-D `shape` whose memory runs over the axes in the order of `strides`
+/// (largest first; ties in axis order), viewed in `shape`'s axis order.
+///
+/// # Shapes
+/// - output: `shape`
+fn zeros_in_order_of(shape: (usize, usize, usize, usize), strides: &[isize]) -> Array4<f32> {
+    let dims = [shape.0, shape.1, shape.2, shape.3];
+    let mut order = [0usize, 1, 2, 3];
+    // A length-1 axis has no stride to speak of: it goes where it stands.
+    let key = |a: usize| if dims[a] <= 1 { None } else { strides.get(a).map(|s| s.unsigned_abs()) };
+    order.sort_by(|&x, &y| match (key(x), key(y)) {
+        (Some(sx), Some(sy)) => sy.cmp(&sx).then(x.cmp(&y)),
+        _ => x.cmp(&y),
+    });
+    let mut inverse = [0usize; 4];
+    for (i, &axis) in order.iter().enumerate() {
+        inverse[axis] = i;
+    }
+    Array4::zeros(order.map(|a| dims[a])).permuted_axes(inverse)
+}
+
+/// The `[r, c]` views of every (batch row, head) pair of `x` (`[b, h, r, c]`), pair
+/// `bi · h + hi` at that index.
+fn pair_views(x: &mut Array4<f32>) -> Vec<ndarray::ArrayViewMut2<'_, f32>> {
+    x.outer_iter_mut().flat_map(|heads| heads.into_outer_iter_mut()).collect()
+}
+
+/// Row `i` of `out` (`[r, c]`, any strides) from `src[i·c..(i + 1)·c]`.
+fn assign_rows(out: &mut ndarray::ArrayViewMut2<'_, f32>, src: &[f32]) {
+    let c = out.ncols();
+    for (mut row, chunk) in out.rows_mut().into_iter().zip(src.chunks_exact(c.max(1))) {
+        row.assign(&ndarray::ArrayView1::from(chunk));
+    }
 }
 
 /// What [`backward`]'s pairs read: the operands, the output gradient `g` (`[b, h, r, dh]`) and
@@ -320,25 +360,44 @@ pub(crate) fn backward(
     if g.dim() != (b, h, r, dh) || p.dim() != (b, h, r, t) {
         return None;
     }
-    let mut dq = vec![0.0f32; b * h * r * dh];
-    // Per (batch row, head); summed over the batch below when the keys broadcast.
-    let mut dk = vec![0.0f32; b * h * t * dh];
-    let mut dv = vec![0.0f32; b * h * t * dh];
-    let (wide, grads) = (wide(), Grads { ops: &ops, g, p, scale });
-    dq.par_chunks_mut(r * dh).zip(dk.par_chunks_mut(t * dh)).zip(dv.par_chunks_mut(t * dh)).enumerate().for_each_init(
-        || vec![0.0f32; t],
-        |ds, (pair, ((dq, dk), dv))| grads.pair_dispatch(wide, pair, ds, dq, dk, dv),
-    );
-    let dq = ArrayD::from_shape_vec(vec![b, h, r, dh], dq).ok()?;
-    let per_pair = |x: Vec<f32>| -> Option<ArrayD<f32>> {
-        let x = Array4::from_shape_vec((b, h, t, dh), x).ok()?;
-        Some(if ops.k.dim().0 == 1 && b > 1 {
-            x.sum_axis(Axis(0)).insert_axis(Axis(0)).into_dyn()
-        } else {
-            x.into_dyn()
-        })
+    // Gradients in the memory order of their operands (see `forward`), so that they flow back
+    // through the head split without a copy. Broadcast keys and values get per-pair gradients,
+    // summed over the batch below.
+    let broadcast = ops.k.dim().0 == 1 && b > 1;
+    let mut dq = zeros_in_order_of(ops.q.dim(), ops.q.strides());
+    let kv_shape = (b, h, t, dh);
+    let (mut dk, mut dv) = if broadcast {
+        (Array4::zeros(kv_shape), Array4::zeros(kv_shape))
+    } else {
+        (zeros_in_order_of(kv_shape, ops.k.strides()), zeros_in_order_of(kv_shape, ops.v.strides()))
     };
-    Some([dq, per_pair(dk)?, per_pair(dv)?])
+    let (wide, grads) = (wide(), Grads { ops: &ops, g, p, scale });
+    let pairs: Vec<_> = pair_views(&mut dq).into_iter().zip(pair_views(&mut dk)).zip(pair_views(&mut dv)).collect();
+    pairs.into_par_iter().enumerate().for_each_init(
+        || (vec![0.0f32; t], vec![0.0f32; r * dh], vec![0.0f32; t * dh], vec![0.0f32; t * dh]),
+        |(ds, sq, sk, sv), (pair, ((mut dq, mut dk), mut dv))| {
+            for x in [&mut *sq, &mut *sk, &mut *sv] {
+                x.fill(0.0);
+            }
+            grads.pair_dispatch(wide, pair, ds, sq, sk, sv);
+            assign_rows(&mut dq, sq);
+            assign_rows(&mut dk, sk);
+            assign_rows(&mut dv, sv);
+        },
+    );
+    let summed = |x: Array4<f32>, like: &ArrayView4<'_, f32>| -> Array4<f32> {
+        if !broadcast {
+            return x;
+        }
+        // Batch rows in order, into the operand's memory order.
+        let mut total = zeros_in_order_of((1, h, t, dh), like.strides());
+        for row in x.outer_iter() {
+            ndarray::Zip::from(total.index_axis_mut(Axis(0), 0)).and(&row).for_each(|o, &v| *o += v);
+        }
+        total
+    };
+    let (dk, dv) = (summed(dk, &ops.k), summed(dv, &ops.v));
+    Some([dq.into_dyn(), dk.into_dyn(), dv.into_dyn()])
 }
 
 #[cfg(test)]
@@ -467,6 +526,10 @@ mod tests {
         }
     }
 
+    fn p_of(x: &ArrayD<f32>) -> ArrayD<f32> {
+        forward(x.view(), x.view(), x.view(), None, 0.5, true).unwrap().1.unwrap()
+    }
+
     #[test]
     fn strided_heads_are_read_in_place_and_bad_shapes_refused() {
         // Heads as burn makes them: [b, s, h, dh] viewed as [b, h, s, dh].
@@ -476,6 +539,20 @@ mod tests {
         let (a, _) = forward(heads.clone(), heads.clone(), heads.clone(), None, 0.5, false).unwrap();
         let (b, _) = forward(owned.view(), owned.view(), owned.view(), None, 0.5, false).unwrap();
         assert_eq!(a, b);
+        // Outputs come back in their operands' memory order: the context and the gradients of
+        // split heads merge back into [b, s, h·dh] without a copy.
+        let merged = |x: &ArrayD<f32>| x.view().permuted_axes(vec![0, 2, 1, 3]).is_standard_layout();
+        assert!(merged(&a), "context strides {:?}", a.strides());
+        assert!(b.is_standard_layout(), "a standard q gives a standard context");
+        let (_, p) = forward(heads.clone(), heads.clone(), heads.clone(), None, 0.5, true).unwrap();
+        let g = filled(&[2, 2, 3, 4], 0.9);
+        let grads = backward(g.view(), heads.clone(), heads.clone(), heads.clone(), p.unwrap().view(), 0.5).unwrap();
+        let grads_owned =
+            backward(g.view(), owned.view(), owned.view(), owned.view(), p_of(&owned).view(), 0.5).unwrap();
+        for (x, y) in grads.iter().zip(&grads_owned) {
+            assert!(merged(x), "gradient strides {:?}", x.strides());
+            assert_eq!(x, y, "the layout changed the values");
+        }
         let k = filled(&[2, 2, 3, 5], 0.1);
         assert!(forward(owned.view(), k.view(), k.view(), None, 0.5, false).is_none(), "head widths differ");
     }

@@ -25,6 +25,14 @@ mod softmax;
 #[cfg(feature = "ndarray")]
 pub use gemm::product_gflops;
 
+/// Whether the CPU has what the fused kernels' widest builds are compiled for (AVX-512 F, DQ
+/// and VL, with AVX2 and FMA), detected by `std` (which caches it).
+#[cfg(all(feature = "ndarray", target_arch = "x86_64"))]
+fn avx512() -> bool {
+    use std::arch::is_x86_feature_detected as has;
+    has!("avx512f") && has!("avx512dq") && has!("avx512vl") && has!("avx2") && has!("fma")
+}
+
 pub use activation::Activation;
 pub use attention::Attention;
 pub use block::{Block, NormPlacement};

@@ -66,25 +66,39 @@ pub(crate) fn matmul_bias(a: ArrayView2<'_, f32>, b: ArrayView2<'_, f32>, bias: 
     // rows and repacks the weight block per thread) by up to 1.6x on the 20-row products of
     // the target rows and 1.3x on the full-prompt ones (README "Speed", `bench --kernels`).
     let cols = n.div_ceil(threads.max(1)).next_multiple_of(16);
+    // A transposed view with more rows than the column-major path takes runs on `gemm`'s
+    // microkernels with the weight packed by register transposes (see `super::packed`).
+    let by_packed =
+        !column_major && m > COLUMN_MAJOR_MAX_ROWS && super::packed::takes(&b) && super::packed::available();
+    let block = |b: ArrayView2<'_, f32>, bias: Option<&[f32]>, o: &mut ArrayViewMut2<'_, MaybeUninit<f32>>| {
+        if by_packed {
+            fill_bias(o, bias);
+            super::packed::product(a, b, o, bias.is_some())
+        } else {
+            product(a, b, bias, o, gemm::Parallelism::None)
+        }
+    };
     if big && cols < n {
         use rayon::prelude::*;
         let blocks: Vec<_> = out.axis_chunks_iter_mut(ndarray::Axis(1), cols).enumerate().collect();
         let written = blocks.into_par_iter().all(|(i, mut o)| {
             let j0 = i * cols;
             let b = b.slice(ndarray::s![.., j0..j0 + o.ncols()]);
-            product(a, b, bias.map(|v| &v[j0..j0 + o.ncols()]), &mut o, gemm::Parallelism::None)
+            block(b, bias.map(|v| &v[j0..j0 + o.ncols()]), &mut o)
         });
         if !written {
             return None;
         }
-    } else {
-        let parallelism = if big { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
-        if !product(a, b, bias, &mut out.view_mut(), parallelism) {
+    } else if big {
+        if !product(a, b, bias, &mut out.view_mut(), gemm::Parallelism::Rayon(threads)) {
             return None;
         }
+    } else if !block(b, bias, &mut out.view_mut()) {
+        return None;
     }
-    // SAFETY: every element was written: `product` returned true for every block (the blocks
-    // tile the output), so it wrote all of that block's elements, by `gemm` with
+    // SAFETY: every element was written: `product` (or `packed::product`, after the bias fill)
+    // returned true for every block (the blocks tile the output), so it wrote all of that
+    // block's elements, by the microkernels or `gemm` with
     // `read_dst = false` or by the bias fill before an accumulating `gemm`.
     let out = unsafe { out.assume_init() };
     Some(if column_major { row_major(out) } else { out })
@@ -98,6 +112,32 @@ fn row_major(a: Array2<f32>) -> Array2<f32> {
         Some(mem) => Array2::from_shape_vec((m, n), crate::weights::transpose_slice(mem, n, m))
             .unwrap_or_else(|_| a.as_standard_layout().into_owned()),
         None => a.as_standard_layout().into_owned(),
+    }
+}
+
+/// Writes `bias` into every row of `out` (nothing without one), for a product that then
+/// accumulates onto it.
+///
+/// # Shapes
+/// - `out`: `[m, n]` (any strides), `bias`: `[n]`
+fn fill_bias(out: &mut ArrayViewMut2<'_, MaybeUninit<f32>>, bias: Option<&[f32]>) {
+    let Some(v) = bias else { return };
+    // In the output's memory order, so each thread touches its block's pages once, and over
+    // contiguous lanes so the copy vectorises (an indexed `Zip` over the elements was 0.7 % of
+    // a bert IG run in perf, session 16). Every element is written on each path.
+    if out.strides()[0] == 1 && out.strides()[1] != 1 {
+        // Column-major: each column is one value (`fill` takes a contiguous column as a slice).
+        for (mut col, &b) in out.columns_mut().into_iter().zip(v) {
+            col.fill(MaybeUninit::new(b));
+        }
+    } else {
+        // A `Zip` of two contiguous lanes runs over them as slices.
+        let v = ndarray::ArrayView1::from(v);
+        for row in out.rows_mut() {
+            ndarray::Zip::from(row).and(&v).for_each(|o, &b| {
+                o.write(b);
+            });
+        }
     }
 }
 
@@ -118,26 +158,7 @@ fn product(
     if b.dim().0 != k || out.dim() != (m, n) || bias.is_some_and(|v| v.len() != n) {
         return false;
     }
-    if let Some(v) = bias {
-        // In the output's memory order, so each thread touches its block's pages once, and
-        // over contiguous lanes so the copy vectorises (an indexed `Zip` over the elements was
-        // 0.7 % of a bert IG run in perf, session 16). Every element is written on each path.
-        if out.strides()[0] == 1 && out.strides()[1] != 1 {
-            // Column-major: each column is one value (`fill` takes a contiguous column as a
-            // slice).
-            for (mut col, &b) in out.columns_mut().into_iter().zip(v) {
-                col.fill(MaybeUninit::new(b));
-            }
-        } else {
-            // A `Zip` of two contiguous lanes runs over them as slices.
-            let v = ndarray::ArrayView1::from(v);
-            for row in out.rows_mut() {
-                ndarray::Zip::from(row).and(&v).for_each(|o, &b| {
-                    o.write(b);
-                });
-            }
-        }
-    }
+    fill_bias(out, bias);
     let (a_rs, a_cs) = (a.strides()[0], a.strides()[1]);
     let (b_rs, b_cs) = (b.strides()[0], b.strides()[1]);
     let (o_rs, o_cs) = (out.strides()[0], out.strides()[1]);
@@ -243,7 +264,7 @@ mod tests {
     #[test]
     fn products_of_strided_views_match_a_naive_product() {
         // Contiguous, transposed and sliced operands, above and below the parallel threshold.
-        for &(m, k, n) in &[(3, 5, 4), (1, 7, 9), (70, 90, 80), (30, 100, 97)] {
+        for &(m, k, n) in &[(3, 5, 4), (1, 7, 9), (70, 90, 80), (30, 100, 97), (100, 37, 150), (65, 768, 64)] {
             let a = filled(m, k, 0.3);
             let b = filled(k, n, 1.7);
             let bt = filled(n, k, 1.7).t().to_owned();

@@ -18,6 +18,8 @@ pub mod mask;
 pub mod norm;
 #[cfg(feature = "ndarray")]
 mod norm_fused;
+#[cfg(feature = "ndarray")]
+mod packed;
 pub mod rope;
 #[cfg(feature = "ndarray")]
 mod softmax;

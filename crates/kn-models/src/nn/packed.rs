@@ -17,8 +17,10 @@ use std::mem::MaybeUninit;
 use ndarray::{ArrayView2, ArrayViewMut2};
 
 /// Rows of one microkernel tile of the transposed problem (output columns): 4 × 16 lanes.
+#[cfg(target_arch = "x86_64")]
 const MR: usize = 64;
 /// Columns of one tile (activation rows).
+#[cfg(target_arch = "x86_64")]
 const NR: usize = 6;
 
 /// Whether this CPU runs [`product`] (AVX-512F, detected by `std`).
@@ -40,6 +42,7 @@ pub(crate) fn takes(b: &ArrayView2<'_, f32>) -> bool {
     k > 0 && n > 0 && (rs == 1 || k == 1) && (cs > 0 || n == 1)
 }
 
+#[cfg(target_arch = "x86_64")]
 thread_local! {
     /// Each thread's packed block of the weight, grown to the largest it has needed.
     static PACKED: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
@@ -65,6 +68,27 @@ pub(crate) fn product(
     if m == 0 {
         return true;
     }
+    #[cfg(target_arch = "x86_64")]
+    {
+        blocked(a, b, out, accumulate)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = accumulate;
+        false
+    }
+}
+
+/// [`product`]'s blocks and microkernel calls, its checks passed.
+#[cfg(target_arch = "x86_64")]
+fn blocked(
+    a: ArrayView2<'_, f32>,
+    b: ArrayView2<'_, f32>,
+    out: &mut ArrayViewMut2<'_, MaybeUninit<f32>>,
+    accumulate: bool,
+) -> bool {
+    let (m, k) = a.dim();
+    let n = b.dim().1;
     // The transposed problem `outᵀ = bᵀ · aᵀ`, as `gemm` runs it: `bᵀ` is its left operand
     // (`n` rows, packed 64 at a time), `aᵀ` its right one (read in place).
     let params = gemm_common::cache::kernel_params(n, m, k, MR, NR, std::mem::size_of::<f32>());
@@ -149,6 +173,7 @@ pub(crate) fn product(
 /// # Safety
 /// `src` must be readable at `c·cs + p` for `c < cols`, `p < depth`; `panel` holds at least
 /// `depth · MR` values; `cols ≤ MR`; AVX-512F must be present.
+#[cfg(target_arch = "x86_64")]
 unsafe fn pack(src: *const f32, cs: usize, cols: usize, depth: usize, panel: &mut [f32]) {
     let (full_cols, full_depth) = (cols / 16 * 16, depth / 16 * 16);
     let dst = panel.as_mut_ptr();
@@ -156,7 +181,6 @@ unsafe fn pack(src: *const f32, cs: usize, cols: usize, depth: usize, panel: &mu
         for p0 in (0..full_depth).step_by(16) {
             // SAFETY: inside the block the caller vouches for (`c0 + 16 ≤ cols`,
             // `p0 + 16 ≤ depth`), and inside `panel` (`(p0 + 15)·MR + c0 + 16 ≤ depth·MR`).
-            #[cfg(target_arch = "x86_64")]
             unsafe {
                 transpose16(src.add(c0 * cs + p0), cs, dst.add(p0 * MR + c0), MR);
             }

@@ -17,10 +17,8 @@ use std::mem::MaybeUninit;
 use ndarray::{ArrayView2, ArrayViewMut2};
 
 /// Rows of one microkernel tile of the transposed problem (output columns): 4 × 16 lanes.
-#[cfg(target_arch = "x86_64")]
 const MR: usize = 64;
 /// Columns of one tile (activation rows).
-#[cfg(target_arch = "x86_64")]
 const NR: usize = 6;
 
 /// Whether this CPU runs [`product`] (AVX-512F, detected by `std`).
@@ -42,7 +40,6 @@ pub(crate) fn takes(b: &ArrayView2<'_, f32>) -> bool {
     k > 0 && n > 0 && (rs == 1 || k == 1) && (cs > 0 || n == 1)
 }
 
-#[cfg(target_arch = "x86_64")]
 thread_local! {
     /// Each thread's packed block of the weight, grown to the largest it has needed.
     static PACKED: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
@@ -68,27 +65,6 @@ pub(crate) fn product(
     if m == 0 {
         return true;
     }
-    #[cfg(target_arch = "x86_64")]
-    {
-        blocked(a, b, out, accumulate)
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        let _ = accumulate;
-        false
-    }
-}
-
-/// [`product`]'s blocks and microkernel calls, its checks passed.
-#[cfg(target_arch = "x86_64")]
-fn blocked(
-    a: ArrayView2<'_, f32>,
-    b: ArrayView2<'_, f32>,
-    out: &mut ArrayViewMut2<'_, MaybeUninit<f32>>,
-    accumulate: bool,
-) -> bool {
-    let (m, k) = a.dim();
-    let n = b.dim().1;
     // The transposed problem `outᵀ = bᵀ · aᵀ`, as `gemm` runs it: `bᵀ` is its left operand
     // (`n` rows, packed 64 at a time), `aᵀ` its right one (read in place).
     let params = gemm_common::cache::kernel_params(n, m, k, MR, NR, std::mem::size_of::<f32>());
@@ -129,7 +105,7 @@ fn blocked(
                     let rows = NR.min(m - j0);
                     for i in 0..panels {
                         let cols = MR.min(width - i * MR);
-                        let ukr = gemm_f32::microkernel::avx512f::f32::UKR[cols.div_ceil(16) - 1][rows - 1];
+                        let Some(ukr) = kernel(cols, rows) else { return false };
                         // SAFETY: AVX-512F is present (`available`), which is all the kernel
                         // is compiled for. It reads `depth` steps of the packed strip (64
                         // lanes apart, inside `packed`) and of `aᵀ` (rows `j0..j0 + rows ≤ m`,
@@ -167,16 +143,33 @@ fn blocked(
     })
 }
 
+/// `gemm-f32`'s AVX-512 microkernel for a `cols × rows` tile (`1..=MR` by `1..=NR`); `None`
+/// elsewhere than on x86-64 or for a tile out of range.
+fn kernel(cols: usize, rows: usize) -> Option<gemm_common::microkernel::MicroKernelFn<f32>> {
+    if cols == 0 || cols > MR || rows == 0 || rows > NR {
+        return None;
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        Some(gemm_f32::microkernel::avx512f::f32::UKR[cols.div_ceil(16) - 1][rows - 1])
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        None
+    }
+}
+
 /// `panel[p·MR + c] = src[c·cs + p]` for `c < cols`, `p < depth`: a strip of a transposed view
 /// as a microkernel panel, in 16 × 16 register transposes (element by element at the edges).
 ///
 /// # Safety
 /// `src` must be readable at `c·cs + p` for `c < cols`, `p < depth`; `panel` holds at least
 /// `depth · MR` values; `cols ≤ MR`; AVX-512F must be present.
-#[cfg(target_arch = "x86_64")]
 unsafe fn pack(src: *const f32, cs: usize, cols: usize, depth: usize, panel: &mut [f32]) {
-    let (full_cols, full_depth) = (cols / 16 * 16, depth / 16 * 16);
+    // The 16 × 16 blocks in registers on x86-64; everything element by element elsewhere.
+    let (full_cols, full_depth) = if cfg!(target_arch = "x86_64") { (cols / 16 * 16, depth / 16 * 16) } else { (0, 0) };
     let dst = panel.as_mut_ptr();
+    #[cfg(target_arch = "x86_64")]
     for c0 in (0..full_cols).step_by(16) {
         for p0 in (0..full_depth).step_by(16) {
             // SAFETY: inside the block the caller vouches for (`c0 + 16 ≤ cols`,

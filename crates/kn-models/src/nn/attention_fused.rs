@@ -138,16 +138,9 @@ fn axpy(out: &mut [f32], w: f32, x: ndarray::ArrayView1<'_, f32>) {
     }
 }
 
-/// Whether the pairs' loops run in their AVX2 build (AVX2 and FMA present, detected by `std`).
+/// Whether the pairs' loops run in their AVX2 build ([`super::avx2_fma`]).
 fn wide() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    super::avx2_fma()
 }
 
 /// One (batch row, head) pair of [`forward`]: its probabilities into `p` (`[r, t]`) and its

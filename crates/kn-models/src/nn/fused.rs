@@ -6,7 +6,8 @@
 //! Abramowitz & Stegun 7.1.26 as in PyTorch's vectorised CPU kernels), so the loops compile to
 //! 8-lane AVX2 code, or 16-lane AVX-512 code, where the CPU has it (the same bits either way);
 //! libm's scalar `erff` made the activation about 4 % of a bert-base attribution, and on a Zen 5
-//! the AVX-512 build took it from 2.2 to 1.6 % (session 17, perf). Accuracy against f64: see the tests (≤ 3e-7 absolute).
+//! the AVX-512 build took it from 2.2 to 1.6 % (session 17, perf). Accuracy against f64: see
+//! the tests (≤ 3e-7 absolute).
 
 use ndarray::{ArrayD, ArrayViewD};
 use rayon::prelude::*;
@@ -130,7 +131,7 @@ fn fill_dispatch(act: Activation, x: &[f32], y: &mut [f32], d: &mut [f32]) {
         }
     }
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+    if super::avx2_fma() {
         // SAFETY: the CPU has both features `fill_avx2` is compiled for (checked just above).
         #[allow(unsafe_code)]
         unsafe {
@@ -268,7 +269,7 @@ mod tests {
             assert_eq!(run(&|x, y, d| fill_dispatch(act, x, y, d)), baseline, "{act:?}: the widest build");
             #[cfg(target_arch = "x86_64")]
             #[allow(unsafe_code)]
-            if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+            if super::super::avx2_fma() {
                 // SAFETY: both features are present (checked just above).
                 assert_eq!(run(&|x, y, d| unsafe { fill_avx2(act, x, y, d) }), baseline, "{act:?}: AVX2");
             }

@@ -27,12 +27,26 @@ mod softmax;
 #[cfg(feature = "ndarray")]
 pub use gemm::product_gflops;
 
+/// Whether the CPU has AVX2 and FMA, what the fused kernels' AVX2 builds are compiled for
+/// (detected by `std`, which caches it; false elsewhere than on x86-64).
+#[cfg(feature = "ndarray")]
+fn avx2_fma() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 /// Whether the CPU has what the fused kernels' widest builds are compiled for (AVX-512 F, DQ
 /// and VL, with AVX2 and FMA), detected by `std` (which caches it).
 #[cfg(all(feature = "ndarray", target_arch = "x86_64"))]
 fn avx512() -> bool {
     use std::arch::is_x86_feature_detected as has;
-    has!("avx512f") && has!("avx512dq") && has!("avx512vl") && has!("avx2") && has!("fma")
+    has!("avx512f") && has!("avx512dq") && has!("avx512vl") && avx2_fma()
 }
 
 pub use activation::Activation;

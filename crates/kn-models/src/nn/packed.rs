@@ -65,6 +65,7 @@ pub(crate) fn product(
     if m == 0 {
         return true;
     }
+    let Some(kernels) = kernels() else { return false };
     // The transposed problem `outᵀ = bᵀ · aᵀ`, as `gemm` runs it: `bᵀ` is its left operand
     // (`n` rows, packed 64 at a time), `aᵀ` its right one (read in place).
     let params = gemm_common::cache::kernel_params(n, m, k, MR, NR, std::mem::size_of::<f32>());
@@ -105,7 +106,7 @@ pub(crate) fn product(
                     let rows = NR.min(m - j0);
                     for i in 0..panels {
                         let cols = MR.min(width - i * MR);
-                        let Some(ukr) = kernel(cols, rows) else { return false };
+                        let ukr = kernels[cols.div_ceil(16) - 1][rows - 1];
                         // SAFETY: AVX-512F is present (`available`), which is all the kernel
                         // is compiled for. It reads `depth` steps of the packed strip (64
                         // lanes apart, inside `packed`) and of `aᵀ` (rows `j0..j0 + rows ≤ m`,
@@ -143,15 +144,12 @@ pub(crate) fn product(
     })
 }
 
-/// `gemm-f32`'s AVX-512 microkernel for a `cols × rows` tile (`1..=MR` by `1..=NR`); `None`
-/// elsewhere than on x86-64 or for a tile out of range.
-fn kernel(cols: usize, rows: usize) -> Option<gemm_common::microkernel::MicroKernelFn<f32>> {
-    if cols == 0 || cols > MR || rows == 0 || rows > NR {
-        return None;
-    }
+/// `gemm-f32`'s AVX-512 microkernels, the one for a `cols × rows` tile (`1..=MR` by `1..=NR`)
+/// at `[cols.div_ceil(16) - 1][rows - 1]`; `None` elsewhere than on x86-64.
+fn kernels() -> Option<&'static [[gemm_common::microkernel::MicroKernelFn<f32>; NR]; MR / 16]> {
     #[cfg(target_arch = "x86_64")]
     {
-        Some(gemm_f32::microkernel::avx512f::f32::UKR[cols.div_ceil(16) - 1][rows - 1])
+        Some(&gemm_f32::microkernel::avx512f::f32::UKR)
     }
     #[cfg(not(target_arch = "x86_64"))]
     {

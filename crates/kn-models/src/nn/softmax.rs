@@ -67,10 +67,10 @@ fn log_sum_exp(x: &[f32]) -> f32 {
     log_sum_exp_body(x)
 }
 
-/// Whether the CPU has AVX2 and FMA (cached by the standard library after the first call).
+/// Whether the CPU has AVX2 and FMA ([`super::avx2_fma`]).
 #[cfg(target_arch = "x86_64")]
 fn wide() -> bool {
-    std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+    super::avx2_fma()
 }
 
 /// [`log_sum_exp_body`] compiled for AVX2 and FMA: `exp`'s `floor` becomes one rounding

@@ -1,36 +1,89 @@
 //! Weight products whose weight is a transposed view, blocked as `gemm` blocks them and run on
-//! `gemm-f32`'s own AVX-512 microkernels, with the weight packed here by 16 × 16 register
-//! transposes.
+//! `gemm-f32`'s own microkernels (AVX-512 or AVX2 + FMA, whichever `gemm` itself would pick),
+//! with the weight packed here by register transposes.
 //!
 //! Why by hand: for a right operand stored `[n, k]` and read as `[k, n]` (FFN in forwards, FFN
-//! out backwards: 37 % of a bert IG's FLOPs), `gemm` packs each 64-column strip with a scalar
-//! gather (for every `k`, 64 loads from 64 rows; `gemm-common`'s `pack_generic_inner_loop`).
-//! Transposing the strip in registers instead and calling the very microkernels `gemm` would
-//! call, over the same blocks (`gemm-common`'s `kernel_params`), leaves the arithmetic as it was
-//! and only the packing changes. Calling the microkernels one strip at a time through `gemm`
-//! itself lost what the packing gained, since each call streams every activation row again
-//! (session 17).
+//! out backwards: 37 % of a bert IG's FLOPs), `gemm` packs each strip of its left operand with a
+//! scalar gather (for every `k`, one load from each of the strip's rows; `gemm-common`'s
+//! `pack_generic_inner_loop`). Transposing the strip in registers instead and calling the very
+//! microkernels `gemm` would call, over the same blocks (`gemm-common`'s `kernel_params`),
+//! leaves the arithmetic as it was and only the packing changes. Calling the microkernels one
+//! strip at a time through `gemm` itself lost what the packing gained, since each call streams
+//! every activation row again (session 17).
 #![allow(unsafe_code)]
 
 use std::mem::MaybeUninit;
 
+use gemm_common::microkernel::MicroKernelFn;
 use ndarray::{ArrayView2, ArrayViewMut2};
 
-/// Rows of one microkernel tile of the transposed problem (output columns): 4 × 16 lanes.
-const MR: usize = 64;
-/// Columns of one tile (activation rows).
+/// Columns of one microkernel tile of the transposed problem (activation rows), on every ISA.
 const NR: usize = 6;
 
-/// Whether this CPU runs [`product`] (AVX-512F, detected by `std`).
-pub(crate) fn available() -> bool {
+/// One instruction set's microkernels and the register transpose that packs for them.
+struct Isa {
+    /// f32 lanes of one vector register.
+    lanes: usize,
+    /// Rows of the largest tile (output columns): `kernels.len()` registers of `lanes`.
+    mr: usize,
+    /// `gemm-f32`'s kernel for a `cols × rows` tile (`1..=mr` by `1..=NR`) at
+    /// `[cols.div_ceil(lanes) - 1][rows - 1]`.
+    kernels: &'static [[MicroKernelFn<f32>; NR]],
+    /// `dst[c·ldd + r] = src[r·ld + c]` for one `lanes × lanes` block; needs the ISA.
+    transpose: unsafe fn(*const f32, usize, *mut f32, usize),
+}
+
+/// `gemm-f32`'s AVX-512 microkernels (64 × 6 tiles), packed by 16 × 16 transposes.
+#[cfg(target_arch = "x86_64")]
+static AVX512: Isa =
+    Isa { lanes: 16, mr: 64, kernels: &gemm_f32::microkernel::avx512f::f32::UKR, transpose: transpose16 };
+
+/// `gemm-f32`'s AVX2 + FMA microkernels (16 × 6 tiles), packed by 8 × 8 transposes.
+#[cfg(target_arch = "x86_64")]
+static FMA: Isa = Isa { lanes: 8, mr: 16, kernels: &gemm_f32::microkernel::fma::f32::UKR, transpose: transpose8 };
+
+/// Every ISA this CPU has that [`product`] has kernels for, widest first (the tests run each).
+#[cfg(test)]
+fn isas() -> Vec<&'static Isa> {
     #[cfg(target_arch = "x86_64")]
     {
-        std::arch::is_x86_feature_detected!("avx512f")
+        let mut all = Vec::new();
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            all.push(&AVX512);
+        }
+        if super::avx2_fma() {
+            all.push(&FMA);
+        }
+        all
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        false
+        Vec::new()
     }
+}
+
+/// The ISA `gemm` itself picks on this CPU (AVX-512F, else FMA, as `gemm-common`'s dispatch),
+/// if it is one [`product`] has kernels for; `None` elsewhere than on x86-64.
+fn isa() -> Option<&'static Isa> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            Some(&AVX512)
+        } else if super::avx2_fma() {
+            Some(&FMA)
+        } else {
+            None
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        None
+    }
+}
+
+/// Whether this CPU runs [`product`] (AVX-512F, or AVX2 and FMA; detected by `std`).
+pub(crate) fn available() -> bool {
+    isa().is_some()
 }
 
 /// Whether `b: [k, n]` is a transposed view [`product`] takes: each column contiguous, at a
@@ -47,7 +100,7 @@ thread_local! {
 
 /// `out = a · b` (with `accumulate`, `out += a · b`) on this thread, `b` a transposed view
 /// ([`takes`]); false (nothing written) if the shapes disagree, `b` is not such a view or the
-/// CPU lacks AVX-512F.
+/// CPU has neither AVX-512F nor AVX2 with FMA.
 ///
 /// # Shapes
 /// - `a`: `[m, k]` (any strides), `b`: `[k, n]`, `out`: `[m, n]` with contiguous rows
@@ -57,22 +110,36 @@ pub(crate) fn product(
     out: &mut ArrayViewMut2<'_, MaybeUninit<f32>>,
     accumulate: bool,
 ) -> bool {
+    isa().is_some_and(|isa| product_on(isa, a, b, out, accumulate))
+}
+
+/// [`product`] on the kernels of `isa`, which must be one of [`isas`].
+///
+/// # Shapes
+/// - as [`product`]
+fn product_on(
+    isa: &Isa,
+    a: ArrayView2<'_, f32>,
+    b: ArrayView2<'_, f32>,
+    out: &mut ArrayViewMut2<'_, MaybeUninit<f32>>,
+    accumulate: bool,
+) -> bool {
     let (m, k) = a.dim();
     let n = b.dim().1;
-    if b.dim().0 != k || out.dim() != (m, n) || !takes(&b) || !available() || (n > 1 && out.strides()[1] != 1) {
+    if b.dim().0 != k || out.dim() != (m, n) || !takes(&b) || (n > 1 && out.strides()[1] != 1) {
         return false;
     }
     if m == 0 {
         return true;
     }
-    let Some(kernels) = kernels() else { return false };
+    let mr = isa.mr;
     // The transposed problem `outᵀ = bᵀ · aᵀ`, as `gemm` runs it: `bᵀ` is its left operand
-    // (`n` rows, packed 64 at a time), `aᵀ` its right one (read in place).
-    let params = gemm_common::cache::kernel_params(n, m, k, MR, NR, std::mem::size_of::<f32>());
-    let (kc, mc) = (params.kc.max(1), params.mc.max(MR) / MR * MR);
+    // (`n` rows, packed `mr` at a time), `aᵀ` its right one (read in place).
+    let params = gemm_common::cache::kernel_params(n, m, k, mr, NR, std::mem::size_of::<f32>());
+    let (kc, mc) = (params.kc.max(1), params.mc.max(mr) / mr * mr);
     PACKED.with(|cell| {
         let mut buffer = cell.borrow_mut();
-        // 64-byte aligned start (the microkernel loads 16 lanes at a time).
+        // 64-byte aligned start (the microkernels load whole registers).
         let need = mc * kc + 16;
         if buffer.len() < need {
             buffer.resize(need, 0.0);
@@ -87,44 +154,46 @@ pub(crate) fn product(
             let alpha_one = accumulate || p0 > 0;
             for c0 in (0..n).step_by(mc) {
                 let width = mc.min(n - c0);
-                let panels = width.div_ceil(MR);
+                let panels = width.div_ceil(mr);
                 for i in 0..panels {
-                    let cols = MR.min(width - i * MR);
+                    let cols = mr.min(width - i * mr);
                     // SAFETY: `b` is a view with `b[p, c]` at `as_ptr() + p + c·cs` (`takes`);
-                    // the strip reads `p0..p0 + depth ≤ k` and `c0 + i·MR .. + cols ≤ n`.
+                    // the strip reads `p0..p0 + depth ≤ k` and `c0 + i·mr .. + cols ≤ n`;
+                    // `isa` is this CPU's.
                     unsafe {
                         pack(
-                            b.as_ptr().add((c0 + i * MR) * cs + p0),
+                            isa,
+                            b.as_ptr().add((c0 + i * mr) * cs + p0),
                             cs,
                             cols,
                             depth,
-                            &mut packed[i * MR * depth..(i + 1) * MR * depth],
+                            &mut packed[i * mr * depth..(i + 1) * mr * depth],
                         );
                     }
                 }
                 for j0 in (0..m).step_by(NR) {
                     let rows = NR.min(m - j0);
                     for i in 0..panels {
-                        let cols = MR.min(width - i * MR);
-                        let ukr = kernels[cols.div_ceil(16) - 1][rows - 1];
-                        // SAFETY: AVX-512F is present (`available`), which is all the kernel
-                        // is compiled for. It reads `depth` steps of the packed strip (64
-                        // lanes apart, inside `packed`) and of `aᵀ` (rows `j0..j0 + rows ≤ m`,
-                        // depths `p0..p0 + depth ≤ k` of the view `a`), and writes (reading it
-                        // first only when `alpha_one`, when it was written before) the
-                        // `cols × rows` tile of `outᵀ` at columns `c0 + i·MR..` and rows
-                        // `j0..`, inside `out` (`out[r, c]` at `r·o_rs + c`).
+                        let cols = mr.min(width - i * mr);
+                        let ukr = isa.kernels[cols.div_ceil(isa.lanes) - 1][rows - 1];
+                        // SAFETY: the CPU has the ISA the kernel is compiled for (`isa`). It
+                        // reads `depth` steps of the packed strip (`mr` lanes apart, inside
+                        // `packed`) and of `aᵀ` (rows `j0..j0 + rows ≤ m`, depths
+                        // `p0..p0 + depth ≤ k` of the view `a`), and writes (reading it first
+                        // only when `alpha_one`, when it was written before) the `cols × rows`
+                        // tile of `outᵀ` at columns `c0 + i·mr..` and rows `j0..`, inside
+                        // `out` (`out[r, c]` at `r·o_rs + c`).
                         unsafe {
                             ukr(
                                 cols,
                                 rows,
                                 depth,
-                                out.as_mut_ptr().offset(j0 as isize * o_rs + (c0 + i * MR) as isize).cast::<f32>(),
-                                packed.as_ptr().add(i * MR * depth),
+                                out.as_mut_ptr().offset(j0 as isize * o_rs + (c0 + i * mr) as isize).cast::<f32>(),
+                                packed.as_ptr().add(i * mr * depth),
                                 a.as_ptr().offset(j0 as isize * a_rs + p0 as isize * a_cs),
                                 o_rs,
                                 1,
-                                MR as isize,
+                                mr as isize,
                                 a_cs,
                                 a_rs,
                                 if alpha_one { 1.0 } else { 0.0 },
@@ -144,44 +213,64 @@ pub(crate) fn product(
     })
 }
 
-/// `gemm-f32`'s AVX-512 microkernels, the one for a `cols × rows` tile (`1..=MR` by `1..=NR`)
-/// at `[cols.div_ceil(16) - 1][rows - 1]`; `None` elsewhere than on x86-64.
-fn kernels() -> Option<&'static [[gemm_common::microkernel::MicroKernelFn<f32>; NR]; MR / 16]> {
-    #[cfg(target_arch = "x86_64")]
-    {
-        Some(&gemm_f32::microkernel::avx512f::f32::UKR)
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        None
-    }
-}
-
-/// `panel[p·MR + c] = src[c·cs + p]` for `c < cols`, `p < depth`: a strip of a transposed view
-/// as a microkernel panel, in 16 × 16 register transposes (element by element at the edges).
+/// `panel[p·mr + c] = src[c·cs + p]` for `c < cols`, `p < depth`: a strip of a transposed view
+/// as a microkernel panel, in `lanes × lanes` register transposes (element by element at the
+/// edges).
 ///
 /// # Safety
 /// `src` must be readable at `c·cs + p` for `c < cols`, `p < depth`; `panel` holds at least
-/// `depth · MR` values; `cols ≤ MR`; AVX-512F must be present.
-unsafe fn pack(src: *const f32, cs: usize, cols: usize, depth: usize, panel: &mut [f32]) {
-    // The 16 × 16 blocks in registers on x86-64; everything element by element elsewhere.
-    let (full_cols, full_depth) = if cfg!(target_arch = "x86_64") { (cols / 16 * 16, depth / 16 * 16) } else { (0, 0) };
+/// `depth · isa.mr` values; `cols ≤ isa.mr`; the CPU must have `isa`'s instructions.
+unsafe fn pack(isa: &Isa, src: *const f32, cs: usize, cols: usize, depth: usize, panel: &mut [f32]) {
+    let (l, mr) = (isa.lanes, isa.mr);
+    let (full_cols, full_depth) = (cols / l * l, depth / l * l);
     let dst = panel.as_mut_ptr();
-    #[cfg(target_arch = "x86_64")]
-    for c0 in (0..full_cols).step_by(16) {
-        for p0 in (0..full_depth).step_by(16) {
-            // SAFETY: inside the block the caller vouches for (`c0 + 16 ≤ cols`,
-            // `p0 + 16 ≤ depth`), and inside `panel` (`(p0 + 15)·MR + c0 + 16 ≤ depth·MR`).
-            unsafe {
-                transpose16(src.add(c0 * cs + p0), cs, dst.add(p0 * MR + c0), MR);
-            }
+    for c0 in (0..full_cols).step_by(l) {
+        for p0 in (0..full_depth).step_by(l) {
+            // SAFETY: inside the block the caller vouches for (`c0 + l ≤ cols`,
+            // `p0 + l ≤ depth`), and inside `panel` (`(p0 + l - 1)·mr + c0 + l ≤ depth·mr`).
+            unsafe { (isa.transpose)(src.add(c0 * cs + p0), cs, dst.add(p0 * mr + c0), mr) };
         }
     }
     for c in 0..cols {
         let from = if c < full_cols { full_depth } else { 0 };
         for p in from..depth {
             // SAFETY: as above, element by element.
-            unsafe { *dst.add(p * MR + c) = *src.add(c * cs + p) };
+            unsafe { *dst.add(p * mr + c) = *src.add(c * cs + p) };
+        }
+    }
+}
+
+/// `dst[c·ldd + r] = src[r·ld + c]` for an 8 × 8 block: 8 loads, 24 shuffles, 8 stores.
+///
+/// # Safety
+/// AVX must be present; `src` readable at `r·ld + c` and `dst` writable at `c·ldd + r` for
+/// `r, c < 8`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+unsafe fn transpose8(src: *const f32, ld: usize, dst: *mut f32, ldd: usize) {
+    use std::arch::x86_64::*;
+    // SAFETY (every load and store below): inside the 8 × 8 block the caller vouches for.
+    let row = |i: usize| unsafe { _mm256_loadu_ps(src.add(i * ld)) };
+    // a[2i], a[2i+1]: rows 2i and 2i+1 interleaved within each 128-bit lane.
+    let mut a = [_mm256_setzero_ps(); 8];
+    for i in 0..4 {
+        let (x, y) = (row(2 * i), row(2 * i + 1));
+        a[2 * i] = _mm256_unpacklo_ps(x, y);
+        a[2 * i + 1] = _mm256_unpackhi_ps(x, y);
+    }
+    // b[4j + c], lane L (of 2): rows 4j..4j+3 at column 4L + c.
+    let mut b = [_mm256_setzero_ps(); 8];
+    for j in 0..2 {
+        b[4 * j] = _mm256_shuffle_ps::<0x44>(a[4 * j], a[4 * j + 2]);
+        b[4 * j + 1] = _mm256_shuffle_ps::<0xEE>(a[4 * j], a[4 * j + 2]);
+        b[4 * j + 2] = _mm256_shuffle_ps::<0x44>(a[4 * j + 1], a[4 * j + 3]);
+        b[4 * j + 3] = _mm256_shuffle_ps::<0xEE>(a[4 * j + 1], a[4 * j + 3]);
+    }
+    // Output row 4L + c: lane L of b[c] (rows 0..4), then lane L of b[4 + c] (rows 4..8).
+    for c in 0..4 {
+        unsafe {
+            _mm256_storeu_ps(dst.add(c * ldd), _mm256_permute2f128_ps::<0x20>(b[c], b[4 + c]));
+            _mm256_storeu_ps(dst.add((4 + c) * ldd), _mm256_permute2f128_ps::<0x31>(b[c], b[4 + c]));
         }
     }
 }
@@ -241,31 +330,36 @@ mod tests {
 
     #[test]
     fn products_match_a_naive_product_over_ragged_blocks_and_depths() {
-        if !super::available() {
-            eprintln!("no AVX-512F here: packed::product refuses (tested below) and gemm runs");
+        let isas = super::isas();
+        assert_eq!(super::available(), !isas.is_empty());
+        if isas.is_empty() {
+            eprintln!("neither AVX-512F nor AVX2 + FMA here: packed::product refuses (tested below) and gemm runs");
         }
-        // Ragged tiles (m % 6), ragged strips (n % 64, n % 16), depths over one block and with
-        // a tail (k % 16), a padded weight stride, a strided activation.
-        for &(m, k, n) in &[(7, 5, 3), (13, 70, 130), (100, 768, 200), (6, 1030, 64), (65, 33, 517), (1, 16, 16)] {
+        // Ragged tiles (m % 6), ragged strips (n % 64, n % 16, n % 8), depths over one block
+        // and with a tail (k % 16, k % 8), a padded weight stride, a strided activation.
+        let shapes =
+            [(7, 5, 3), (13, 70, 130), (100, 768, 200), (6, 1030, 64), (65, 33, 517), (1, 16, 16), (9, 21, 23)];
+        for &(m, k, n) in &shapes {
             let a = Array2::from_shape_fn((m, k), |(i, p)| ((i * 31 + p * 7) % 23) as f32 * 0.1 - 1.1);
             let stored = Array2::from_shape_fn((n, k + 3), |(j, p)| ((j * 13 + p * 5) % 19) as f32 * 0.1 - 0.9);
             let b = stored.slice(s![.., ..k]).reversed_axes();
             let want = naive(&a, &b);
             for accumulate in [false, true] {
                 let mut out = Array2::from_elem((m, n), MaybeUninit::new(0.5f32));
-                let ok = super::product(a.view(), b, &mut out.view_mut(), accumulate);
-                assert_eq!(ok, super::available(), "{m}x{k}x{n}");
-                if !ok {
-                    continue;
+                assert_eq!(super::product(a.view(), b, &mut out.view_mut(), accumulate), super::available());
+                for isa in &isas {
+                    let mut out = Array2::from_elem((m, n), MaybeUninit::new(0.5f32));
+                    assert!(super::product_on(isa, a.view(), b, &mut out.view_mut(), accumulate), "{m}x{k}x{n}");
+                    let got = unsafe { out.assume_init() };
+                    let mut worst = 0.0f64;
+                    for ((i, j), g) in got.indexed_iter() {
+                        let w = want[[i, j]] + if accumulate { 0.5 } else { 0.0 };
+                        worst = worst.max((*g as f64 - w).abs());
+                    }
+                    let lanes = isa.lanes;
+                    eprintln!("packed {m}x{k}x{n}, {lanes} lanes (accumulate {accumulate}): max error {worst:e}");
+                    assert!(worst <= 1e-5 * k as f64, "{m}x{k}x{n}, {lanes} lanes: {worst}");
                 }
-                let got = unsafe { out.assume_init() };
-                let mut worst = 0.0f64;
-                for ((i, j), g) in got.indexed_iter() {
-                    let w = want[[i, j]] + if accumulate { 0.5 } else { 0.0 };
-                    worst = worst.max((*g as f64 - w).abs());
-                }
-                eprintln!("packed {m}x{k}x{n} (accumulate {accumulate}): max error {worst:e}");
-                assert!(worst <= 1e-5 * k as f64, "{m}x{k}x{n}: {worst}");
             }
         }
         let a = Array2::<f32>::zeros((4, 8));

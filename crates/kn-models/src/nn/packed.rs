@@ -24,61 +24,47 @@ const NR: usize = 6;
 struct Isa {
     /// f32 lanes of one vector register.
     lanes: usize,
-    /// Rows of the largest tile (output columns): `kernels.len()` registers of `lanes`.
-    mr: usize,
-    /// `gemm-f32`'s kernel for a `cols × rows` tile (`1..=mr` by `1..=NR`) at
+    /// `gemm-f32`'s kernel for a `cols × rows` tile (`1..=`[`Isa::mr`] by `1..=NR`) at
     /// `[cols.div_ceil(lanes) - 1][rows - 1]`.
     kernels: &'static [[MicroKernelFn<f32>; NR]],
     /// `dst[c·ldd + r] = src[r·ld + c]` for one `lanes × lanes` block; needs the ISA.
     transpose: unsafe fn(*const f32, usize, *mut f32, usize),
 }
 
+impl Isa {
+    /// Rows of the largest tile (output columns): one register of `lanes` per kernel row.
+    fn mr(&self) -> usize {
+        self.kernels.len() * self.lanes
+    }
+}
+
 /// `gemm-f32`'s AVX-512 microkernels (64 × 6 tiles), packed by 16 × 16 transposes.
 #[cfg(target_arch = "x86_64")]
-static AVX512: Isa =
-    Isa { lanes: 16, mr: 64, kernels: &gemm_f32::microkernel::avx512f::f32::UKR, transpose: transpose16 };
+static AVX512: Isa = Isa { lanes: 16, kernels: &gemm_f32::microkernel::avx512f::f32::UKR, transpose: transpose16 };
 
 /// `gemm-f32`'s AVX2 + FMA microkernels (16 × 6 tiles), packed by 8 × 8 transposes.
 #[cfg(target_arch = "x86_64")]
-static FMA: Isa = Isa { lanes: 8, mr: 16, kernels: &gemm_f32::microkernel::fma::f32::UKR, transpose: transpose8 };
+static FMA: Isa = Isa { lanes: 8, kernels: &gemm_f32::microkernel::fma::f32::UKR, transpose: transpose8 };
 
-/// Every ISA this CPU has that [`product`] has kernels for, widest first (the tests run each).
-#[cfg(test)]
-fn isas() -> Vec<&'static Isa> {
+/// Every ISA this CPU has that [`product`] has kernels for, widest first (the tests run each);
+/// none elsewhere than on x86-64.
+fn isas() -> impl Iterator<Item = &'static Isa> {
     #[cfg(target_arch = "x86_64")]
     {
-        let mut all = Vec::new();
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            all.push(&AVX512);
-        }
-        if super::avx2_fma() {
-            all.push(&FMA);
-        }
-        all
+        [(std::arch::is_x86_feature_detected!("avx512f"), &AVX512), (super::avx2_fma(), &FMA)]
+            .into_iter()
+            .filter_map(|(has, isa)| has.then_some(isa))
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        Vec::new()
+        std::iter::empty()
     }
 }
 
 /// The ISA `gemm` itself picks on this CPU (AVX-512F, else FMA, as `gemm-common`'s dispatch),
-/// if it is one [`product`] has kernels for; `None` elsewhere than on x86-64.
+/// if it is one [`product`] has kernels for.
 fn isa() -> Option<&'static Isa> {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            Some(&AVX512)
-        } else if super::avx2_fma() {
-            Some(&FMA)
-        } else {
-            None
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        None
-    }
+    isas().next()
 }
 
 /// Whether this CPU runs [`product`] (AVX-512F, or AVX2 and FMA; detected by `std`).
@@ -132,7 +118,7 @@ fn product_on(
     if m == 0 {
         return true;
     }
-    let mr = isa.mr;
+    let mr = isa.mr();
     // The transposed problem `outᵀ = bᵀ · aᵀ`, as `gemm` runs it: `bᵀ` is its left operand
     // (`n` rows, packed `mr` at a time), `aᵀ` its right one (read in place).
     let params = gemm_common::cache::kernel_params(n, m, k, mr, NR, std::mem::size_of::<f32>());
@@ -219,9 +205,9 @@ fn product_on(
 ///
 /// # Safety
 /// `src` must be readable at `c·cs + p` for `c < cols`, `p < depth`; `panel` holds at least
-/// `depth · isa.mr` values; `cols ≤ isa.mr`; the CPU must have `isa`'s instructions.
+/// `depth · isa.mr()` values; `cols ≤ isa.mr()`; the CPU must have `isa`'s instructions.
 unsafe fn pack(isa: &Isa, src: *const f32, cs: usize, cols: usize, depth: usize, panel: &mut [f32]) {
-    let (l, mr) = (isa.lanes, isa.mr);
+    let (l, mr) = (isa.lanes, isa.mr());
     let (full_cols, full_depth) = (cols / l * l, depth / l * l);
     let dst = panel.as_mut_ptr();
     for c0 in (0..full_cols).step_by(l) {
@@ -330,7 +316,7 @@ mod tests {
 
     #[test]
     fn products_match_a_naive_product_over_ragged_blocks_and_depths() {
-        let isas = super::isas();
+        let isas: Vec<_> = super::isas().collect();
         assert_eq!(super::available(), !isas.is_empty());
         if isas.is_empty() {
             eprintln!("neither AVX-512F nor AVX2 + FMA here: packed::product refuses (tested below) and gemm runs");

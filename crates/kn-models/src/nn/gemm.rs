@@ -67,7 +67,8 @@ pub(crate) fn matmul_bias(a: ArrayView2<'_, f32>, b: ArrayView2<'_, f32>, bias: 
     // the target rows and 1.3x on the full-prompt ones (README "Speed", `bench --kernels`).
     let cols = n.div_ceil(threads.max(1)).next_multiple_of(16);
     // A transposed view with more rows than the column-major path takes runs on `gemm`'s
-    // microkernels with the weight packed by register transposes (see `super::packed`).
+    // microkernels with the weight packed by register transposes, and on AVX2 + FMA so do
+    // contiguous weights, packed by row copies (see `super::packed`).
     let by_packed =
         !column_major && m > COLUMN_MAJOR_MAX_ROWS && super::packed::takes(&b) && super::packed::available();
     let block = |b: ArrayView2<'_, f32>, bias: Option<&[f32]>, o: &mut ArrayViewMut2<'_, MaybeUninit<f32>>| {

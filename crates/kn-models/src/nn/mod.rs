@@ -23,6 +23,8 @@ mod packed;
 pub mod rope;
 #[cfg(feature = "ndarray")]
 mod softmax;
+#[cfg(feature = "ndarray")]
+mod tile_fma;
 
 #[cfg(feature = "ndarray")]
 pub use gemm::product_gflops;

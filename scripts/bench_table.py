@@ -30,8 +30,10 @@ def main(path):
         raise SystemExit(f"{path}: no kn-cli bench output")
     first = models[0]
     peak = first["fma_peak"]["gflop_per_second"]
+    runs = first.get("fma_peak_runs_gflop_per_second", [])
+    measured = f", the largest of {', '.join(f'{r:.0f}' for r in runs)}" if runs else ""
     print(f"CPU: {first['cpu']}, {first['threads']} threads, measured FMA peak {peak:.1f} GFLOP/s "
-          f"({first['fma_peak']['isa']}); kn-cli {first['backend']}, steps {first['steps']}, batch {first['batch_size']}"
+          f"({first['fma_peak']['isa']}{measured}); kn-cli {first['backend']}, steps {first['steps']}, batch {first['batch_size']}"
           + (f"; PyTorch {py['torch']} with {py['threads']} threads" if py else ""))
     print()
 

@@ -72,14 +72,17 @@ pub fn run(a: BenchArgs) -> Result<()> {
     };
     cfg.validate()?;
     let cases = if a.load_only { Vec::new() } else { cases(&model, tokenizer.as_ref(), &a)? };
-    // Measured once the arguments and the model are known to be good (a bad one fails fast).
-    let peak = super::peak::measure(threads, Duration::from_millis(200));
+    // Measured once the arguments and the model are known to be good (a bad one fails fast),
+    // and again after the timings: a shared host (another tenant on the core's other hardware
+    // thread) was seen to halve one measurement now and then (103 against 200 GFLOP/s, session
+    // 19), which would double every fraction of it. The larger of the two is the peak.
+    let before = super::peak::measure(threads, Duration::from_millis(200));
     eprintln!(
         "{}: FMA peak {:.1} GFLOP/s ({}, {} threads)",
         super::peak::cpu_model().unwrap_or_else(|| "unknown CPU".into()),
-        peak.gflop_per_second,
-        peak.isa,
-        peak.threads
+        before.gflop_per_second,
+        before.isa,
+        before.threads
     );
     if !cases.is_empty() {
         // Wᵀ for the backward passes is built once per model, before the first timing.
@@ -107,10 +110,18 @@ pub fn run(a: BenchArgs) -> Result<()> {
             "prompts_per_second": queries.len() as f64 / secs,
             "gflop": flops / 1e9,
             "gflop_per_second": flops / 1e9 / secs,
-            "percent_of_fma_peak": 100.0 * flops / 1e9 / secs / peak.gflop_per_second,
         }));
     }
-    let kernels = if a.kernels { kernel_table(&arch, peak.gflop_per_second) } else { Vec::new() };
+    let mut kernels = if a.kernels { kernel_table(&arch) } else { Vec::new() };
+    let after = super::peak::measure(threads, Duration::from_millis(200));
+    eprintln!("FMA peak measured again: {:.1} GFLOP/s", after.gflop_per_second);
+    let runs = [before.gflop_per_second, after.gflop_per_second];
+    let peak = if after.gflop_per_second > before.gflop_per_second { after } else { before };
+    for r in results.iter_mut().chain(kernels.iter_mut()) {
+        if let Some(rate) = r.get("gflop_per_second").and_then(serde_json::Value::as_f64) {
+            r["percent_of_fma_peak"] = json!(100.0 * rate / peak.gflop_per_second);
+        }
+    }
     println!(
         "{}",
         json!({
@@ -118,6 +129,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
             "backend": kn_models::backend::NAME,
             "cpu": super::peak::cpu_model(),
             "fma_peak": peak,
+            "fma_peak_runs_gflop_per_second": runs,
             "dims": dims,
             "steps": cfg.steps,
             "batch_size": cfg.batch_size,
@@ -134,11 +146,11 @@ pub fn run(a: BenchArgs) -> Result<()> {
 
 /// GFLOP/s of the weight products an IG pass of this architecture performs (batch 20: the
 /// forward products at the target rows and on a 9-token prompt, and their backward products
-/// by `Wᵀ`), and their fraction of the FMA peak; beside each, the same product with the right
-/// operand read through a transposed view (what a model storing one layout only would run).
-/// The ndarray build only.
+/// by `Wᵀ`) (the caller adds their fraction of the FMA peak); beside each, the same product
+/// with the right operand read through a transposed view (what a model storing one layout only
+/// would run). The ndarray build only.
 #[cfg(feature = "ndarray")]
-fn kernel_table(c: &ArchConfig, peak: f64) -> Vec<serde_json::Value> {
+fn kernel_table(c: &ArchConfig) -> Vec<serde_json::Value> {
     let (d, ff, v) = (c.d_model, c.d_ff, c.vocab_size);
     let attn = c.n_heads * c.head_dim;
     let shapes = [
@@ -155,19 +167,15 @@ fn kernel_table(c: &ArchConfig, peak: f64) -> Vec<serde_json::Value> {
         .map(|&(label, m, k, n)| {
             let g = kn_models::nn::product_gflops(m, k, n, false, 0.3);
             let t = kn_models::nn::product_gflops(m, k, n, true, 0.3);
-            eprintln!(
-                "[{m} x {k}] · [{k} x {n}] ({label}): {g:.1} GFLOP/s, {:.0} % of peak; right operand a transposed view: {t:.1}",
-                100.0 * g / peak
-            );
-            json!({"product": label, "m": m, "k": k, "n": n, "gflop_per_second": g, "percent_of_fma_peak": 100.0 * g / peak,
-                   "strided_rhs_gflop_per_second": t})
+            eprintln!("[{m} x {k}] · [{k} x {n}] ({label}): {g:.1} GFLOP/s; right operand a transposed view: {t:.1}");
+            json!({"product": label, "m": m, "k": k, "n": n, "gflop_per_second": g, "strided_rhs_gflop_per_second": t})
         })
         .collect()
 }
 
 /// The other backends multiply through burn: no kernel table.
 #[cfg(not(feature = "ndarray"))]
-fn kernel_table(_c: &ArchConfig, _peak: f64) -> Vec<serde_json::Value> {
+fn kernel_table(_c: &ArchConfig) -> Vec<serde_json::Value> {
     Vec::new()
 }
 

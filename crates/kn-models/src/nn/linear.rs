@@ -11,16 +11,21 @@ use crate::weights::RawTensor;
 ///
 /// Attribution multiplies by `W` forwards and by `Wᵀ` backwards. On backends that want a
 /// contiguous operand for the backward product ([`DualMatmul::KEEP_TRANSPOSE`], the ndarray
-/// build) the weight is stored once, in the layout that makes both products fast: the `gemm`
-/// kernels read a transposed view at full speed when the inner dimension is the narrow side
-/// (`d_model`), and at a fraction of it when it is the wide side (`d_ff`, the vocabulary;
-/// `kn-cli bench --kernels` prints both). So an expanding map (`d_in < d_out`: FFN in, gate,
-/// the head) keeps PyTorch's `[d_out, d_in]` (`Wᵀ`, contiguous for the backward; the forward
-/// reads its transposed view), a contracting one (`d_in > d_out`: FFN out) keeps `[d_in, d_out]`
-/// (the backward reads the view), and only square maps (attention projections) build a
-/// contiguous `Wᵀ` beside `W`, on the first product whose input gradient is needed, so that the
-/// forward-only commands never pay for it. Other backends keep `[d_in, d_out]` and multiply
-/// transposed operands in place.
+/// build) the weight is stored once:
+/// - where the backend reads a transposed view at full speed
+///   ([`DualMatmul::views_at_full_speed`]: the ndarray build on AVX2 + FMA or AVX-512F, whose
+///   `nn/packed.rs` packs a view by register transposes), in the layout the checkpoint stores
+///   it (PyTorch's `[d_out, d_in]` for `nn.Linear`, `[d_in, d_out]` for GPT-2's `Conv1D`): no
+///   transpose at load, no second copy; one of the two products reads a view;
+/// - elsewhere, in the layout that makes both products fast with the `gemm` crate alone, which
+///   reads a transposed view at full speed when the inner dimension is the narrow side
+///   (`d_model`), and at a fraction of it when it is the wide side (`d_ff`, the vocabulary):
+///   an expanding map (`d_in < d_out`: FFN in, gate, the head) keeps `Wᵀ`, a contracting one
+///   `W`, and only square maps (attention projections) build a contiguous `Wᵀ` beside `W`, on
+///   the first product whose input gradient is needed, so that forward-only commands never pay
+///   for it.
+///
+/// Other backends keep `[d_in, d_out]` and multiply transposed operands in place.
 #[derive(Debug, Clone)]
 pub struct Linear<B: DualMatmul> {
     /// The weight as kept: `[d_in, d_out]`, or `[d_out, d_in]` when `transposed`.
@@ -37,7 +42,7 @@ impl<B: DualMatmul> Linear<B> {
     /// From a host weight `[d_in, d_out]` (transposed on the host when it is kept as `Wᵀ`).
     pub fn from_raw(w: RawTensor, bias: Option<Tensor<B, 1>>, device: &B::Device) -> Self {
         let (d_in, d_out) = (w.shape[0], w.shape[1]);
-        if Self::keeps_transposed(d_in, d_out) {
+        if Self::stores_transposed(d_in, d_out, false) {
             Self::from_transposed(w.transposed().into_tensor(device), bias)
         } else {
             Self::new(w.into_tensor(device), bias)
@@ -48,17 +53,24 @@ impl<B: DualMatmul> Linear<B> {
     /// only when it is not kept as it is.
     pub fn from_raw_transposed(wt: RawTensor, bias: Option<Tensor<B, 1>>, device: &B::Device) -> Self {
         let (d_out, d_in) = (wt.shape[0], wt.shape[1]);
-        if Self::keeps_transposed(d_in, d_out) {
+        if Self::stores_transposed(d_in, d_out, true) {
             Self::from_transposed(wt.into_tensor(device), bias)
         } else {
             Self::new(wt.transposed().into_tensor(device), bias)
         }
     }
 
-    /// Whether a `[d_in, d_out]` map is kept as `Wᵀ` on this backend (an expanding map on a
-    /// backend that keeps transposes).
+    /// Whether a `[d_in, d_out]` map given as `Wᵀ` (PyTorch's layout) is kept so on this
+    /// backend: every map where views run at full speed, else an expanding one on a backend
+    /// that keeps transposes.
     pub fn keeps_transposed(d_in: usize, d_out: usize) -> bool {
-        B::KEEP_TRANSPOSE && d_in < d_out
+        Self::stores_transposed(d_in, d_out, true)
+    }
+
+    /// Whether a `[d_in, d_out]` map given as `Wᵀ` (`given_transposed`) or as `W` is stored as
+    /// `Wᵀ` on this backend (see [`Linear`]).
+    fn stores_transposed(d_in: usize, d_out: usize, given_transposed: bool) -> bool {
+        B::KEEP_TRANSPOSE && if B::views_at_full_speed() { given_transposed } else { d_in < d_out }
     }
 
     /// From a weight `[d_in, d_out]` already on the device, kept as it is.
@@ -91,12 +103,13 @@ impl<B: DualMatmul> Linear<B> {
         }
     }
 
-    /// Whether the backward product needs a contiguous `Wᵀ` built beside `W`: a map kept as
-    /// `[d_in, d_out]` that does not contract (the square ones, or an expanding one given to
-    /// [`Linear::new`]); a contracting one reads the transposed view at full speed.
+    /// Whether the backward product needs a contiguous `Wᵀ` built beside `W`: where views do
+    /// not run at full speed, a map kept as `[d_in, d_out]` that does not contract (the square
+    /// ones, or an expanding one given to [`Linear::new`]); a contracting one reads the
+    /// transposed view at full speed.
     fn builds_transpose(&self) -> bool {
         let [d_in, d_out] = self.stored.dims();
-        !self.transposed && d_out >= d_in
+        !self.transposed && d_out >= d_in && !B::views_at_full_speed()
     }
 
     /// `Wᵀ` `[d_out, d_in]` as the backward product reads it: the kept `Wᵀ`, the built

@@ -7,6 +7,11 @@
 #
 #   scripts/bench-compare.sh [KN_CLI_BINARY]      # default: target/release/kn-cli
 #
+# ROUNDS (default 2) alternates the two sides, kn-cli then Python, then Python then kn-cli
+# (ABBA): on a shared host whose speed drifts by 15-30 % from one minute to the next, a ratio of
+# two measurements minutes apart moves by as much, while linear drift cancels over A B B A. The
+# table takes each case's median over the rounds. Each round takes about 20 minutes on 2 cores.
+#
 # Needs the test checkpoints (scripts/fetch-test-models.sh). The Python side runs in
 # .cache/torch-venv (the one scripts/test-backends.sh makes), into which this script installs
 # scripts/requirements-fixtures.txt and knowledge-neurons 0.0.2 when they are missing; PYTHON=...
@@ -59,18 +64,45 @@ whole() { # label side command...
   echo "$label ($side): ${runs[*]} s" >&2
 }
 
-echo "kn-cli ($KN):" >&2
-"$KN" bench --model "$WORK/bert" --repeat "$REPEAT" --load --kernels >>"$OUT"
-"$KN" bench --model "$WORK/gpt2" --repeat "$REPEAT" --load >>"$OUT"
-[ -f "$SMOL" ] && "$KN" bench --model "$SMOL" --repeat "$REPEAT" --load --single >>"$OUT"
+# One round of kn-cli's side: the bench cases (loading and the product table in the first round
+# only), then the whole-process cases, each interleaved with transformers' and the careful
+# PyTorch script's run of the same job.
+kn_side() { # round
+  echo "kn-cli ($KN), round $1:" >&2
+  local extra=() single_extra=()
+  if [ "$1" = 1 ]; then
+    extra=(--load --kernels)
+    single_extra=(--load)
+  fi
+  "$KN" bench --model "$WORK/bert" --repeat "$REPEAT" "${extra[@]}" >>"$OUT"
+  "$KN" bench --model "$WORK/gpt2" --repeat "$REPEAT" "${single_extra[@]}" >>"$OUT"
+  [ -f "$SMOL" ] && "$KN" bench --model "$SMOL" --repeat "$REPEAT" --single "${single_extra[@]}" >>"$OUT"
+  whole "predict, bert-base" kn-cli "$KN" predict --model "$WORK/bert" --prompt "The capital of france is [MASK]"
+  whole "predict, bert-base" transformers "$PYTHON" scripts/bench_python.py --whole predict --bert "$WORK/bert" --threads "$THREADS"
+  whole "attribute one prompt, bert-base" kn-cli "$KN" attribute --model "$WORK/bert" --prompt "The capital of france is [MASK]" --target paris --quiet
+  whole "attribute one prompt, bert-base" "careful PyTorch" "$PYTHON" scripts/bench_python.py --whole attribute --bert "$WORK/bert" --threads "$THREADS"
+}
+
+# One round of the Python side: the careful PyTorch IGs and the library's, and in the first
+# round the product shapes kn-cli bench --kernels printed, in numpy (OpenBLAS) and torch (MKL).
+py_side() { # round
+  echo "Python (careful PyTorch and knowledge-neurons), round $1:" >&2
+  local kernels=()
+  if [ "$1" = 1 ]; then
+    kernels=(--kernels "$(python3 -c 'import json, sys; print(json.dumps([[k["m"], k["k"], k["n"]] for l in open(sys.argv[1]) for k in json.loads(l).get("kernels", [])]))' "$OUT")")
+  fi
+  OPENBLAS_NUM_THREADS=$THREADS "$PYTHON" scripts/bench_python.py --bert "$WORK/bert" --gpt2 "$WORK/gpt2" \
+    --threads "$THREADS" --repeat "$REPEAT" "${kernels[@]}" >>"$OUT"
+}
+
 export OMP_NUM_THREADS=$THREADS
-whole "predict, bert-base" kn-cli "$KN" predict --model "$WORK/bert" --prompt "The capital of france is [MASK]"
-whole "predict, bert-base" transformers "$PYTHON" scripts/bench_python.py --whole predict --bert "$WORK/bert" --threads "$THREADS"
-whole "attribute one prompt, bert-base" kn-cli "$KN" attribute --model "$WORK/bert" --prompt "The capital of france is [MASK]" --target paris --quiet
-whole "attribute one prompt, bert-base" "careful PyTorch" "$PYTHON" scripts/bench_python.py --whole attribute --bert "$WORK/bert" --threads "$THREADS"
-echo "Python (careful PyTorch and knowledge-neurons):" >&2
-# The same product shapes as kn-cli bench --kernels printed, in numpy (OpenBLAS) and torch (MKL).
-shapes=$(python3 -c 'import json, sys; print(json.dumps([[k["m"], k["k"], k["n"]] for l in open(sys.argv[1]) for k in json.loads(l).get("kernels", [])]))' "$OUT")
-OPENBLAS_NUM_THREADS=$THREADS "$PYTHON" scripts/bench_python.py --bert "$WORK/bert" --gpt2 "$WORK/gpt2" \
-  --threads "$THREADS" --repeat "$REPEAT" --kernels "$shapes" >>"$OUT"
+for round in $(seq "${ROUNDS:-2}"); do
+  if [ $((round % 4)) = 1 ] || [ $((round % 4)) = 0 ]; then
+    kn_side "$round"
+    py_side "$round"
+  else
+    py_side "$round"
+    kn_side "$round"
+  fi
+done
 python3 scripts/bench_table.py "$OUT"

@@ -49,7 +49,8 @@ def main(path):
                 found = [r for d in runs for r in d["results"] if r["case"] == case]
                 if found:
                     med = lambda key: statistics.median(r[key] for r in found if key in r)
-                    out = dict(found[0], seconds=med("seconds"), rounds_seconds=[r["seconds"] for r in found])
+                    out = dict(found[0], seconds=med("seconds"), rounds_seconds=[r["seconds"] for r in found],
+                               rounds_percent=[r.get("percent_of_fma_peak") for r in found])
                     if "gflop_per_second" in found[0]:
                         out.update(gflop_per_second=med("gflop_per_second"), percent_of_fma_peak=med("percent_of_fma_peak"))
                     return out
@@ -95,7 +96,9 @@ def main(path):
         if careful:
             goals.append(("bert one prompt >= 1.5x careful PyTorch", careful / bert_one["seconds"] >= 1.5,
                           f"{careful / bert_one['seconds']:.2f}x" + per_round(py_cases(lambda c: c == "one prompt", "careful"), bert_one["rounds_seconds"])))
-        goals.append(("bert one prompt >= 70 % of the FMA peak", bert_one["percent_of_fma_peak"] >= 70, f"{bert_one['percent_of_fma_peak']:.0f} %"))
+        pcts = bert_one["rounds_percent"]
+        each = f" (rounds: {', '.join(f'{x:.0f} %' for x in pcts)})" if len(pcts) > 1 and None not in pcts else ""
+        goals.append(("bert one prompt >= 70 % of the FMA peak", bert_one["percent_of_fma_peak"] >= 70, f"{bert_one['percent_of_fma_peak']:.0f} %" + each))
 
     a_kn, a_py = wmed(("attribute one prompt, bert-base", "kn-cli")), wmed(("attribute one prompt, bert-base", "careful PyTorch"))
     row("attribute one prompt, bert-base, whole process", None, a_py, a_kn)

@@ -16,11 +16,9 @@ def main(path):
     # Every key's lines in the order they came: with ROUNDS > 1 each round appends one line per
     # kn-cli model, per whole-process case and side, and one Python line.
     kn, whole, pys = {}, {}, []
-    for line in open(path):
-        line = line.strip()
-        if not line:
-            continue
-        d = json.loads(line)
+    with open(path) as f:
+        lines = [json.loads(line) for line in f if line.strip()]
+    for d in lines:
         if "whole" in d:
             whole.setdefault((d["whole"], d["side"]), []).append(statistics.median(d["runs_seconds"]))
         elif "torch" in d:

@@ -10,6 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/fetch-test-models.sh
 cargo test --workspace --locked ${KN_CARGO_TIMINGS:+--timings} "$@"
+python3 scripts/test_bench_table.py
 scripts/test-python.sh
 backends="${KN_BACKENDS-tch wgpu}"
 if [ -n "$backends" ]; then

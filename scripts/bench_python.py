@@ -41,15 +41,6 @@ def timed(fn):
     return time.perf_counter() - start, out
 
 
-def warm_timed(fn):
-    """`timed(fn)` after one untimed call: a model's first pass in a process pays one-off costs
-    (allocator growth, torch's lazy initialisation) that `kn-cli bench`'s median of its timings
-    leaves out too. The library's later cases in the same process (its seven prompts, gpt2's long
-    prompt) run warm already and are timed once."""
-    fn()
-    return timed(fn)
-
-
 def ig_scores(acts, steps, batch_size, target_probs):
     """IG by the left Riemann sum (alphas k/steps, as the Python library) for each layer's
     activations `acts[l]` ([d_ff]): `target_probs(l, x)` is the target probability for each row
@@ -101,8 +92,10 @@ def bench_bert(path, steps, batch_size, repeat=1):
     prompt, target = PARIS[1], "paris"
     results = []
 
+    # The library's first call on the model is timed warm, after one untimed call, as every other
+    # timing here (its later cases in this process, the seven prompts, run warm already).
     log("bert: EAI get_scores, one prompt (one untimed call first)")
-    secs, _ = warm_timed(lambda: kn.get_scores(prompt, target, batch_size=batch_size, steps=steps, pbar=False))
+    secs, _ = median_time(lambda: kn.get_scores(prompt, target, batch_size=batch_size, steps=steps, pbar=False), 1)
     results.append({"case": "one prompt", "impl": "knowledge-neurons get_scores", "seconds": secs})
 
     log("bert: careful PyTorch IG, one prompt")
@@ -216,7 +209,7 @@ def bench_gpt2(path, steps, batch_size, repeat=1):
         # longer prompt runs on the warmed model.
         log(f"gpt2: EAI get_scores, {n}-token prompt" + ("" if results else " (one untimed call first)"))
         run = lambda: kn.get_scores(prompt, " Paris", batch_size=batch_size, steps=steps, pbar=False)
-        secs, _ = timed(run) if results else warm_timed(run)
+        secs = timed(run)[0] if results else median_time(run, 1)[0]
         case = f"{n}-token prompt, 1-token target"
         results.append({"case": case, "impl": "knowledge-neurons get_scores", "seconds": secs})
         ids = torch.tensor([tok.encode(prompt)])

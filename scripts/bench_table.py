@@ -12,12 +12,21 @@ import statistics
 import sys
 
 
+def read(path):
+    """The JSON objects of a bench-compare output, one per non-empty line."""
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
 def main(path):
+    table(read(path), path)
+
+
+def table(lines, source="input"):
+    """Prints the tables of these JSON objects (`read`'s); `source` names them in errors."""
     # Every key's lines in the order they came: with ROUNDS > 1 each round appends one line per
     # kn-cli model, per whole-process case and side, and one Python line.
     kn, whole, pys = {}, {}, []
-    with open(path) as f:
-        lines = [json.loads(line) for line in f if line.strip()]
     for d in lines:
         if "whole" in d:
             whole.setdefault((d["whole"], d["side"]), []).append(statistics.median(d["runs_seconds"]))
@@ -26,7 +35,7 @@ def main(path):
         else:
             kn.setdefault(d["model"], []).append(d)
     if not kn:
-        raise SystemExit(f"{path}: no kn-cli bench output")
+        raise SystemExit(f"{source}: no kn-cli bench output")
     rounds = max(len(v) for v in kn.values())
     first = next(iter(kn.values()))[0]
     py = pys[0] if pys else None
@@ -61,10 +70,13 @@ def main(path):
         found = py_cases(case_part, impl)
         return statistics.median(found) if found else None
 
+    def each_round(values, fmt):
+        """Each round's value beside a goal's median, when there are several rounds."""
+        return f" (rounds: {', '.join(fmt(x) for x in values)})" if len(values) > 1 else ""
+
     def per_round(theirs, ours):
         """Each round's ratio (the rounds paired in order), for the goals' column."""
-        pairs = [t / o for t, o in zip(theirs, ours) if t and o]
-        return f" (rounds: {', '.join(f'{x:.2f}x' for x in pairs)})" if len(pairs) > 1 else ""
+        return each_round([t / o for t, o in zip(theirs, ours) if t and o], lambda x: f"{x:.2f}x")
 
     rows = []
     goals = []
@@ -94,9 +106,9 @@ def main(path):
         if careful:
             goals.append(("bert one prompt >= 1.5x careful PyTorch", careful / bert_one["seconds"] >= 1.5,
                           f"{careful / bert_one['seconds']:.2f}x" + per_round(py_cases(lambda c: c == "one prompt", "careful"), bert_one["rounds_seconds"])))
-        pcts = bert_one["rounds_percent"]
-        each = f" (rounds: {', '.join(f'{x:.0f} %' for x in pcts)})" if len(pcts) > 1 and None not in pcts else ""
-        goals.append(("bert one prompt >= 70 % of the FMA peak", bert_one["percent_of_fma_peak"] >= 70, f"{bert_one['percent_of_fma_peak']:.0f} %" + each))
+        pcts = [x for x in bert_one["rounds_percent"] if x is not None]
+        goals.append(("bert one prompt >= 70 % of the FMA peak", bert_one["percent_of_fma_peak"] >= 70,
+                      f"{bert_one['percent_of_fma_peak']:.0f} %" + each_round(pcts, lambda x: f"{x:.0f} %")))
 
     a_kn, a_py = wmed(("attribute one prompt, bert-base", "kn-cli")), wmed(("attribute one prompt, bert-base", "careful PyTorch"))
     row("attribute one prompt, bert-base, whole process", None, a_py, a_kn)

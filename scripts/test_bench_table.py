@@ -10,8 +10,6 @@ Only the standard library (scripts/test.sh runs it with the machine's python3).
 import contextlib
 import copy
 import io
-import json
-import tempfile
 import unittest
 from pathlib import Path
 
@@ -21,14 +19,10 @@ RUNS = Path(__file__).resolve().parent.parent / "data/results/bench-compare"
 
 
 def render(lines):
-    """bench_table's output for these JSON objects, one per line."""
-    with tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False) as f:
-        for d in lines:
-            f.write(json.dumps(d) + "\n")
+    """bench_table's output for these JSON objects."""
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        bench_table.main(f.name)
-    Path(f.name).unlink()
+        bench_table.table(list(lines))
     return out.getvalue()
 
 
@@ -46,12 +40,12 @@ class BenchTable(unittest.TestCase):
         self.assertGreater(len(runs), 5)
         for path in runs:
             with self.subTest(run=path.name):
-                table = render(json.loads(l) for l in path.read_text().splitlines() if l.strip())
+                table = render(bench_table.read(path))
                 self.assertIn("| goal (issue #16) | measured | met |", table)
                 self.assertRegex(goal(table, "bert one prompt >= 70 %"), r"^\d+ %")
 
     def test_rounds_are_medians_with_each_rounds_ratio(self):
-        one = [json.loads(l) for l in (RUNS / "2026-12-07-42253e8-zen3.jsonl").read_text().splitlines() if l.strip()]
+        one = bench_table.read(RUNS / "2026-12-07-42253e8-zen3.jsonl")
         kn = next(d for d in one if d.get("model", "").endswith("bert"))
         py = next(d for d in one if "torch" in d)
         ours = next(r for r in kn["results"] if r["case"] == "one prompt")["seconds"]

@@ -227,6 +227,29 @@ pub trait KnowledgeModel<B: Backend>: Sync {
         None
     }
 
+    /// The attention half of block `layer` on a residual stream that differs from `base`
+    /// (the unchanged stream entering the block) at the positions `rows` only, at every
+    /// position or, with `only_rows`, at `rows` only ([`KnowledgeModel::attention_half_rows`]).
+    /// A model may then project only the changed rows to queries, keys and values and take the
+    /// other rows' from `base`, computed once for the whole batch. `base` may stack `P` prompts
+    /// of one length: batch row `b` then continues prompt `b % P`. `None` when the model has no
+    /// such path (the caller runs the whole sequence).
+    ///
+    /// # Shapes
+    /// - `resid`: `[batch, seq, d_model]`, `base`: `[1 or P, seq, d_model]` (`batch` a multiple
+    ///   of `P`); output: `[batch, seq or rows.len(), d_model]`
+    fn attention_half_changed(
+        &self,
+        _layer: usize,
+        _resid: Tensor<B, 3>,
+        _base: Tensor<B, 3>,
+        _rows: &[usize],
+        _only_rows: bool,
+        _input: &ModelInput<B>,
+    ) -> Option<Tensor<B, 3>> {
+        None
+    }
+
     /// The attention half of block `layer` at the positions `rows` only, every position of
     /// `resid` still serving as keys and values. Used where only some rows are read afterwards
     /// (the last block before the head). The default runs the whole sequence and selects.

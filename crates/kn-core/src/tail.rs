@@ -167,7 +167,10 @@ fn stack<B: AutodiffBackend>(running: Option<Tensor<B, 3>>, new: Tensor<B, 3>) -
 /// The tails of `layers` as one wavefront over the whole sequence. Layer `l`'s FFN runs on
 /// the target rows only (the other rows keep their cached output), the blocks between run on
 /// every row of every tail started below them, and the last block computes its queries and
-/// FFN at the target rows only.
+/// FFN at the target rows only. Entering block `l + 1`, a tail differs from the cached pass at
+/// the target rows only: where the model can ([`KnowledgeModel::attention_half_changed`]),
+/// that block projects only those rows to queries, keys and values, and the tail joins the
+/// others' batch after its attention.
 ///
 /// # Shapes
 /// - `xs[i]`: `[k_i, n_pos, d_ff]`; output: `[Σ k_i, n_pos, d_model]`
@@ -182,14 +185,29 @@ fn rows_tails<B: AutodiffBackend, M: KnowledgeModel<B>>(
     let first = *layers.first()?;
     let mut starts = layers.iter().copied().zip(xs).peekable();
     let mut resid: Option<Tensor<B, 3>> = None;
+    // The tail started at block `j - 1`, entering block `j`.
+    let mut fresh: Option<Tensor<B, 3>> = None;
     for j in first..=last {
+        let fresh_mid = fresh.take().and_then(|f| {
+            let mid = model.attention_half_changed(j, f.clone(), c.resids[j].clone(), rows, j == last, &c.input);
+            if mid.is_none() {
+                resid = Some(stack(resid.take(), f));
+            }
+            mid
+        });
         // Tails started below `j` go through block `j`.
-        resid = resid.map(|r| {
-            let mid = if j == last {
+        let mid = resid.take().map(|r| {
+            if j == last {
                 model.attention_half_rows(j, r, rows, &c.input)
             } else {
                 model.attention_half(j, r, &c.input)
-            };
+            }
+        });
+        resid = match (mid, fresh_mid) {
+            (Some(m), Some(f)) => Some(Tensor::cat(vec![m, f], 0)),
+            (m, f) => m.or(f),
+        }
+        .map(|mid| {
             let act = model.ffn_activation(j, mid.clone());
             model.ffn_output(j, mid, act)
         });
@@ -197,17 +215,16 @@ fn rows_tails<B: AutodiffBackend, M: KnowledgeModel<B>>(
         if let Some((_, x)) = starts.next_if(|(l, _)| *l == j) {
             let k = x.dims()[0];
             let out = model.ffn_output(j, repeat(gather_rows(c.mids[j].clone(), rows), k), x);
-            let new = if j == last {
-                out
+            if j == last {
+                resid = Some(stack(resid, out));
             } else {
                 let mut r = repeat(c.resids[j + 1].clone(), k);
                 let d = r.dims()[2];
                 for (i, &p) in rows.iter().enumerate() {
                     r = r.slice_assign([0..k, p..p + 1, 0..d], out.clone().slice([0..k, i..i + 1, 0..d]));
                 }
-                r
-            };
-            resid = Some(stack(resid, new));
+                fresh = Some(r);
+            }
         }
     }
     resid

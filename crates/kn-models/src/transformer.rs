@@ -118,6 +118,18 @@ impl<B: DualMatmul> KnowledgeModel<B> for Transformer<B> {
         self.blocks[layer].attention_half_rows(resid, rows, input)
     }
 
+    fn attention_half_changed(
+        &self,
+        layer: usize,
+        resid: Tensor<B, 3>,
+        base: Tensor<B, 3>,
+        rows: &[usize],
+        only_rows: bool,
+        input: &ModelInput<B>,
+    ) -> Option<Tensor<B, 3>> {
+        Some(self.blocks[layer].attention_half_changed(resid, base, rows, only_rows, input))
+    }
+
     fn attention_half_suffix(
         &self,
         layer: usize,

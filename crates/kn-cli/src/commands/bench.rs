@@ -258,30 +258,35 @@ fn cases(
 /// it: per layer l and quadrature point, layer l's FFN output at the target rows, the full
 /// blocks between, the last block's keys/values on every row and the rest at the target rows,
 /// and the head at the target rows (causal models: one row per block against cached keys).
+/// Block `l + 1` projects only the target rows to queries, keys and values (the other rows'
+/// are the unmodified pass's, projected once per batch of points and not differentiated).
 /// Projections follow the architecture: grouped-query keys/values (`n_kv_heads · head_dim`
 /// wide) and a gated FFN's third matrix. The backward pass differentiates the activations only
-/// (weights are constants), so it costs about as much as the forward: the total is twice the
-/// forward count.
+/// (weights are constants), so it costs about as much as the forward: twice the forward count.
 fn ig_flops(c: &ArchConfig, objective: Objective, queries: &[Vec<Query>], cfg: &AttributionConfig) -> f64 {
     let (dm, dff, v) = (c.d_model as f64, c.d_ff as f64, c.vocab_size as f64);
     let q_width = (c.n_heads * c.head_dim) as f64;
     let kv_width = (c.n_kv_heads * c.head_dim) as f64;
     let ffn_mats = if c.gated_ffn { 3.0 } else { 2.0 };
     let last = c.n_layers - 1;
+    let batches = cfg.steps.div_ceil(cfg.batch_size.max(1)) as f64;
     let mut total = 0.0;
     for prompt in queries {
         for q in prompt {
             let s = q.ids.len() as f64;
             let n = q.positions.len() as f64;
             let causal = objective == Objective::CausalLm && q.positions == [q.ids.len() - 1];
-            // One block: q/o projections on `rows`, k/v on `kv_rows`, scores and context, FFN.
-            let block = |rows: f64, kv_rows: f64| {
-                2.0 * (2.0 * dm * q_width * rows
+            // One block: queries, keys/values, output projection and FFN on their rows, and
+            // `att_rows` queries against `keys` keys (scores and context).
+            let rows = |q_rows: f64, kv_rows: f64, out_rows: f64, att_rows: f64, keys: f64| {
+                2.0 * (dm * q_width * (q_rows + out_rows)
                     + 2.0 * dm * kv_width * kv_rows
-                    + 2.0 * rows * kv_rows * q_width
-                    + ffn_mats * dm * dff * rows)
+                    + 2.0 * att_rows * keys * q_width
+                    + ffn_mats * dm * dff * out_rows)
             };
-            let mut fwd = 0.0;
+            // Every projection on `rows`, keys and values on `kv_rows`.
+            let block = |r: f64, kv: f64| rows(r, kv, r, r, kv);
+            let (mut fwd, mut once) = (0.0, 0.0);
             for l in 0..c.n_layers {
                 fwd += n * 2.0 * dm * dff + n * 2.0 * dm * v;
                 if l == last {
@@ -290,11 +295,15 @@ fn ig_flops(c: &ArchConfig, objective: Objective, queries: &[Vec<Query>], cfg: &
                 if causal {
                     // The last row only; keys/values of the prefix are cached.
                     fwd += (last - l) as f64 * (block(1.0, 1.0) + 4.0 * (s - 1.0) * q_width);
+                } else if l + 1 == last {
+                    fwd += rows(n, n, n, n, s);
+                    once += 2.0 * 2.0 * dm * kv_width * s;
                 } else {
-                    fwd += (last - l - 1) as f64 * block(s, s) + block(n, s);
+                    fwd += rows(n, n, s, s, s) + (last - l - 2) as f64 * block(s, s) + block(n, s);
+                    once += 2.0 * (dm * q_width + 2.0 * dm * kv_width) * s;
                 }
             }
-            total += 2.0 * cfg.steps as f64 * fwd;
+            total += 2.0 * cfg.steps as f64 * fwd + batches * once;
         }
     }
     total

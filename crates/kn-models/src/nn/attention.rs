@@ -65,14 +65,59 @@ impl<B: DualMatmul> Attention<B> {
     /// - `x`: `[batch, seq, d_model]`; output: `[batch, rows.len(), d_model]`
     pub fn forward_rows(&self, x: Tensor<B, 3>, rows: &[usize], input: &ModelInput<B>) -> Tensor<B, 3> {
         let s = x.dims()[1];
-        let bias = self.kind.bias(input, s, s, 0, &x.device()).map(|bias| {
-            let [bb, one, _, _] = bias.dims();
-            Tensor::cat(rows.iter().map(|&r| bias.clone().slice([0..bb, 0..one, r..r + 1, 0..s])).collect(), 2)
-        });
+        let bias = self.kind.bias(input, s, s, 0, &x.device()).map(|bias| query_rows(bias, rows));
         let positions: Vec<usize> = (0..s).collect();
         let q = self.queries(gather_rows(x.clone(), rows), rows);
         let (k, v) = self.keys_values(x, &positions);
         self.output(self.attend(q, k, v, bias), rows.len())
+    }
+
+    /// Attention over a sequence that differs from `base` at the positions `rows` only, whose
+    /// rows are `changed`: the queries, keys and values of every other position are `base`'s
+    /// (computed once, batch 1 or `P`, and repeated to the batch), and only the changed rows go
+    /// through the projections. The output covers every position, or with `only_rows` the
+    /// positions `rows` (as [`Attention::forward_rows`]). The changed rows of batch row `b`
+    /// belong to base `b % P`.
+    ///
+    /// Integrated gradients perturbs one layer's activations at the target rows only: entering
+    /// the next block, every other row of the residual stream is still the unmodified pass's,
+    /// and the projections of those rows would be recomputed for every quadrature point.
+    ///
+    /// # Shapes
+    /// - `base`: `[1 or P, seq, d_model]`, `changed`: `[batch, rows.len(), d_model]` (`batch` a
+    ///   multiple of `P`); output: `[batch, seq or rows.len(), d_model]`
+    pub fn forward_changed(
+        &self,
+        base: Tensor<B, 3>,
+        changed: Tensor<B, 3>,
+        rows: &[usize],
+        only_rows: bool,
+        input: &ModelInput<B>,
+    ) -> Tensor<B, 3> {
+        let s = base.dims()[1];
+        let batch = changed.dims()[0];
+        let all: Vec<usize> = (0..s).collect();
+        // `base`'s heads repeated to the batch, with the changed rows' heads in their places.
+        let splice = |base: Tensor<B, 4>, new: Tensor<B, 4>| {
+            let [p, h, _, dh] = base.dims();
+            let mut t = if batch > p { base.repeat_dim(0, batch / p.max(1)) } else { base };
+            for (i, &pos) in rows.iter().enumerate() {
+                let row = new.clone().slice([0..batch, 0..h, i..i + 1, 0..dh]);
+                t = t.slice_assign([0..batch, 0..h, pos..pos + 1, 0..dh], row);
+            }
+            t
+        };
+        let (kb, vb) = self.keys_values(base.clone(), &all);
+        let (kn, vn) = self.keys_values(changed.clone(), rows);
+        let (k, v) = (splice(kb, kn), splice(vb, vn));
+        let bias = self.kind.bias(input, s, s, 0, &changed.device());
+        if only_rows {
+            let bias = bias.map(|bias| query_rows(bias, rows));
+            let q = self.queries(changed, rows);
+            return self.output(self.attend(q, k, v, bias), rows.len());
+        }
+        let q = self.group(splice(self.query_heads(base, &all), self.query_heads(changed, rows)));
+        self.output(self.attend(q, k, v, bias), s)
     }
 
     /// Attention output of the last `n` positions, the keys and values of the earlier `p`
@@ -135,7 +180,22 @@ impl<B: DualMatmul> Attention<B> {
     /// # Shapes
     /// - `x`: `[batch, n, d_model]`; output: `[batch, kv_heads, group · n, head_dim]`
     fn queries(&self, x: Tensor<B, 3>, positions: &[usize]) -> Tensor<B, 4> {
-        let q = self.rotate(self.heads(self.q.forward(x), self.n_heads), positions);
+        self.group(self.query_heads(x, positions))
+    }
+
+    /// Query heads of `x` (at absolute `positions`), one per query head.
+    ///
+    /// # Shapes
+    /// - `x`: `[batch, n, d_model]`; output: `[batch, n_heads, n, head_dim]`
+    fn query_heads(&self, x: Tensor<B, 3>, positions: &[usize]) -> Tensor<B, 4> {
+        self.rotate(self.heads(self.q.forward(x), self.n_heads), positions)
+    }
+
+    /// Query heads stacked by key/value head (the queries of a group along the sequence axis).
+    ///
+    /// # Shapes
+    /// - `q`: `[batch, n_heads, n, head_dim]`; output: `[batch, kv_heads, group · n, head_dim]`
+    fn group(&self, q: Tensor<B, 4>) -> Tensor<B, 4> {
         let group = self.n_heads / self.n_kv_heads;
         if group == 1 {
             return q;
@@ -211,4 +271,13 @@ impl<B: DualMatmul> Attention<B> {
         let [b, s, _] = x.dims();
         x.reshape([b, s, heads, self.head_dim]).swap_dims(1, 2)
     }
+}
+
+/// The query rows `rows` of an attention bias.
+///
+/// # Shapes
+/// - `bias`: `[batch_or_1, 1, queries, keys]`; output: `[batch_or_1, 1, rows.len(), keys]`
+fn query_rows<B: DualMatmul>(bias: Tensor<B, 4>, rows: &[usize]) -> Tensor<B, 4> {
+    let [bb, one, _, keys] = bias.dims();
+    Tensor::cat(rows.iter().map(|&r| bias.clone().slice([0..bb, 0..one, r..r + 1, 0..keys])).collect(), 2)
 }

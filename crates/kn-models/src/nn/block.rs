@@ -71,6 +71,35 @@ impl<B: DualMatmul> Block<B> {
         }
     }
 
+    /// [`Block::attention_half`] of `x`, which differs from `base` (batch 1 or `P`) at the
+    /// positions `rows` only: the other rows' queries, keys and values are `base`'s (see
+    /// [`Attention::forward_changed`]). With `only_rows`, the output at `rows` only.
+    ///
+    /// # Shapes
+    /// - `x`: `[batch, seq, d_model]`, `base`: `[1 or P, seq, d_model]`; output:
+    ///   `[batch, seq or rows.len(), d_model]`
+    pub fn attention_half_changed(
+        &self,
+        x: Tensor<B, 3>,
+        base: Tensor<B, 3>,
+        rows: &[usize],
+        only_rows: bool,
+        input: &ModelInput<B>,
+    ) -> Tensor<B, 3> {
+        let changed = gather_rows(x.clone(), rows);
+        let residual = if only_rows { changed.clone() } else { x };
+        match self.norm {
+            NormPlacement::Post => {
+                let a = self.attn.forward_changed(base, changed, rows, only_rows, input);
+                self.ln_attn.forward(residual + a)
+            }
+            NormPlacement::Pre => {
+                let (base, changed) = (self.ln_attn.forward(base), self.ln_attn.forward(changed));
+                residual + self.attn.forward_changed(base, changed, rows, only_rows, input)
+            }
+        }
+    }
+
     /// [`Block::attention_half`] for the last positions only, the earlier ones given as
     /// `prefix` (causal attention only; `None` otherwise); see [`Attention::forward_suffix`].
     ///

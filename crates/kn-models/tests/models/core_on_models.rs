@@ -140,6 +140,48 @@ fn multi_token_targets_work_for_causal_and_masked_models() {
 }
 
 #[test]
+fn attention_on_changed_rows_equals_the_whole_sequence_on_every_architecture() {
+    // What IG's tails rely on entering block l + 1: a batch whose residual stream differs from
+    // one base stream at some rows only gives, with only those rows projected to queries, keys
+    // and values, the attention half of the whole sequence, at every row or at those rows.
+    // Post-norm (bert), pre-norm causal (gpt2), rotary grouped-query (llama), sliding (mistral).
+    for name in ["tiny-bert", "tiny-gpt2", "tiny-llama", "tiny-mistral"] {
+        let model = tiny(name);
+        let input = ModelInput::<AB>::from_ids(&[3, 5, 7, 9, 11, 4], &Default::default());
+        let base = model.embed(&input);
+        let [_, _, d] = base.dims();
+        let (rows, batch) = ([1usize, 4], 3);
+        let new: Vec<f32> = (0..batch * rows.len() * d).map(|i| ((i * 7919) % 97) as f32 / 48.5 - 1.0).collect();
+        let new = burn::tensor::Tensor::<AB, 3>::from_data(
+            burn::tensor::TensorData::new(new, [batch, rows.len(), d]),
+            &Default::default(),
+        );
+        let mut x = base.clone().repeat_dim(0, batch);
+        for (i, &p) in rows.iter().enumerate() {
+            x = x.slice_assign([0..batch, p..p + 1, 0..d], new.clone().slice([0..batch, i..i + 1, 0..d]));
+        }
+        for layer in [0, model.dims().n_layers - 1] {
+            let full = model.attention_half(layer, x.clone(), &input);
+            let full_rows = values(kn_core::gather_rows(full.clone(), &rows).inner());
+            let full = values(full.inner());
+            let scale = full.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            for only_rows in [false, true] {
+                let changed = model
+                    .attention_half_changed(layer, x.clone(), base.clone(), &rows, only_rows, &input)
+                    .expect("kn-models projects changed rows");
+                let want = if only_rows { &full_rows } else { &full };
+                let err = max_abs_diff(&values(changed.inner()), want) / scale;
+                within(
+                    &format!("{name} layer {layer}, rows only {only_rows}: changed rows vs whole"),
+                    err,
+                    TOL.optimised_rel,
+                );
+            }
+        }
+    }
+}
+
+#[test]
 fn suppressing_a_gated_ffn_neuron_zeroes_the_down_projection_input() {
     // The neuron of a gated FFN is act(gate) * up, the input of down_proj: suppressing every
     // neuron of a layer must make its FFN output exactly zero (the residual passes through),

@@ -4,8 +4,8 @@
 //! Integrated gradients replaces layer `l`'s activations at the target positions by scaled
 //! copies and needs the final residual stream at the target rows. Everything below layer `l`
 //! is cached once per query ([`Cached`]); what runs per batch is layer `l`'s FFN output and the
-//! blocks above it. The tails of a group of consecutive layers run as one wavefront: block `j`
-//! runs once on the stacked rows of every tail that started below `j`, so each weight matrix is
+//! blocks above it. The tails of a group of layers run as one wavefront: block `j` runs once
+//! on the stacked rows of every tail that started below `j`, so each weight matrix is
 //! read once per group instead of once per layer, and the products are tall enough to run at
 //! the matrix kernel's speed.
 
@@ -83,8 +83,8 @@ pub(crate) fn tail_rows<B: AutodiffBackend, M: KnowledgeModel<B>>(
     }
 }
 
-/// The final residual stream at the target rows for each layer of `layers` (consecutive,
-/// ascending) with its activations at the target positions replaced by the matching `xs`
+/// The final residual stream at the target rows for each layer of `layers` (ascending, gaps
+/// allowed) with its activations at the target positions replaced by the matching `xs`
 /// entry, stacked along the batch axis in `layers` order.
 ///
 /// `c` may stack `P` queries ([`Cached::stack`]) of one length and target `positions`: then

@@ -116,3 +116,29 @@ fn stacked_prompts_give_the_scores_of_each_prompt_alone() {
         );
     }
 }
+
+#[test]
+fn any_grouping_of_the_layers_gives_the_scores_of_one_layer_per_pass() {
+    // Six layers: budgets between one layer's tail and all six group them in every count from
+    // 6 to 1, shallow layers with deep ones ({0, 5}, {1, 4}, {2, 3} at 3 groups), so the
+    // wavefront runs tails that start blocks apart.
+    let spec = PlantedSpec { n_layers: 6, ..PlantedSpec::default() };
+    let model = PlantedModel::<B>::new(spec, &Default::default());
+    let prompts = prompts(&model);
+    let cfg = AttributionConfig { steps: 8, batch_size: 4, max_rows_per_pass: 1, ..Default::default() };
+    for (i, q) in prompts.iter().enumerate() {
+        let alone = attribute(&model, q, &cfg).unwrap();
+        // Rows per block of one layer's tail: the sequence times the batch.
+        let unit = q[0].ids.len() * cfg.batch_size;
+        let mut worst = 0.0f32;
+        for units in 1..=21 {
+            let grouped = AttributionConfig { max_rows_per_pass: units * unit, ..cfg };
+            let together = attribute(&model, q, &grouped).unwrap();
+            let d = rel_diff(&alone, &together);
+            worst = worst.max(d);
+            assert!(d <= 1e-6, "prompt {i}, budget {units} tails: scores differ by {d:e} relative (bound 1e-6)");
+            assert_eq!(alone.token_probs, together.token_probs);
+        }
+        println!("prompt {i}: budgets of 1-21 one-block tails against one layer per pass: {worst:.2e} relative");
+    }
+}

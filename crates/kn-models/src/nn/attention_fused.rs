@@ -7,11 +7,12 @@
 //! are read in place through their strides, and the scores of one query row never leave the
 //! cache. On this project's shapes (tens of rows and keys per head) the products are small,
 //! so plain loops over contiguous head rows are as fast as any kernel would be, once they
-//! vectorise: dot products run in 16 independent lanes (a running sum is one scalar chain), and
-//! each (batch row, head) pair's loops are compiled for AVX2 where the CPU has it. Both
-//! builds of the loops add in the same order, so they give the same bits.
+//! vectorise: dot products run in 16 independent lanes (a running sum is one scalar chain),
+//! weighted sums of rows keep each block of 64 outputs in registers across the rows
+//! ([`combine`]), and each (batch row, head) pair's loops are compiled for AVX-512 or AVX2
+//! where the CPU has it. Every build adds in the same order, so they give the same bits.
 
-use ndarray::{s, Array4, ArrayD, ArrayView2, ArrayView4, ArrayViewD, Axis, Ix4};
+use ndarray::{s, Array4, ArrayD, ArrayView2, ArrayView4, ArrayViewD, Axis, CowArray, Ix2, Ix4};
 use rayon::prelude::*;
 
 /// The four operands of the core as 4-D views; `None` unless their shapes fit together:
@@ -64,18 +65,17 @@ impl<'a> Operands<'a> {
     /// Fills `p` (`[r, t]`) with the probabilities of batch row `bi`, head `hi`.
     #[inline(always)]
     fn probs(&self, bi: usize, hi: usize, scale: f32, p: &mut [f32]) {
-        let (_, _, r, _) = self.q.dim();
         let t = self.k.dim().2;
-        let q = self.q.slice(s![bi, hi, .., ..]);
-        let k = self.k.slice(s![self.kv_row(bi), hi, .., ..]);
+        let q = contiguous_rows(self.q.slice(s![bi, hi, .., ..]));
+        let k = contiguous_rows(self.k.slice(s![self.kv_row(bi), hi, .., ..]));
+        let (qrows, krows) = (row_slices(&q), row_slices(&k));
         let bias = self.bias.as_ref().map(|b| {
             let bb = if b.dim().0 == 1 { 0 } else { bi };
             b.slice(s![bb, 0, .., ..])
         });
-        for i in 0..r {
-            let row = &mut p[i * t..(i + 1) * t];
-            for (j, pj) in row.iter_mut().enumerate() {
-                *pj = scale * dot(q.row(i), k.row(j));
+        for (i, (row, qi)) in p.chunks_exact_mut(t.max(1)).zip(&qrows).enumerate() {
+            for (pj, kj) in row.iter_mut().zip(&krows) {
+                *pj = scale * dot_slices(qi, kj);
             }
             if let Some(bias) = &bias {
                 let n = bias.nrows();
@@ -95,12 +95,50 @@ impl<'a> Operands<'a> {
     }
 }
 
-/// `Σ a_i b_i` of two rows (contiguous or not).
+/// `a` itself if each of its rows is contiguous (heads split from a projection are), else a
+/// row-major copy.
+fn contiguous_rows(a: ArrayView2<'_, f32>) -> CowArray<'_, f32, Ix2> {
+    if a.ncols() <= 1 || a.strides()[1] == 1 {
+        CowArray::from(a)
+    } else {
+        CowArray::from(a.to_owned())
+    }
+}
+
+/// The rows of `a` as slices (every row is contiguous after [`contiguous_rows`]; a row that
+/// were not would read as empty).
+fn row_slices<'a>(a: &'a CowArray<'_, f32, Ix2>) -> Vec<&'a [f32]> {
+    a.rows().into_iter().map(|row| row.to_slice().unwrap_or(&[])).collect()
+}
+
+/// Outputs [`combine`] keeps in registers at once: four AVX-512 or eight AVX2 registers.
+const BLOCK: usize = 64;
+
+/// `out = Σ_n weights[n] · rows[n]`, the terms added in order: element by element the sums of
+/// `out` zeroed and then one `out += w · x` pass per term, but each block of [`BLOCK`] outputs
+/// stays in registers across the terms instead of being loaded and stored once per term.
+/// Rows shorter than `out` (none, from [`row_slices`]) add nothing.
 #[inline(always)]
-fn dot(a: ndarray::ArrayView1<'_, f32>, b: ndarray::ArrayView1<'_, f32>) -> f32 {
-    match (a.as_slice(), b.as_slice()) {
-        (Some(a), Some(b)) => dot_slices(a, b),
-        _ => a.iter().zip(b.iter()).map(|(x, y)| x * y).sum(),
+fn combine(out: &mut [f32], weights: &[f32], rows: &[&[f32]]) {
+    let n = out.len();
+    let full = n / BLOCK * BLOCK;
+    for c0 in (0..full).step_by(BLOCK) {
+        let mut acc = [0.0f32; BLOCK];
+        for (&w, x) in weights.iter().zip(rows) {
+            if let Some(x) = x.get(c0..c0 + BLOCK).and_then(|x| <&[f32; BLOCK]>::try_from(x).ok()) {
+                for l in 0..BLOCK {
+                    acc[l] += w * x[l];
+                }
+            }
+        }
+        out[c0..c0 + BLOCK].copy_from_slice(&acc);
+    }
+    let tail = &mut out[full..];
+    tail.fill(0.0);
+    for (&w, x) in weights.iter().zip(rows) {
+        for (o, &v) in tail.iter_mut().zip(x.get(full..n).unwrap_or(&[])) {
+            *o += w * v;
+        }
     }
 }
 
@@ -129,34 +167,43 @@ fn dot_slices(a: &[f32], b: &[f32]) -> f32 {
 /// Running sums of [`dot_slices`]: two AVX2 registers, one AVX-512 register.
 const LANES: usize = 16;
 
-/// `out += w · x` over a row.
-#[inline(always)]
-fn axpy(out: &mut [f32], w: f32, x: ndarray::ArrayView1<'_, f32>) {
-    match x.as_slice() {
-        Some(x) => out.iter_mut().zip(x).for_each(|(o, &x)| *o += w * x),
-        None => out.iter_mut().zip(x.iter()).for_each(|(o, &x)| *o += w * x),
-    }
+/// Which build of the pairs' loops runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Build {
+    /// The baseline target's.
+    Baseline,
+    /// AVX2 and FMA ([`super::avx2_fma`]).
+    Avx2,
+    /// AVX-512 F, DQ and VL with AVX2 and FMA ([`super::avx512`]).
+    Avx512,
 }
 
-/// Whether the pairs' loops run in their AVX2 build ([`super::avx2_fma`]).
-fn wide() -> bool {
-    super::avx2_fma()
+/// The widest build this CPU runs.
+fn build() -> Build {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if super::avx512() {
+            return Build::Avx512;
+        }
+        if super::avx2_fma() {
+            return Build::Avx2;
+        }
+    }
+    Build::Baseline
 }
 
 /// One (batch row, head) pair of [`forward`]: its probabilities into `p` (`[r, t]`) and its
 /// context rows into `ctx` (`[r, dh]`).
 #[inline(always)]
 fn forward_pair(ops: &Operands<'_>, pair: usize, scale: f32, ctx: &mut [f32], p: &mut [f32]) {
-    let (_, h, r, dh) = ops.q.dim();
+    let (_, h, _, dh) = ops.q.dim();
     let t = ops.k.dim().2;
     let (bi, hi) = (pair / h, pair % h);
     ops.probs(bi, hi, scale, p);
-    let v = ops.v.slice(s![ops.kv_row(bi), hi, .., ..]);
-    for i in 0..r {
-        let out = &mut ctx[i * dh..(i + 1) * dh];
-        for j in 0..t {
-            axpy(out, p[i * t + j], v.row(j));
-        }
+    let v = contiguous_rows(ops.v.slice(s![ops.kv_row(bi), hi, .., ..]));
+    let vrows = row_slices(&v);
+    for (out, pi) in ctx.chunks_exact_mut(dh.max(1)).zip(p.chunks_exact(t.max(1))) {
+        combine(out, pi, &vrows);
     }
 }
 
@@ -167,18 +214,26 @@ fn forward_pair_avx2(ops: &Operands<'_>, pair: usize, scale: f32, ctx: &mut [f32
     forward_pair(ops, pair, scale, ctx, p)
 }
 
-/// [`forward_pair`] in the build [`wide`] picked.
-fn forward_pair_dispatch(wide: bool, ops: &Operands<'_>, pair: usize, scale: f32, ctx: &mut [f32], p: &mut [f32]) {
+/// [`forward_pair`] compiled for AVX-512.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512dq,avx512vl,avx2,fma")]
+fn forward_pair_avx512(ops: &Operands<'_>, pair: usize, scale: f32, ctx: &mut [f32], p: &mut [f32]) {
+    forward_pair(ops, pair, scale, ctx, p)
+}
+
+/// [`forward_pair`] in `build`, which must be [`build()`] or narrower.
+fn forward_pair_dispatch(build: Build, ops: &Operands<'_>, pair: usize, scale: f32, ctx: &mut [f32], p: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    if wide {
-        // SAFETY: `wide` is [`wide()`]: the CPU has both features `forward_pair_avx2` is
+    #[allow(unsafe_code)]
+    match build {
+        // SAFETY: `build` is at most [`build()`]: the CPU has every feature the build is
         // compiled for.
-        #[allow(unsafe_code)]
-        unsafe {
-            return forward_pair_avx2(ops, pair, scale, ctx, p);
-        }
+        Build::Avx512 => return unsafe { forward_pair_avx512(ops, pair, scale, ctx, p) },
+        // SAFETY: as above.
+        Build::Avx2 => return unsafe { forward_pair_avx2(ops, pair, scale, ctx, p) },
+        Build::Baseline => {}
     }
-    let _ = wide;
+    let _ = build;
     forward_pair(ops, pair, scale, ctx, p)
 }
 
@@ -206,11 +261,10 @@ pub(crate) fn forward(
     // merges back into `[b, s, d]` without a copy.
     let mut ctx = zeros_in_order_of(ops.q.dim(), ops.q.strides());
     let mut probs = vec![0.0f32; if keep { b * h * r * t } else { 0 }];
-    let wide = wide();
-    // Each pair accumulates into a contiguous scratch, then lands in its (strided) rows.
+    let build = build();
+    // Each pair writes a contiguous scratch, which then lands in its (strided) rows.
     let body = |pair: usize, scratch: &mut [f32], p: &mut [f32], mut out: ndarray::ArrayViewMut2<'_, f32>| {
-        scratch.fill(0.0);
-        forward_pair_dispatch(wide, &ops, pair, scale, scratch, p);
+        forward_pair_dispatch(build, &ops, pair, scale, scratch, p);
         assign_rows(&mut out, scratch);
     };
     let pairs = pair_views(&mut ctx);
@@ -276,57 +330,86 @@ struct Grads<'a, 'o> {
 }
 
 impl Grads<'_, '_> {
-    /// One (batch row, head) pair's `dq` (`[r, dh]`), `dk` and `dv` (`[t, dh]`), with `ds`
-    /// (`[t]`) as scratch.
+    /// One (batch row, head) pair's `dq` (`[r, dh]`), `dk` and `dv` (`[t, dh]`), with `work`
+    /// (at least `3 · r · t` long) as scratch.
     #[inline(always)]
-    fn pair(&self, pair: usize, ds: &mut [f32], dq: &mut [f32], dk: &mut [f32], dv: &mut [f32]) {
+    fn pair(&self, pair: usize, work: &mut [f32], dq: &mut [f32], dk: &mut [f32], dv: &mut [f32]) {
         let ops = self.ops;
         let (_, h, r, dh) = ops.q.dim();
         let t = ops.k.dim().2;
         let scale = self.scale;
         let (bi, hi) = (pair / h, pair % h);
         let kr = ops.kv_row(bi);
-        let (q, k, v) =
-            (ops.q.slice(s![bi, hi, .., ..]), ops.k.slice(s![kr, hi, .., ..]), ops.v.slice(s![kr, hi, .., ..]));
-        let (g, p): (ArrayView2<'_, f32>, ArrayView2<'_, f32>) =
-            (self.g.slice(s![bi, hi, .., ..]), self.p.slice(s![bi, hi, .., ..]));
-        for i in 0..r {
-            let (gi, pi) = (g.row(i), p.row(i));
+        let q = contiguous_rows(ops.q.slice(s![bi, hi, .., ..]));
+        let k = contiguous_rows(ops.k.slice(s![kr, hi, .., ..]));
+        let v = contiguous_rows(ops.v.slice(s![kr, hi, .., ..]));
+        let g = contiguous_rows(self.g.slice(s![bi, hi, .., ..]));
+        let p = contiguous_rows(self.p.slice(s![bi, hi, .., ..]));
+        let (qrows, krows, vrows, grows, prows) =
+            (row_slices(&q), row_slices(&k), row_slices(&v), row_slices(&g), row_slices(&p));
+        // `scale · dS` by rows (`[r, t]`) and by columns (`[t, r]`), and `Pᵀ` (`[t, r]`).
+        let (ws, rest) = work.split_at_mut(r * t);
+        let (ws_t, p_t) = rest.split_at_mut(r * t);
+        for (i, (gi, pi)) in grows.iter().zip(&prows).enumerate() {
+            let wi = &mut ws[i * t..(i + 1) * t];
             let mut weighted = 0.0f32;
-            for j in 0..t {
-                ds[j] = dot(gi, v.row(j));
-                weighted += pi[j] * ds[j];
+            for ((w, vj), &pij) in wi.iter_mut().zip(&vrows).zip(pi.iter()) {
+                *w = dot_slices(gi, vj);
+                weighted += pij * *w;
             }
-            let dqi = &mut dq[i * dh..(i + 1) * dh];
-            for j in 0..t {
-                let dsij = pi[j] * (ds[j] - weighted);
-                axpy(dqi, scale * dsij, k.row(j));
-                axpy(&mut dk[j * dh..(j + 1) * dh], scale * dsij, q.row(i));
-                axpy(&mut dv[j * dh..(j + 1) * dh], pi[j], gi);
+            for (j, (w, &pij)) in wi.iter_mut().zip(pi.iter()).enumerate() {
+                *w = scale * (pij * (*w - weighted));
+                ws_t[j * r + i] = *w;
+                p_t[j * r + i] = pij;
             }
+        }
+        // dq = scale · dS·k, dk = scale · dSᵀ·q, dv = Pᵀ·g: each output row a weighted sum of
+        // rows, in the order the terms were always added (keys for dq, query rows for dk, dv).
+        for (out, wi) in dq.chunks_exact_mut(dh.max(1)).zip(ws.chunks_exact(t.max(1))) {
+            combine(out, wi, &krows);
+        }
+        for (j, (out_k, out_v)) in dk.chunks_exact_mut(dh.max(1)).zip(dv.chunks_exact_mut(dh.max(1))).enumerate() {
+            combine(out_k, &ws_t[j * r..(j + 1) * r], &qrows);
+            combine(out_v, &p_t[j * r..(j + 1) * r], &grows);
         }
     }
 
     /// [`Grads::pair`] compiled for AVX2 and FMA.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
-    fn pair_avx2(&self, pair: usize, ds: &mut [f32], dq: &mut [f32], dk: &mut [f32], dv: &mut [f32]) {
-        self.pair(pair, ds, dq, dk, dv)
+    fn pair_avx2(&self, pair: usize, work: &mut [f32], dq: &mut [f32], dk: &mut [f32], dv: &mut [f32]) {
+        self.pair(pair, work, dq, dk, dv)
     }
 
-    /// [`Grads::pair`] in the build [`wide`] picked.
-    fn pair_dispatch(&self, wide: bool, pair: usize, ds: &mut [f32], dq: &mut [f32], dk: &mut [f32], dv: &mut [f32]) {
+    /// [`Grads::pair`] compiled for AVX-512.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx512dq,avx512vl,avx2,fma")]
+    fn pair_avx512(&self, pair: usize, work: &mut [f32], dq: &mut [f32], dk: &mut [f32], dv: &mut [f32]) {
+        self.pair(pair, work, dq, dk, dv)
+    }
+
+    /// [`Grads::pair`] in `build`, which must be [`build()`] or narrower.
+    fn pair_dispatch(
+        &self,
+        build: Build,
+        pair: usize,
+        work: &mut [f32],
+        dq: &mut [f32],
+        dk: &mut [f32],
+        dv: &mut [f32],
+    ) {
         #[cfg(target_arch = "x86_64")]
-        if wide {
-            // SAFETY: `wide` is [`wide()`]: the CPU has both features `pair_avx2` is compiled
-            // for.
-            #[allow(unsafe_code)]
-            unsafe {
-                return self.pair_avx2(pair, ds, dq, dk, dv);
-            }
+        #[allow(unsafe_code)]
+        match build {
+            // SAFETY: `build` is at most [`build()`]: the CPU has every feature the build is
+            // compiled for.
+            Build::Avx512 => return unsafe { self.pair_avx512(pair, work, dq, dk, dv) },
+            // SAFETY: as above.
+            Build::Avx2 => return unsafe { self.pair_avx2(pair, work, dq, dk, dv) },
+            Build::Baseline => {}
         }
-        let _ = wide;
-        self.pair(pair, ds, dq, dk, dv)
+        let _ = build;
+        self.pair(pair, work, dq, dk, dv)
     }
 }
 
@@ -364,15 +447,12 @@ pub(crate) fn backward(
     } else {
         (zeros_in_order_of(kv_shape, ops.k.strides()), zeros_in_order_of(kv_shape, ops.v.strides()))
     };
-    let (wide, grads) = (wide(), Grads { ops: &ops, g, p, scale });
+    let (build, grads) = (build(), Grads { ops: &ops, g, p, scale });
     let pairs: Vec<_> = pair_views(&mut dq).into_iter().zip(pair_views(&mut dk)).zip(pair_views(&mut dv)).collect();
     pairs.into_par_iter().enumerate().for_each_init(
-        || (vec![0.0f32; t], vec![0.0f32; r * dh], vec![0.0f32; t * dh], vec![0.0f32; t * dh]),
-        |(ds, sq, sk, sv), (pair, ((mut dq, mut dk), mut dv))| {
-            for x in [&mut *sq, &mut *sk, &mut *sv] {
-                x.fill(0.0);
-            }
-            grads.pair_dispatch(wide, pair, ds, sq, sk, sv);
+        || (vec![0.0f32; 3 * r * t], vec![0.0f32; r * dh], vec![0.0f32; t * dh], vec![0.0f32; t * dh]),
+        |(work, sq, sk, sv), (pair, ((mut dq, mut dk), mut dv))| {
+            grads.pair_dispatch(build, pair, work, sq, sk, sv);
             assign_rows(&mut dq, sq);
             assign_rows(&mut dk, sk);
             assign_rows(&mut dv, sv);
@@ -487,7 +567,8 @@ mod tests {
 
     #[test]
     fn the_wide_and_baseline_builds_give_the_same_bits() {
-        // dh 70 = four full 16-lane blocks and a tail; t 9 keys, r 5 rows.
+        // dh 70 = a full 64-output block and a tail, four full 16-lane dot blocks and a tail;
+        // t 9 keys, r 5 rows.
         let (b, h, r, t, dh) = (2, 3, 5, 9, 70);
         let q = filled(&[b, h, r, dh], 0.2);
         let k = filled(&[b, h, t, dh], 1.1);
@@ -497,18 +578,24 @@ mod tests {
         let (_, probs) = forward(q.view(), k.view(), v.view(), None, 0.3, true).unwrap();
         let probs = probs.unwrap().into_dimensionality::<Ix4>().unwrap();
         let grads = Grads { ops: &ops, g: g.view().into_dimensionality().unwrap(), p: probs.view(), scale: 0.3 };
+        let here = build();
+        let builds: Vec<Build> =
+            [Build::Baseline, Build::Avx2, Build::Avx512].into_iter().filter(|&w| w as u8 <= here as u8).collect();
         for pair in 0..b * h {
-            let run = |wide: bool| {
-                let (mut ctx, mut p) = (vec![0.0f32; r * dh], vec![0.0f32; r * t]);
-                forward_pair_dispatch(wide, &ops, pair, 0.3, &mut ctx, &mut p);
-                let (mut ds, mut dq, mut dk, mut dv) =
-                    (vec![0.0; t], vec![0.0; r * dh], vec![0.0; t * dh], vec![0.0; t * dh]);
-                grads.pair_dispatch(wide, pair, &mut ds, &mut dq, &mut dk, &mut dv);
+            let run = |build: Build| {
+                let (mut ctx, mut p) = (vec![f32::NAN; r * dh], vec![0.0f32; r * t]);
+                forward_pair_dispatch(build, &ops, pair, 0.3, &mut ctx, &mut p);
+                let (mut work, mut dq, mut dk, mut dv) =
+                    (vec![f32::NAN; 3 * r * t], vec![f32::NAN; r * dh], vec![f32::NAN; t * dh], vec![f32::NAN; t * dh]);
+                grads.pair_dispatch(build, pair, &mut work, &mut dq, &mut dk, &mut dv);
                 [ctx, p, dq, dk, dv].map(|x| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>())
             };
-            assert_eq!(run(false), run(wide()), "pair {pair}");
+            let baseline = run(Build::Baseline);
+            for &w in &builds {
+                assert_eq!(run(w), baseline, "pair {pair}, {w:?}");
+            }
         }
-        eprintln!("attention pairs' AVX2 build in use: {}", wide());
+        eprintln!("attention pairs: builds {builds:?} give the same bits");
         // The laned dot against f64, across lengths with and without a tail.
         for n in [0, 1, 15, 16, 17, 64, 100] {
             let a: Vec<f32> = (0..n).map(|i| (i as f32 * 0.7).sin()).collect();

@@ -148,7 +148,8 @@ pub fn run(a: BenchArgs) -> Result<()> {
 /// forward products at the target rows and on a 9-token prompt, and their backward products
 /// by `Wᵀ`) (the caller adds their fraction of the FMA peak); beside each, the same product
 /// with the right operand read through a transposed view (what a model storing one layout only
-/// would run). The ndarray build only.
+/// would run), and for the head, with that view packed once as attribution packs it
+/// (`prepacked_gflop_per_second`). The ndarray build only.
 #[cfg(feature = "ndarray")]
 fn kernel_table(c: &ArchConfig) -> Vec<serde_json::Value> {
     let (d, ff, v) = (c.d_model, c.d_ff, c.vocab_size);
@@ -167,8 +168,16 @@ fn kernel_table(c: &ArchConfig) -> Vec<serde_json::Value> {
         .map(|&(label, m, k, n)| {
             let g = kn_models::nn::product_gflops(m, k, n, false, 0.3);
             let t = kn_models::nn::product_gflops(m, k, n, true, 0.3);
-            eprintln!("[{m} x {k}] · [{k} x {n}] ({label}): {g:.1} GFLOP/s; right operand a transposed view: {t:.1}");
-            json!({"product": label, "m": m, "k": k, "n": n, "gflop_per_second": g, "strided_rhs_gflop_per_second": t})
+            let p = (label == "head, target rows").then(|| kn_models::nn::prepacked_product_gflops(m, k, n, 0.3)).flatten();
+            let packed = p.map(|p| format!("; packed once: {p:.1}")).unwrap_or_default();
+            eprintln!(
+                "[{m} x {k}] · [{k} x {n}] ({label}): {g:.1} GFLOP/s; right operand a transposed view: {t:.1}{packed}"
+            );
+            let mut row = json!({"product": label, "m": m, "k": k, "n": n, "gflop_per_second": g, "strided_rhs_gflop_per_second": t});
+            if let (Some(p), Some(o)) = (p, row.as_object_mut()) {
+                o.insert("prepacked_gflop_per_second".into(), json!(p));
+            }
+            row
         })
         .collect()
 }

@@ -23,6 +23,17 @@ use super::{Activation, NormKind};
 /// A fused norm's output and, when kept for the backward pass, `(x̂, 1/σ per row)`.
 pub type NormOutput<B> = (FloatTensor<B>, Option<(FloatTensor<B>, FloatTensor<B>)>);
 
+/// A constant weight packed once, in host memory, for a backend's forward product
+/// ([`DualMatmul::prepack`]); opaque, cheap to clone (shared).
+#[derive(Clone)]
+pub struct PackedWeight(std::sync::Arc<dyn std::any::Any + Send + Sync>);
+
+impl std::fmt::Debug for PackedWeight {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PackedWeight")
+    }
+}
+
 /// A backend that can multiply by a constant weight given both `W` and `Wᵀ`.
 pub trait DualMatmul: Backend {
     /// Whether models on this backend should keep `Wᵀ` (costs the weights' memory once more).
@@ -267,6 +278,46 @@ pub trait DualMatmul: Backend {
         Self::picked_log_softmax_kernel(&x, ids).map(|(y, _)| y)
     }
 
+    /// `w` packed once for [`DualMatmul::packed_matmul_bias`], where the backend has such a
+    /// product for it (the ndarray build on AVX-512F or AVX2 + FMA, for a weight read through a
+    /// transposed view); `None` elsewhere (the default).
+    ///
+    /// # Shapes
+    /// - `w`: `[k, n]`
+    fn prepack(_w: &FloatTensor<Self>) -> Option<PackedWeight> {
+        None
+    }
+
+    /// `x · w + bias` for a `w` packed by [`DualMatmul::prepack`]; `None` where it cannot (the
+    /// default, or shapes that disagree): the caller then multiplies by `w` itself.
+    ///
+    /// # Shapes
+    /// - `x`: `[.., k]` (rank ≥ 2), `w`: `[k, n]`, `bias`: `[n]`; output: `[.., n]`
+    fn packed_matmul_bias(
+        _x: &FloatTensor<Self>,
+        _w: &PackedWeight,
+        _bias: Option<&FloatTensor<Self>>,
+    ) -> Option<FloatTensor<Self>> {
+        None
+    }
+
+    /// `x · w + bias` by the packed `w` where there is one and the backend multiplies by it,
+    /// else by `w` ([`DualMatmul::rows_matmul_bias`]).
+    ///
+    /// # Shapes
+    /// - as [`DualMatmul::packed_matmul_bias`]
+    fn forward_matmul_bias(
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        bias: Option<FloatTensor<Self>>,
+        packed: Option<&PackedWeight>,
+    ) -> FloatTensor<Self> {
+        match packed.and_then(|p| Self::packed_matmul_bias(&x, p, bias.as_ref())) {
+            Some(y) => y,
+            None => Self::rows_matmul_bias(x, w, bias),
+        }
+    }
+
     /// `wᵀ` of a 2-D tensor, materialised row-major in one pass on the backend's memory; `None`
     /// where the backend has no such kernel (the caller goes through the host).
     ///
@@ -280,6 +331,12 @@ pub trait DualMatmul: Backend {
     /// input gradient will be needed) and neither `w` nor the bias is differentiated (if either
     /// is, the general ops are used).
     ///
+    /// `packed`, `w` packed by [`DualMatmul::prepack`] if it was, serves products whose input
+    /// gradient will be needed (attribution's passes) and no other: a product that is not
+    /// differentiated (a prediction, a measurement after an intervention) reads `w` itself, so
+    /// that its bits never depend on whether an attribution packed the weight before. The
+    /// default (backends without autodiff) never differentiates, so never reads it.
+    ///
     /// # Shapes
     /// - `x`: `[.., k]` (rank ≥ 2), `w`: `[k, n]`, `bias`: `[n]`, `wt()`: `[n, k]`; output:
     ///   `[.., n]`
@@ -288,6 +345,7 @@ pub trait DualMatmul: Backend {
         w: FloatTensor<Self>,
         bias: Option<FloatTensor<Self>>,
         _wt: impl FnOnce() -> FloatTensor<Self>,
+        _packed: Option<&PackedWeight>,
     ) -> FloatTensor<Self> {
         Self::rows_matmul_bias(x, w, bias)
     }
@@ -348,6 +406,40 @@ impl DualMatmul for burn::backend::NdArray<f32> {
         let NdArrayTensor::F32(ws) = w else { return None };
         let v = ws.view().into_dimensionality::<ndarray::Ix2>().ok()?;
         Some(NdArrayTensor::from(super::gemm::transpose(v).into_dyn().into_shared()))
+    }
+
+    fn prepack(w: &FloatTensor<Self>) -> Option<PackedWeight> {
+        use burn_ndarray::NdArrayTensor;
+        let NdArrayTensor::F32(ws) = w else { return None };
+        let v = ws.view().into_dimensionality::<ndarray::Ix2>().ok()?;
+        super::packed::Prepacked::new(v).map(|p| PackedWeight(std::sync::Arc::new(p)))
+    }
+
+    fn packed_matmul_bias(
+        x: &FloatTensor<Self>,
+        w: &PackedWeight,
+        bias: Option<&FloatTensor<Self>>,
+    ) -> Option<FloatTensor<Self>> {
+        use burn_ndarray::NdArrayTensor;
+        let packed = w.0.downcast_ref::<super::packed::Prepacked>()?;
+        let NdArrayTensor::F32(xs) = x else { return None };
+        let bias = match bias {
+            None => None,
+            Some(NdArrayTensor::F32(b)) => Some(b.view()),
+            Some(_) => return None,
+        };
+        let bias_values = match &bias {
+            None => None,
+            Some(v) => Some(v.as_slice()?),
+        };
+        let xv = xs.view();
+        let mut dims = xv.shape().to_vec();
+        let k = dims.pop()?;
+        let rows: usize = dims.iter().product();
+        let x2 = xv.into_shape_with_order((rows, k)).ok()?;
+        let y = super::gemm::matmul_prepacked(x2, packed, bias_values)?;
+        dims.push(y.ncols());
+        Some(NdArrayTensor::from(y.into_shape_with_order(ndarray::IxDyn(&dims)).ok()?.into_shared()))
     }
 
     fn log_softmax_kernel(x: &FloatTensor<Self>) -> Option<FloatTensor<Self>> {
@@ -804,11 +896,16 @@ impl<B: DualMatmul, C: CheckpointStrategy> DualMatmul for Autodiff<B, C> {
         }
     }
 
+    fn prepack(w: &FloatTensor<Self>) -> Option<PackedWeight> {
+        B::prepack(&w.primitive)
+    }
+
     fn dual_matmul(
         x: FloatTensor<Self>,
         w: FloatTensor<Self>,
         bias: Option<FloatTensor<Self>>,
         wt: impl FnOnce() -> FloatTensor<Self>,
+        packed: Option<&PackedWeight>,
     ) -> FloatTensor<Self> {
         if w.is_tracked() || bias.as_ref().is_some_and(|b| b.is_tracked()) {
             // Someone differentiates the weights: the general product and add handle every
@@ -817,7 +914,9 @@ impl<B: DualMatmul, C: CheckpointStrategy> DualMatmul for Autodiff<B, C> {
         }
         let bias = bias.map(|b| b.primitive);
         match StateGrad::<B>(B::rows_matmul).prepare::<C>([x.node.clone()]).compute_bound().stateful() {
-            OpsKind::Tracked(prep) => prep.finish(wt().primitive, B::rows_matmul_bias(x.primitive, w.primitive, bias)),
+            OpsKind::Tracked(prep) => {
+                prep.finish(wt().primitive, B::forward_matmul_bias(x.primitive, w.primitive, bias, packed))
+            }
             OpsKind::UnTracked(prep) => prep.finish(B::rows_matmul_bias(x.primitive, w.primitive, bias)),
         }
     }
@@ -978,6 +1077,61 @@ mod tests {
         let expected: Vec<f32> = (0..4).map(|i| w[i * 4..i * 4 + 4].iter().sum()).collect();
         // Within rounding (the product may sum in another order); a stale Wᵀ is off by units.
         assert!(g.iter().zip(&expected).all(|(a, b)| (a - b).abs() <= 1e-5), "{g:?} vs {expected:?}");
+    }
+
+    #[test]
+    fn a_packed_weight_gives_the_general_products_and_goes_with_set_weight() {
+        // A head-like map kept as Wᵀ (a vocabulary wider than one packed block), packed once:
+        // forward and input gradient as burn's general product, with and without a bias; then a
+        // new weight drops the packed copy, and the products follow the new weight.
+        let (d_in, d_out, rows) = (24, 1100, 7);
+        let device = Default::default();
+        for with_bias in [false, true] {
+            let w = tensor(d_in * d_out, [d_in, d_out], 1.0);
+            let raw = crate::weights::RawTensor {
+                shape: vec![d_in, d_out],
+                data: w.clone().into_data().to_vec::<f32>().unwrap(),
+            };
+            let bias = with_bias.then(|| tensor(d_out, [d_out], 4.0));
+            let mut lin = Linear::<AB>::from_raw_transposed(raw.transposed(), bias.clone(), &device);
+            lin.prepare_packed();
+            assert_eq!(
+                lin.is_packed(),
+                <AB as super::DualMatmul>::views_at_full_speed(),
+                "packed where views run at full speed"
+            );
+            let check = |lin: &Linear<AB>, w: Tensor<AB, 2>| {
+                let [y, y2, fast, plain] = products(lin, w, rows);
+                let y2: Vec<f32> = match &bias {
+                    Some(b) => {
+                        let b = b.clone().into_data().to_vec::<f32>().unwrap();
+                        y2.iter().enumerate().map(|(i, v)| v + b[i % d_out]).collect()
+                    }
+                    None => y2,
+                };
+                let worst = y
+                    .iter()
+                    .zip(&y2)
+                    .chain(fast.iter().zip(&plain))
+                    .map(|(a, b)| (a - b).abs() / b.abs().max(1.0))
+                    .fold(0.0f32, f32::max);
+                eprintln!("packed {d_in}x{d_out}, bias {with_bias}: max relative error {worst:e}");
+                assert!(worst <= 1e-5, "bias {with_bias}: {worst}");
+            };
+            check(&lin, w);
+            // A forward that is not differentiated reads the weight itself: the bits of a map
+            // never packed.
+            let plain_lin = Linear::<AB>::from_raw_transposed(raw.transposed(), bias.clone(), &device);
+            let x = tensor(rows * d_in, [1, rows, d_in], 2.0);
+            let bits = |l: &Linear<AB>| l.forward(x.clone()).into_data().to_vec::<f32>().unwrap();
+            assert_eq!(bits(&lin), bits(&plain_lin), "an untracked forward by a packed map");
+            let w2 = tensor(d_in * d_out, [d_in, d_out], 7.0);
+            lin.set_weight(w2.clone());
+            assert!(!lin.is_packed(), "set_weight drops the packed copy");
+            check(&lin, w2.clone());
+            lin.prepare_packed();
+            check(&lin, w2);
+        }
     }
 
     #[test]

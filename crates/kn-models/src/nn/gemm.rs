@@ -105,6 +105,47 @@ pub(crate) fn matmul_bias(a: ArrayView2<'_, f32>, b: ArrayView2<'_, f32>, bias: 
     Some(if column_major { row_major(out) } else { out })
 }
 
+/// `a · b + bias` for a weight packed once ([`super::packed::Prepacked`]), as a new row-major
+/// array; `None` if the inner dimensions differ or the bias is not `n` long. Over the pool by
+/// the weight's column blocks when the product is large, each block a single-threaded product
+/// onto its bias (as [`matmul_bias`]).
+///
+/// # Shapes
+/// - `a`: `[m, k]` (any strides), `b`: `[k, n]`, `bias`: `[n]`; output: `[m, n]`
+pub(crate) fn matmul_prepacked(
+    a: ArrayView2<'_, f32>,
+    b: &super::packed::Prepacked,
+    bias: Option<&[f32]>,
+) -> Option<Array2<f32>> {
+    let (m, k) = a.dim();
+    let (kb, n) = b.dim();
+    if k != kb || bias.is_some_and(|v| v.len() != n) {
+        return None;
+    }
+    if m == 0 || n == 0 || k == 0 {
+        return Some(Array2::from_shape_fn((m, n), |(_, j)| bias.map_or(0.0, |v| v[j])));
+    }
+    let mut out = Array2::uninit((m, n));
+    let width = b.block_width().max(1);
+    let block = |i: usize, mut o: ArrayViewMut2<'_, MaybeUninit<f32>>| {
+        let j0 = i * width;
+        let bias = bias.map(|v| &v[j0..j0 + o.ncols()]);
+        fill_bias(&mut o, bias);
+        super::packed::product_prepacked(a, b, i, &mut o, bias.is_some())
+    };
+    let mut blocks = out.axis_chunks_iter_mut(ndarray::Axis(1), width).enumerate();
+    let written = if rayon::current_num_threads() > 1 && m.saturating_mul(n).saturating_mul(k) >= PARALLEL_MIN_MACS {
+        use rayon::prelude::*;
+        blocks.collect::<Vec<_>>().into_par_iter().all(|(i, o)| block(i, o))
+    } else {
+        blocks.all(|(i, o)| block(i, o))
+    };
+    // SAFETY: every block of columns (they tile the output) was written: `product_prepacked`
+    // returned true for each, so it wrote all of its elements (onto the bias fill when there
+    // is a bias, which wrote them first).
+    written.then(|| unsafe { out.assume_init() })
+}
+
 /// A column-major array in row-major order ([`crate::weights::transpose_slice`] of its
 /// memory: tiled, in parallel).
 fn row_major(a: Array2<f32>) -> Array2<f32> {
@@ -242,6 +283,33 @@ pub fn product_gflops(m: usize, k: usize, n: usize, strided_rhs: bool, min_secs:
     2.0 * (m * k * n * count) as f64 / start.elapsed().as_secs_f64() / 1e9
 }
 
+/// [`product_gflops`] for a weight `[k, n]` stored `[n, k]` and packed once
+/// ([`super::packed::Prepacked`], as attribution packs the head); `None` where this CPU has no
+/// such product.
+pub fn prepacked_product_gflops(m: usize, k: usize, n: usize, min_secs: f64) -> Option<f64> {
+    let a = Array2::from_shape_fn((m, k), |(i, j)| ((i * 7 + j * 13) % 17) as f32 * 0.01);
+    // The weight is dropped once packed: the product reads the packed copy only.
+    let packed = {
+        let b = Array2::from_shape_fn((n, k), |(i, j)| ((i * 5 + j * 3) % 11) as f32 * 0.01);
+        super::packed::Prepacked::new(b.t())?
+    };
+    let mut sink = 0.0f32;
+    let mut run = || {
+        if let Some(y) = matmul_prepacked(a.view(), &packed, None) {
+            sink += y[[0, 0]];
+        }
+    };
+    run();
+    let start = std::time::Instant::now();
+    let mut count = 0usize;
+    while count == 0 || start.elapsed().as_secs_f64() < min_secs {
+        run();
+        count += 1;
+    }
+    std::hint::black_box(sink);
+    Some(2.0 * (m * k * n * count) as f64 / start.elapsed().as_secs_f64() / 1e9)
+}
+
 #[cfg(test)]
 mod tests {
     use ndarray::{s, Array2};
@@ -260,6 +328,36 @@ mod tests {
 
     fn filled(m: usize, n: usize, seed: f32) -> Array2<f32> {
         Array2::from_shape_fn((m, n), |(i, j)| ((i * n + j) as f32 * 0.37 + seed).sin())
+    }
+
+    /// A weight packed once, with and without a bias, serial and over the pool (small and
+    /// large products), against a naive product; no rows gives the bias alone.
+    #[test]
+    fn products_by_a_weight_packed_once_match_a_naive_product() {
+        for &(m, k, n) in &[(3, 5, 4), (20, 768, 1100), (65, 90, 80), (1, 300, 700)] {
+            let a = filled(m, k, 0.3);
+            let stored = filled(n, k, 1.7);
+            let Some(packed) = super::super::packed::Prepacked::new(stored.t()) else {
+                eprintln!("neither AVX-512F nor AVX2 + FMA here: nothing is packed once");
+                return;
+            };
+            let want = naive(&a, &stored.t().to_owned());
+            let bias: Vec<f32> = (0..n).map(|j| j as f32 * 0.25 - 3.0).collect();
+            for with_bias in [false, true] {
+                let b = with_bias.then_some(bias.as_slice());
+                let got = super::matmul_prepacked(a.view(), &packed, b).unwrap();
+                let worst = got
+                    .indexed_iter()
+                    .map(|((i, j), g)| (*g as f64 - want[i * n + j] - b.map_or(0.0, |v| v[j] as f64)).abs())
+                    .fold(0.0f64, f64::max);
+                eprintln!("packed once {m}x{k}x{n}, bias {with_bias}: max error {worst:e}");
+                assert!(worst <= 1e-5 * k as f64, "{m}x{k}x{n}: {worst}");
+            }
+            assert!(super::matmul_prepacked(filled(m, k + 1, 0.1).view(), &packed, None).is_none());
+            assert!(super::matmul_prepacked(a.view(), &packed, Some(&bias[1..])).is_none());
+            let none = super::matmul_prepacked(filled(0, k, 0.1).view(), &packed, Some(&bias)).unwrap();
+            assert_eq!(none.dim(), (0, n));
+        }
     }
 
     #[test]

@@ -4,7 +4,7 @@ use std::sync::OnceLock;
 
 use burn::tensor::{Tensor, TensorPrimitive};
 
-use super::DualMatmul;
+use super::{DualMatmul, PackedWeight};
 use crate::weights::RawTensor;
 
 /// `y = x W + b` with `W: [d_in, d_out]`.
@@ -34,6 +34,9 @@ pub struct Linear<B: DualMatmul> {
     transposed: bool,
     /// A contiguous `Wᵀ` beside a square `W` once a backward pass needed it.
     weight_t: OnceLock<Tensor<B, 2>>,
+    /// `W` packed once for the forward product ([`Linear::prepare_packed`]), where the backend
+    /// packs it.
+    packed: OnceLock<Option<PackedWeight>>,
     /// Bias, `[d_out]`.
     pub bias: Option<Tensor<B, 1>>,
 }
@@ -75,7 +78,7 @@ impl<B: DualMatmul> Linear<B> {
 
     /// From a weight `[d_in, d_out]` already on the device, kept as it is.
     pub fn new(weight: Tensor<B, 2>, bias: Option<Tensor<B, 1>>) -> Self {
-        Self { stored: weight, transposed: false, weight_t: OnceLock::new(), bias }
+        Self { stored: weight, transposed: false, weight_t: OnceLock::new(), packed: OnceLock::new(), bias }
     }
 
     /// From `Wᵀ` `[d_out, d_in]` already on the device, kept as it is (a tied head keeps the
@@ -83,7 +86,7 @@ impl<B: DualMatmul> Linear<B> {
     /// the transposed view.
     pub fn from_transposed(wt: Tensor<B, 2>, bias: Option<Tensor<B, 1>>) -> Self {
         if B::KEEP_TRANSPOSE {
-            Self { stored: wt, transposed: true, weight_t: OnceLock::new(), bias }
+            Self { stored: wt, transposed: true, weight_t: OnceLock::new(), packed: OnceLock::new(), bias }
         } else {
             Self::new(wt.transpose(), bias)
         }
@@ -101,6 +104,22 @@ impl<B: DualMatmul> Linear<B> {
         if B::KEEP_TRANSPOSE {
             self.backward_operand();
         }
+    }
+
+    /// Packs `W` once for the forward product, now, where the backend packs weights
+    /// ([`DualMatmul::prepack`]: the ndarray build, for a weight kept as `Wᵀ`); a copy of the
+    /// weight's size, kept until [`Linear::set_weight`].
+    ///
+    /// For maps multiplied by few rows many times, whose packing on every product costs about
+    /// as much as the product: the language-model head in attribution (20-60 target rows per
+    /// pass against the whole vocabulary).
+    pub fn prepare_packed(&self) {
+        self.packed.get_or_init(|| B::prepack(&self.weight().into_primitive().tensor()));
+    }
+
+    /// Whether the forward product reads a packed copy of `W` ([`Linear::prepare_packed`]).
+    pub fn is_packed(&self) -> bool {
+        self.packed.get().is_some_and(Option::is_some)
     }
 
     /// Whether the backward product needs a contiguous `Wᵀ` built beside `W`: where views do
@@ -134,9 +153,10 @@ impl<B: DualMatmul> Linear<B> {
     }
 
     /// Replaces the weight (`[d_in, d_out]`, same shape), in the layout kept, and drops a built
-    /// `Wᵀ`.
+    /// `Wᵀ` and a packed copy.
     pub fn set_weight(&mut self, weight: Tensor<B, 2>) {
         self.weight_t = OnceLock::new();
+        self.packed = OnceLock::new();
         self.stored = if self.transposed { contiguous_transpose(&weight) } else { weight };
     }
 
@@ -149,7 +169,8 @@ impl<B: DualMatmul> Linear<B> {
         let w = self.weight().into_primitive().tensor();
         let bias = self.bias.as_ref().map(|b| b.clone().into_primitive().tensor());
         let y = if B::KEEP_TRANSPOSE {
-            B::dual_matmul(x, w, bias, || self.backward_operand().into_primitive().tensor())
+            let packed = self.packed.get().and_then(Option::as_ref);
+            B::dual_matmul(x, w, bias, || self.backward_operand().into_primitive().tensor(), packed)
         } else {
             B::rows_matmul_bias(x, w, bias)
         };

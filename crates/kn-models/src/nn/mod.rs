@@ -27,7 +27,7 @@ mod softmax;
 mod tile_fma;
 
 #[cfg(feature = "ndarray")]
-pub use gemm::product_gflops;
+pub use gemm::{prepacked_product_gflops, product_gflops};
 
 /// Whether the CPU has AVX2 and FMA, what the fused kernels' AVX2 builds are compiled for
 /// (detected by `std`, which caches it; false elsewhere than on x86-64).
@@ -54,7 +54,7 @@ fn avx512() -> bool {
 pub use activation::Activation;
 pub use attention::Attention;
 pub use block::{Block, NormPlacement};
-pub use dual::{DualMatmul, NormOutput};
+pub use dual::{DualMatmul, NormOutput, PackedWeight};
 pub use embedding::Embeddings;
 pub use head::LmHead;
 pub use linear::Linear;

@@ -189,11 +189,6 @@ fn product_on(
         let offset = buffer.as_ptr().align_offset(64).min(16);
         let packed = &mut buffer[offset..offset + mc * kc];
         let (b_rs, b_cs) = (b.strides()[0].max(0) as usize, b.strides()[1].max(0) as usize);
-        let (a_rs, a_cs) = (a.strides()[0], a.strides()[1]);
-        let o_rs = out.strides()[0];
-        // The full-tile kernel reads the activation rows forwards, contiguous, and writes
-        // output rows at a non-negative stride.
-        let tile = isa.tile.filter(|_| (a_cs == 1 || k == 1) && a_rs >= 0 && o_rs >= 0);
         for p0 in (0..k).step_by(kc) {
             let depth = kc.min(k - p0);
             let alpha_one = accumulate || p0 > 0;
@@ -217,67 +212,232 @@ fn product_on(
                         },
                     }
                 }
-                for j0 in (0..m).step_by(NR) {
-                    let rows = NR.min(m - j0);
-                    for i in 0..panels {
-                        let cols = mr.min(width - i * mr);
-                        if let Some(tile) = tile.filter(|_| cols == mr && rows == NR) {
-                            // SAFETY: the CPU has the kernel's ISA (`isa`); it reads `depth`
-                            // values of the packed strip (`mr` lanes per step, inside `packed`)
-                            // and of the activation rows `j0..j0 + NR ≤ m` from depth `p0`
-                            // (contiguous, `a_rs` apart, inside the view `a`), and writes
-                            // (reading it first only when `alpha_one`, when it was written
-                            // before) the full tile of `out` at rows `j0..`, columns
-                            // `c0 + i·mr..` (`out[r, c]` at `r·o_rs + c`, inside `out`).
-                            unsafe {
-                                tile(
-                                    depth,
-                                    packed.as_ptr().add(i * mr * depth),
-                                    a.as_ptr().offset(j0 as isize * a_rs + p0 as isize * a_cs),
-                                    a_rs as usize,
-                                    out.as_mut_ptr().offset(j0 as isize * o_rs + (c0 + i * mr) as isize).cast::<f32>(),
-                                    o_rs as usize,
-                                    alpha_one,
-                                );
-                            }
-                            continue;
-                        }
-                        let ukr = isa.kernels[cols.div_ceil(isa.lanes) - 1][rows - 1];
-                        // SAFETY: the CPU has the ISA the kernel is compiled for (`isa`). It
-                        // reads `depth` steps of the packed strip (`mr` lanes apart, inside
-                        // `packed`) and of `aᵀ` (rows `j0..j0 + rows ≤ m`, depths
-                        // `p0..p0 + depth ≤ k` of the view `a`), and writes (reading it first
-                        // only when `alpha_one`, when it was written before) the `cols × rows`
-                        // tile of `outᵀ` at columns `c0 + i·mr..` and rows `j0..`, inside
-                        // `out` (`out[r, c]` at `r·o_rs + c`).
-                        unsafe {
-                            ukr(
-                                cols,
-                                rows,
-                                depth,
-                                out.as_mut_ptr().offset(j0 as isize * o_rs + (c0 + i * mr) as isize).cast::<f32>(),
-                                packed.as_ptr().add(i * mr * depth),
-                                a.as_ptr().offset(j0 as isize * a_rs + p0 as isize * a_cs),
-                                o_rs,
-                                1,
-                                mr as isize,
-                                a_cs,
-                                a_rs,
-                                if alpha_one { 1.0 } else { 0.0 },
-                                1.0,
-                                u8::from(alpha_one),
-                                false,
-                                false,
-                                false,
-                                std::ptr::null(),
-                            );
-                        }
-                    }
-                }
+                // SAFETY: `packed` holds the block's `panels` strips of `mr·depth` values, just
+                // packed; `a` has the depths `p0..p0 + depth` and `out` the columns
+                // `c0..c0 + width`; `isa` is this CPU's.
+                unsafe { multiply(isa, packed.as_ptr(), depth, width, &a, p0, out, c0, alpha_one) };
             }
         }
         true
     })
+}
+
+/// A weight `[k, n]` read through a transposed view ([`Layout::Columns`]: a `[n, k]` array,
+/// PyTorch's layout), packed once and whole into the strips [`product`] packs on every call:
+/// per block of `mc` columns (contiguous, `mc·k` values), per block of `kc` depths, the block's
+/// strips of `mr` columns, `mr·depth` values each. The blocks are those `gemm`'s
+/// `kernel_params` gives the whole width, which depend on `k` and `n` and not on the rows.
+///
+/// Why: packing a wide weight costs as much as multiplying it by a few rows. The head of a
+/// 30,522- or 50,257-token vocabulary multiplies 20-60 target rows once per attribution pass,
+/// and packed on every call it ran at 30-35 % of the FMA peak (`bench --kernels`, session 23).
+pub(crate) struct Prepacked {
+    isa: &'static Isa,
+    k: usize,
+    n: usize,
+    kc: usize,
+    mc: usize,
+    /// The strips, from `data[start]` (64-byte aligned).
+    data: Vec<f32>,
+    start: usize,
+}
+
+impl std::fmt::Debug for Prepacked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Prepacked {{ k: {}, n: {}, kc: {}, mc: {}, lanes: {} }}",
+            self.k, self.n, self.kc, self.mc, self.isa.lanes
+        )
+    }
+}
+
+impl Prepacked {
+    /// `b` packed for [`product_prepacked`] (in parallel over column blocks), if this CPU runs
+    /// [`product`] and `b` is a transposed view; `None` otherwise.
+    ///
+    /// # Shapes
+    /// - `b`: `[k, n]`
+    pub(crate) fn new(b: ArrayView2<'_, f32>) -> Option<Self> {
+        Self::new_on(isa()?, b)
+    }
+
+    /// [`Prepacked::new`] for the kernels of `isa`, which must be one of [`isas`].
+    fn new_on(isa: &'static Isa, b: ArrayView2<'_, f32>) -> Option<Self> {
+        use rayon::prelude::*;
+        if layout(&b) != Some(Layout::Columns) {
+            return None;
+        }
+        let (k, n) = b.dim();
+        let mr = isa.mr();
+        let params = gemm_common::cache::kernel_params(n, NR, k, mr, NR, std::mem::size_of::<f32>());
+        let (kc, mc) = (params.kc.max(1), params.mc.max(mr) / mr * mr);
+        let padded = n.div_ceil(mr) * mr;
+        let mut data = vec![0.0f32; padded * k + 16];
+        let start = data.as_ptr().align_offset(64).min(16);
+        let b_cs = b.strides()[1].max(0) as usize;
+        data[start..start + padded * k].par_chunks_mut(mc * k).enumerate().for_each(|(block, values)| {
+            let (c0, width) = (block * mc, mc.min(n - block * mc));
+            let strips = width.div_ceil(mr);
+            for p0 in (0..k).step_by(kc) {
+                let depth = kc.min(k - p0);
+                for i in 0..strips {
+                    let at = p0 * strips * mr + i * mr * depth;
+                    // SAFETY: `b[p, c]` is at `as_ptr() + p + c·b_cs` (`Layout::Columns`); the
+                    // strip reads depths `p0..p0 + depth ≤ k` of columns `c0 + i·mr` onwards,
+                    // at most `mr` of them and below `n`; the strip's `mr·depth` values lie
+                    // inside this block's `strips·mr·k`; `isa` is this CPU's.
+                    unsafe {
+                        pack(
+                            isa,
+                            b.as_ptr().add((c0 + i * mr) * b_cs + p0),
+                            b_cs,
+                            mr.min(width - i * mr),
+                            depth,
+                            &mut values[at..at + mr * depth],
+                        );
+                    }
+                }
+            }
+        });
+        Some(Prepacked { isa, k, n, kc, mc, data, start })
+    }
+
+    /// `[k, n]`.
+    pub(crate) fn dim(&self) -> (usize, usize) {
+        (self.k, self.n)
+    }
+
+    /// Columns of one block: [`product_prepacked`] writes the output in blocks this wide.
+    pub(crate) fn block_width(&self) -> usize {
+        self.mc
+    }
+}
+
+/// `out = a · b` (with `accumulate`, `out += a · b`) on this thread, for the columns of
+/// column block `block` of a weight packed by [`Prepacked::new`]: `out` holds exactly those
+/// columns (`block·mc..`, at most `mc`). False (nothing written) if the shapes disagree.
+///
+/// The same microkernels over the same depth blocks as [`product`] on the weight itself: the
+/// same bits.
+///
+/// # Shapes
+/// - `a`: `[m, k]` (any strides), `out`: `[m, min(mc, n - block·mc)]` with contiguous rows
+pub(crate) fn product_prepacked(
+    a: ArrayView2<'_, f32>,
+    b: &Prepacked,
+    block: usize,
+    out: &mut ArrayViewMut2<'_, MaybeUninit<f32>>,
+    accumulate: bool,
+) -> bool {
+    let (m, k) = a.dim();
+    let c0 = block.saturating_mul(b.mc);
+    let width = out.ncols();
+    if k != b.k || c0 >= b.n || width != b.mc.min(b.n - c0) || out.nrows() != m || (width > 1 && out.strides()[1] != 1)
+    {
+        return false;
+    }
+    let mr = b.isa.mr();
+    let strips = width.div_ceil(mr);
+    let base = b.start + c0 * k;
+    for p0 in (0..k).step_by(b.kc) {
+        let depth = b.kc.min(k - p0);
+        let at = base + p0 * strips * mr;
+        // SAFETY: the block's strips for depths `p0..p0 + depth` start at `at` (as
+        // `Prepacked::new` laid them out: `strips` of `mr·depth` values, 64-byte aligned since
+        // `start` is and every offset is a multiple of `mr`, itself of 16), inside `data`; `a`
+        // has `k` depths and `out` the block's `width` columns and `m` rows; `b.isa` is this
+        // CPU's (detected when packing).
+        unsafe { multiply(b.isa, b.data.as_ptr().add(at), depth, width, &a, p0, out, 0, accumulate || p0 > 0) };
+    }
+    true
+}
+
+/// `out[.., c0..c0 + width] = a[.., p0..p0 + depth] · strips` (with `alpha_one`, `+=`): one
+/// packed block through the microkernels, `NR` activation rows by `mr` columns at a time (full
+/// tiles on [`Isa::tile`] where it reads the activations).
+///
+/// # Safety
+/// `panels` holds `width.div_ceil(mr)` strips of `mr·depth` packed values (64-byte aligned);
+/// `a` has the depths `p0..p0 + depth`, `out` (contiguous rows) the columns `c0..c0 + width`
+/// and `a`'s rows; the CPU has `isa`'s instructions.
+#[allow(clippy::too_many_arguments)]
+unsafe fn multiply(
+    isa: &Isa,
+    panels: *const f32,
+    depth: usize,
+    width: usize,
+    a: &ArrayView2<'_, f32>,
+    p0: usize,
+    out: &mut ArrayViewMut2<'_, MaybeUninit<f32>>,
+    c0: usize,
+    alpha_one: bool,
+) {
+    let (m, k) = a.dim();
+    let mr = isa.mr();
+    let (a_rs, a_cs) = (a.strides()[0], a.strides()[1]);
+    let o_rs = out.strides()[0];
+    // The full-tile kernel reads the activation rows forwards, contiguous, and writes output
+    // rows at a non-negative stride.
+    let tile = isa.tile.filter(|_| (a_cs == 1 || k == 1) && a_rs >= 0 && o_rs >= 0);
+    let panel_count = width.div_ceil(mr);
+    for j0 in (0..m).step_by(NR) {
+        let rows = NR.min(m - j0);
+        for i in 0..panel_count {
+            let cols = mr.min(width - i * mr);
+            if let Some(tile) = tile.filter(|_| cols == mr && rows == NR) {
+                // SAFETY: the CPU has the kernel's ISA (`isa`); it reads `depth`
+                // values of the packed strip (`mr` lanes per step, inside `panels`)
+                // and of the activation rows `j0..j0 + NR ≤ m` from depth `p0`
+                // (contiguous, `a_rs` apart, inside the view `a`), and writes
+                // (reading it first only when `alpha_one`, when it was written
+                // before) the full tile of `out` at rows `j0..`, columns
+                // `c0 + i·mr..` (`out[r, c]` at `r·o_rs + c`, inside `out`).
+                unsafe {
+                    tile(
+                        depth,
+                        panels.add(i * mr * depth),
+                        a.as_ptr().offset(j0 as isize * a_rs + p0 as isize * a_cs),
+                        a_rs as usize,
+                        out.as_mut_ptr().offset(j0 as isize * o_rs + (c0 + i * mr) as isize).cast::<f32>(),
+                        o_rs as usize,
+                        alpha_one,
+                    );
+                }
+                continue;
+            }
+            let ukr = isa.kernels[cols.div_ceil(isa.lanes) - 1][rows - 1];
+            // SAFETY: the CPU has the ISA the kernel is compiled for (`isa`). It
+            // reads `depth` steps of the packed strip (`mr` lanes apart, inside
+            // `panels`) and of `aᵀ` (rows `j0..j0 + rows ≤ m`, depths
+            // `p0..p0 + depth ≤ k` of the view `a`), and writes (reading it first
+            // only when `alpha_one`, when it was written before) the `cols × rows`
+            // tile of `outᵀ` at columns `c0 + i·mr..` and rows `j0..`, inside
+            // `out` (`out[r, c]` at `r·o_rs + c`).
+            unsafe {
+                ukr(
+                    cols,
+                    rows,
+                    depth,
+                    out.as_mut_ptr().offset(j0 as isize * o_rs + (c0 + i * mr) as isize).cast::<f32>(),
+                    panels.add(i * mr * depth),
+                    a.as_ptr().offset(j0 as isize * a_rs + p0 as isize * a_cs),
+                    o_rs,
+                    1,
+                    mr as isize,
+                    a_cs,
+                    a_rs,
+                    if alpha_one { 1.0 } else { 0.0 },
+                    1.0,
+                    u8::from(alpha_one),
+                    false,
+                    false,
+                    false,
+                    std::ptr::null(),
+                );
+            }
+        }
+    }
 }
 
 /// `panel[p·mr + c] = src[c·cs + p]` for `c < cols`, `p < depth`: a strip of a transposed view
@@ -507,6 +667,58 @@ mod tests {
             !super::product(a.view(), neither.slice(s![..;2, ..;2]), &mut out.view_mut(), false),
             "a weight strided both ways"
         );
+    }
+
+    /// A weight packed once gives the bits [`super::product`] gives packing it on every call,
+    /// column block by column block, over ragged strips, row tiles and depth blocks, contiguous
+    /// and strided activations, with and without accumulating; contiguous rows are not
+    /// packed once, and an output block of the wrong width is refused.
+    #[test]
+    fn a_weight_packed_once_gives_the_bits_of_packing_per_product() {
+        if super::isa().is_none() {
+            let stored = Array2::<f32>::zeros((5, 8));
+            assert!(super::Prepacked::new(stored.t()).is_none());
+            eprintln!("neither AVX-512F nor AVX2 + FMA here: nothing is packed once");
+        }
+        for isa in super::isas() {
+            packed_once_on(isa);
+        }
+    }
+
+    fn packed_once_on(isa: &'static super::Isa) {
+        let shapes =
+            [(7, 5, 3), (13, 70, 130), (20, 768, 1100), (1, 16, 16), (9, 21, 23), (12, 2051, 48), (65, 33, 517)];
+        for &(m, k, n) in &shapes {
+            let [(columns_layout, columns), (rows_layout, rows)] = weights(k, n);
+            assert!(super::Prepacked::new_on(isa, view(rows_layout, &rows, k, n)).is_none(), "contiguous rows");
+            let b = view(columns_layout, &columns, k, n);
+            let packed = super::Prepacked::new_on(isa, b).expect("a transposed view is packed");
+            assert_eq!(packed.dim(), (k, n));
+            let width = packed.block_width();
+            let a_full = activations(m, 2 * k);
+            for a in [a_full.slice(s![.., ..k]), a_full.slice(s![.., ..2 * k;2])] {
+                for accumulate in [false, true] {
+                    let mut want = Array2::from_elem((m, n), MaybeUninit::new(0.5f32));
+                    assert!(super::product_on(isa, a, b, &mut want.view_mut(), accumulate));
+                    let mut got = Array2::from_elem((m, n), MaybeUninit::new(0.5f32));
+                    for (i, mut o) in got.axis_chunks_iter_mut(ndarray::Axis(1), width).enumerate() {
+                        assert!(super::product_prepacked(a, &packed, i, &mut o, accumulate), "{m}x{k}x{n} block {i}");
+                    }
+                    let bits = |x: Array2<MaybeUninit<f32>>| unsafe { x.assume_init() }.mapv(f32::to_bits);
+                    assert_eq!(bits(got), bits(want), "{m}x{k}x{n}, {} lanes, accumulate {accumulate}", isa.lanes);
+                }
+            }
+            let mut wrong = Array2::from_elem((m, width.min(n) + 1), MaybeUninit::new(0.0f32));
+            assert!(!super::product_prepacked(a_full.slice(s![.., ..k]), &packed, 0, &mut wrong.view_mut(), false));
+            let mut past = Array2::from_elem((m, 1), MaybeUninit::new(0.0f32));
+            assert!(!super::product_prepacked(
+                a_full.slice(s![.., ..k]),
+                &packed,
+                n.div_ceil(width),
+                &mut past.view_mut(),
+                false
+            ));
+        }
     }
 
     /// The full-tile kernel changes no bit of any product: the same products with `gemm-f32`'s

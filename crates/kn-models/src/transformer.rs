@@ -106,10 +106,11 @@ impl<B: DualMatmul> KnowledgeModel<B> for Transformer<B> {
             t.dense.prepare_transpose();
         }
         self.head.unembed.prepare_transpose();
-        // The head multiplies few rows (the targets) by the whole vocabulary once per pass:
-        // packed once, not per product (+94 MB for bert-base's, +154 MB for gpt2's). Packing
-        // every weight so was measured no faster in attribution (README, session 23) and
-        // would cost the weights' memory once more.
+        // The head multiplies few rows (the targets) by the whole vocabulary once per pass,
+        // forwards and backwards: packed once, not per product (two copies of the embedding
+        // table: +188 MB for bert-base's head, +309 MB for gpt2's). Packing every weight's
+        // forward copy so was measured no faster in attribution (README, session 23), and
+        // would cost the weights' memory once more (twice with the backward copies).
         self.head.unembed.prepare_packed();
     }
 

@@ -148,8 +148,8 @@ pub fn run(a: BenchArgs) -> Result<()> {
 /// forward products at the target rows and on a 9-token prompt, and their backward products
 /// by `Wᵀ`) (the caller adds their fraction of the FMA peak); beside each, the same product
 /// with the right operand read through a transposed view (what a model storing one layout only
-/// would run), and for the head, with that view packed once as attribution packs it
-/// (`prepacked_gflop_per_second`). The ndarray build only.
+/// would run), and for the head's two products, with the weight packed once as attribution
+/// packs it (`prepacked_gflop_per_second`). The ndarray build only.
 #[cfg(feature = "ndarray")]
 fn kernel_table(c: &ArchConfig) -> Vec<serde_json::Value> {
     let (d, ff, v) = (c.d_model, c.d_ff, c.vocab_size);
@@ -168,7 +168,13 @@ fn kernel_table(c: &ArchConfig) -> Vec<serde_json::Value> {
         .map(|&(label, m, k, n)| {
             let g = kn_models::nn::product_gflops(m, k, n, false, 0.3);
             let t = kn_models::nn::product_gflops(m, k, n, true, 0.3);
-            let p = (label == "head, target rows").then(|| kn_models::nn::prepacked_product_gflops(m, k, n, 0.3)).flatten();
+            // The head's two products read copies packed once: the forward a transposed view
+            // of the embedding table, the backward the table itself.
+            let p = match label {
+                "head, target rows" => kn_models::nn::prepacked_product_gflops(m, k, n, true, 0.3),
+                "head backward, target rows" => kn_models::nn::prepacked_product_gflops(m, k, n, false, 0.3),
+                _ => None,
+            };
             let packed = p.map(|p| format!("; packed once: {p:.1}")).unwrap_or_default();
             eprintln!(
                 "[{m} x {k}] · [{k} x {n}] ({label}): {g:.1} GFLOP/s; right operand a transposed view: {t:.1}{packed}"

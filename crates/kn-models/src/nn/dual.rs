@@ -34,6 +34,16 @@ impl std::fmt::Debug for PackedWeight {
     }
 }
 
+/// The packed copies of a constant weight a product may read ([`DualMatmul::dual_matmul`]): `W`
+/// for the forward product, `Wᵀ` for the input gradient's.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Packed<'a> {
+    /// `W` `[k, n]` packed, for `x · W`.
+    pub forward: Option<&'a PackedWeight>,
+    /// `Wᵀ` `[n, k]` packed, for `grad_y · Wᵀ`.
+    pub backward: Option<&'a PackedWeight>,
+}
+
 /// A backend that can multiply by a constant weight given both `W` and `Wᵀ`.
 pub trait DualMatmul: Backend {
     /// Whether models on this backend should keep `Wᵀ` (costs the weights' memory once more).
@@ -331,11 +341,12 @@ pub trait DualMatmul: Backend {
     /// input gradient will be needed) and neither `w` nor the bias is differentiated (if either
     /// is, the general ops are used).
     ///
-    /// `packed`, `w` packed by [`DualMatmul::prepack`] if it was, serves products whose input
-    /// gradient will be needed (attribution's passes) and no other: a product that is not
-    /// differentiated (a prediction, a measurement after an intervention) reads `w` itself, so
-    /// that its bits never depend on whether an attribution packed the weight before. The
-    /// default (backends without autodiff) never differentiates, so never reads it.
+    /// `packed`, `w` and `wᵀ` packed by [`DualMatmul::prepack`] where they were, serves
+    /// products whose input gradient will be needed (attribution's passes) and their backward
+    /// products, and no other: a product that is not differentiated (a prediction, a
+    /// measurement after an intervention) reads `w` itself, so that its bits never depend on
+    /// whether an attribution packed the weight before. The default (backends without
+    /// autodiff) never differentiates, so never reads them.
     ///
     /// # Shapes
     /// - `x`: `[.., k]` (rank ≥ 2), `w`: `[k, n]`, `bias`: `[n]`, `wt()`: `[n, k]`; output:
@@ -345,7 +356,7 @@ pub trait DualMatmul: Backend {
         w: FloatTensor<Self>,
         bias: Option<FloatTensor<Self>>,
         _wt: impl FnOnce() -> FloatTensor<Self>,
-        _packed: Option<&PackedWeight>,
+        _packed: Packed<'_>,
     ) -> FloatTensor<Self> {
         Self::rows_matmul_bias(x, w, bias)
     }
@@ -628,8 +639,7 @@ fn reshaped_matmul<B: Backend>(x: FloatTensor<B>, w: FloatTensor<B>) -> FloatTen
 }
 
 /// The backward step of a one-input op that keeps one tensor as its state:
-/// `grad_x = rule(grad_y, state)`. The rules: `grad_y · Wᵀ` (state `Wᵀ`, [`DualMatmul::dual_matmul`]),
-/// `grad_y ⊙ act'(x)` (state `act'(x)`, a fused activation), [`log_softmax_grad`] (state
+/// `grad_x = rule(grad_y, state)`. The rules: `grad_y ⊙ act'(x)` (state `act'(x)`, a fused activation), [`log_softmax_grad`] (state
 /// `log softmax(x)`).
 #[derive(Debug)]
 struct StateGrad<B: DualMatmul>(fn(FloatTensor<B>, FloatTensor<B>) -> FloatTensor<B>);
@@ -642,6 +652,23 @@ impl<B: DualMatmul> Backward<B, 1> for StateGrad<B> {
         let grad = grads.consume::<B>(&ops.node);
         if let Some(node) = parent {
             grads.register::<B>(node.id, (self.0)(grad, ops.state));
+        }
+    }
+}
+
+/// The backward step of `y = x · W` for a constant `W` ([`DualMatmul::dual_matmul`]): its state
+/// is `Wᵀ`, and `grad_x = grad_y · Wᵀ`, by the packed `Wᵀ` where there is one.
+#[derive(Debug)]
+struct MatmulGrad(Option<PackedWeight>);
+
+impl<B: DualMatmul> Backward<B, 1> for MatmulGrad {
+    type State = FloatTensor<B>;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+        let [parent] = ops.parents;
+        let grad = grads.consume::<B>(&ops.node);
+        if let Some(node) = parent {
+            grads.register::<B>(node.id, B::forward_matmul_bias(grad, ops.state, None, self.0.as_ref()));
         }
     }
 }
@@ -905,7 +932,7 @@ impl<B: DualMatmul, C: CheckpointStrategy> DualMatmul for Autodiff<B, C> {
         w: FloatTensor<Self>,
         bias: Option<FloatTensor<Self>>,
         wt: impl FnOnce() -> FloatTensor<Self>,
-        packed: Option<&PackedWeight>,
+        packed: Packed<'_>,
     ) -> FloatTensor<Self> {
         if w.is_tracked() || bias.as_ref().is_some_and(|b| b.is_tracked()) {
             // Someone differentiates the weights: the general product and add handle every
@@ -913,9 +940,9 @@ impl<B: DualMatmul, C: CheckpointStrategy> DualMatmul for Autodiff<B, C> {
             return Self::rows_matmul_bias(x, w, bias);
         }
         let bias = bias.map(|b| b.primitive);
-        match StateGrad::<B>(B::rows_matmul).prepare::<C>([x.node.clone()]).compute_bound().stateful() {
+        match MatmulGrad(packed.backward.cloned()).prepare::<C>([x.node.clone()]).compute_bound().stateful() {
             OpsKind::Tracked(prep) => {
-                prep.finish(wt().primitive, B::forward_matmul_bias(x.primitive, w.primitive, bias, packed))
+                prep.finish(wt().primitive, B::forward_matmul_bias(x.primitive, w.primitive, bias, packed.forward))
             }
             OpsKind::UnTracked(prep) => prep.finish(B::rows_matmul_bias(x.primitive, w.primitive, bias)),
         }

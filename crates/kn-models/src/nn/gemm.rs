@@ -283,15 +283,17 @@ pub fn product_gflops(m: usize, k: usize, n: usize, strided_rhs: bool, min_secs:
     2.0 * (m * k * n * count) as f64 / start.elapsed().as_secs_f64() / 1e9
 }
 
-/// [`product_gflops`] for a weight `[k, n]` stored `[n, k]` and packed once
-/// ([`super::packed::Prepacked`], as attribution packs the head); `None` where this CPU has no
-/// such product.
-pub fn prepacked_product_gflops(m: usize, k: usize, n: usize, min_secs: f64) -> Option<f64> {
+/// [`product_gflops`] for a weight `[k, n]` packed once ([`super::packed::Prepacked`], as
+/// attribution packs the head: stored `[n, k]` with `strided_rhs`, else `[k, n]`); `None` where
+/// this CPU has no such product.
+pub fn prepacked_product_gflops(m: usize, k: usize, n: usize, strided_rhs: bool, min_secs: f64) -> Option<f64> {
     let a = Array2::from_shape_fn((m, k), |(i, j)| ((i * 7 + j * 13) % 17) as f32 * 0.01);
     // The weight is dropped once packed: the product reads the packed copy only.
     let packed = {
-        let b = Array2::from_shape_fn((n, k), |(i, j)| ((i * 5 + j * 3) % 11) as f32 * 0.01);
-        super::packed::Prepacked::new(b.t())?
+        let b = Array2::from_shape_fn(if strided_rhs { (n, k) } else { (k, n) }, |(i, j)| {
+            ((i * 5 + j * 3) % 11) as f32 * 0.01
+        });
+        super::packed::Prepacked::new(if strided_rhs { b.t() } else { b.view() })?
     };
     let mut sink = 0.0f32;
     let mut run = || {

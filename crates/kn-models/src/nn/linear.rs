@@ -4,7 +4,7 @@ use std::sync::OnceLock;
 
 use burn::tensor::{Tensor, TensorPrimitive};
 
-use super::{DualMatmul, PackedWeight};
+use super::{DualMatmul, Packed, PackedWeight};
 use crate::weights::RawTensor;
 
 /// `y = x W + b` with `W: [d_in, d_out]`.
@@ -34,9 +34,9 @@ pub struct Linear<B: DualMatmul> {
     transposed: bool,
     /// A contiguous `Wᵀ` beside a square `W` once a backward pass needed it.
     weight_t: OnceLock<Tensor<B, 2>>,
-    /// `W` packed once for the forward product ([`Linear::prepare_packed`]), where the backend
-    /// packs it.
-    packed: OnceLock<Option<PackedWeight>>,
+    /// `W` and `Wᵀ` packed once for attribution's products ([`Linear::prepare_packed`]), where
+    /// the backend packs them.
+    packed: OnceLock<(Option<PackedWeight>, Option<PackedWeight>)>,
     /// Bias, `[d_out]`.
     pub bias: Option<Tensor<B, 1>>,
 }
@@ -106,20 +106,26 @@ impl<B: DualMatmul> Linear<B> {
         }
     }
 
-    /// Packs `W` once for the forward product, now, where the backend packs weights
-    /// ([`DualMatmul::prepack`]: the ndarray build, for a weight kept as `Wᵀ`); a copy of the
-    /// weight's size, kept until [`Linear::set_weight`].
+    /// Packs `W` and `Wᵀ` once for the products of attribution's passes (forward products
+    /// whose input gradient is needed, and those gradients' products), now, where the backend
+    /// packs weights ([`DualMatmul::prepack`]: the ndarray build on AVX-512F or AVX2 + FMA);
+    /// two copies of the weight's size, kept until [`Linear::set_weight`].
     ///
     /// For maps multiplied by few rows many times, whose packing on every product costs about
     /// as much as the product: the language-model head in attribution (20-60 target rows per
     /// pass against the whole vocabulary).
     pub fn prepare_packed(&self) {
-        self.packed.get_or_init(|| B::prepack(&self.weight().into_primitive().tensor()));
+        self.packed.get_or_init(|| {
+            let forward = B::prepack(&self.weight().into_primitive().tensor());
+            let backward = B::prepack(&self.backward_operand().into_primitive().tensor());
+            (forward, backward)
+        });
     }
 
-    /// Whether the forward product reads a packed copy of `W` ([`Linear::prepare_packed`]).
+    /// Whether attribution's products read packed copies of `W` and `Wᵀ`
+    /// ([`Linear::prepare_packed`]).
     pub fn is_packed(&self) -> bool {
-        self.packed.get().is_some_and(Option::is_some)
+        self.packed.get().is_some_and(|(f, b)| f.is_some() && b.is_some())
     }
 
     /// Whether the backward product needs a contiguous `Wᵀ` built beside `W`: where views do
@@ -169,7 +175,10 @@ impl<B: DualMatmul> Linear<B> {
         let w = self.weight().into_primitive().tensor();
         let bias = self.bias.as_ref().map(|b| b.clone().into_primitive().tensor());
         let y = if B::KEEP_TRANSPOSE {
-            let packed = self.packed.get().and_then(Option::as_ref);
+            let packed = match self.packed.get() {
+                Some((forward, backward)) => Packed { forward: forward.as_ref(), backward: backward.as_ref() },
+                None => Packed::default(),
+            };
             B::dual_matmul(x, w, bias, || self.backward_operand().into_primitive().tensor(), packed)
         } else {
             B::rows_matmul_bias(x, w, bias)

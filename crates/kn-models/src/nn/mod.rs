@@ -54,7 +54,7 @@ fn avx512() -> bool {
 pub use activation::Activation;
 pub use attention::Attention;
 pub use block::{Block, NormPlacement};
-pub use dual::{DualMatmul, NormOutput, PackedWeight};
+pub use dual::{DualMatmul, NormOutput, Packed, PackedWeight};
 pub use embedding::Embeddings;
 pub use head::LmHead;
 pub use linear::Linear;

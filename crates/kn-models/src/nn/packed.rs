@@ -222,8 +222,8 @@ fn product_on(
     })
 }
 
-/// A weight `[k, n]` read through a transposed view ([`Layout::Columns`]: a `[n, k]` array,
-/// PyTorch's layout), packed once and whole into the strips [`product`] packs on every call:
+/// A weight `[k, n]` (a transposed view or contiguous rows, the two [`Layout`]s), packed once
+/// and whole into the strips [`product`] packs on every call:
 /// per block of `mc` columns (contiguous, `mc·k` values), per block of `kc` depths, the block's
 /// strips of `mr` columns, `mr·depth` values each. The blocks are those `gemm`'s
 /// `kernel_params` gives the whole width, which depend on `k` and `n` and not on the rows.
@@ -254,7 +254,7 @@ impl std::fmt::Debug for Prepacked {
 
 impl Prepacked {
     /// `b` packed for [`product_prepacked`] (in parallel over column blocks), if this CPU runs
-    /// [`product`] and `b` is a transposed view; `None` otherwise.
+    /// [`product`] and `b` is in one of the [`Layout`]s; `None` otherwise.
     ///
     /// # Shapes
     /// - `b`: `[k, n]`
@@ -265,9 +265,7 @@ impl Prepacked {
     /// [`Prepacked::new`] for the kernels of `isa`, which must be one of [`isas`].
     fn new_on(isa: &'static Isa, b: ArrayView2<'_, f32>) -> Option<Self> {
         use rayon::prelude::*;
-        if layout(&b) != Some(Layout::Columns) {
-            return None;
-        }
+        let layout = layout(&b)?;
         let (k, n) = b.dim();
         let mr = isa.mr();
         let params = gemm_common::cache::kernel_params(n, NR, k, mr, NR, std::mem::size_of::<f32>());
@@ -275,27 +273,28 @@ impl Prepacked {
         let padded = n.div_ceil(mr) * mr;
         let mut data = vec![0.0f32; padded * k + 16];
         let start = data.as_ptr().align_offset(64).min(16);
-        let b_cs = b.strides()[1].max(0) as usize;
+        let (b_rs, b_cs) = (b.strides()[0].max(0) as usize, b.strides()[1].max(0) as usize);
         data[start..start + padded * k].par_chunks_mut(mc * k).enumerate().for_each(|(block, values)| {
             let (c0, width) = (block * mc, mc.min(n - block * mc));
             let strips = width.div_ceil(mr);
             for p0 in (0..k).step_by(kc) {
                 let depth = kc.min(k - p0);
                 for i in 0..strips {
-                    let at = p0 * strips * mr + i * mr * depth;
-                    // SAFETY: `b[p, c]` is at `as_ptr() + p + c·b_cs` (`Layout::Columns`); the
-                    // strip reads depths `p0..p0 + depth ≤ k` of columns `c0 + i·mr` onwards,
-                    // at most `mr` of them and below `n`; the strip's `mr·depth` values lie
-                    // inside this block's `strips·mr·k`; `isa` is this CPU's.
-                    unsafe {
-                        pack(
-                            isa,
-                            b.as_ptr().add((c0 + i * mr) * b_cs + p0),
-                            b_cs,
-                            mr.min(width - i * mr),
-                            depth,
-                            &mut values[at..at + mr * depth],
-                        );
+                    let (at, cols) = (p0 * strips * mr + i * mr * depth, mr.min(width - i * mr));
+                    let panel = &mut values[at..at + mr * depth];
+                    match layout {
+                        // SAFETY: `b[p, c]` is at `as_ptr() + p + c·b_cs` (`Layout::Columns`);
+                        // the strip reads depths `p0..p0 + depth ≤ k` of the columns
+                        // `c0 + i·mr .. + cols ≤ n`; the strip's `mr·depth` values lie inside
+                        // this block's `strips·mr·k`; `isa` is this CPU's.
+                        Layout::Columns => unsafe {
+                            pack(isa, b.as_ptr().add((c0 + i * mr) * b_cs + p0), b_cs, cols, depth, panel);
+                        },
+                        // SAFETY: `b[p, c]` at `as_ptr() + p·b_rs + c` (`Layout::Rows`); the
+                        // strip reads rows `p0..p0 + depth ≤ k`, columns `c0 + i·mr .. + cols ≤ n`.
+                        Layout::Rows => unsafe {
+                            pack_rows(b.as_ptr().add(p0 * b_rs + c0 + i * mr), b_rs, cols, depth, panel);
+                        },
                     }
                 }
             }
@@ -669,10 +668,10 @@ mod tests {
         );
     }
 
-    /// A weight packed once gives the bits [`super::product`] gives packing it on every call,
-    /// column block by column block, over ragged strips, row tiles and depth blocks, contiguous
-    /// and strided activations, with and without accumulating; contiguous rows are not
-    /// packed once, and an output block of the wrong width is refused.
+    /// A weight packed once, in either layout, gives the bits [`super::product`] gives packing
+    /// it on every call, column block by column block, over ragged strips, row tiles and depth
+    /// blocks, contiguous and strided activations, with and without accumulating; an output
+    /// block of the wrong width is refused.
     #[test]
     fn a_weight_packed_once_gives_the_bits_of_packing_per_product() {
         if super::isa().is_none() {
@@ -688,36 +687,42 @@ mod tests {
     fn packed_once_on(isa: &'static super::Isa) {
         let shapes =
             [(7, 5, 3), (13, 70, 130), (20, 768, 1100), (1, 16, 16), (9, 21, 23), (12, 2051, 48), (65, 33, 517)];
+        // Contiguous rows against `product` on the same kernels packing them per call.
+        let rows_too = super::Isa { rows_too: true, ..*isa };
         for &(m, k, n) in &shapes {
-            let [(columns_layout, columns), (rows_layout, rows)] = weights(k, n);
-            assert!(super::Prepacked::new_on(isa, view(rows_layout, &rows, k, n)).is_none(), "contiguous rows");
-            let b = view(columns_layout, &columns, k, n);
-            let packed = super::Prepacked::new_on(isa, b).expect("a transposed view is packed");
-            assert_eq!(packed.dim(), (k, n));
-            let width = packed.block_width();
-            let a_full = activations(m, 2 * k);
-            for a in [a_full.slice(s![.., ..k]), a_full.slice(s![.., ..2 * k;2])] {
-                for accumulate in [false, true] {
-                    let mut want = Array2::from_elem((m, n), MaybeUninit::new(0.5f32));
-                    assert!(super::product_on(isa, a, b, &mut want.view_mut(), accumulate));
-                    let mut got = Array2::from_elem((m, n), MaybeUninit::new(0.5f32));
-                    for (i, mut o) in got.axis_chunks_iter_mut(ndarray::Axis(1), width).enumerate() {
-                        assert!(super::product_prepacked(a, &packed, i, &mut o, accumulate), "{m}x{k}x{n} block {i}");
+            for (layout, stored) in weights(k, n) {
+                let b = view(layout, &stored, k, n);
+                let packed = super::Prepacked::new_on(isa, b).expect("both layouts are packed");
+                assert_eq!(packed.dim(), (k, n));
+                let isa = &rows_too;
+                let width = packed.block_width();
+                let a_full = activations(m, 2 * k);
+                for a in [a_full.slice(s![.., ..k]), a_full.slice(s![.., ..2 * k;2])] {
+                    for accumulate in [false, true] {
+                        let mut want = Array2::from_elem((m, n), MaybeUninit::new(0.5f32));
+                        assert!(super::product_on(isa, a, b, &mut want.view_mut(), accumulate));
+                        let mut got = Array2::from_elem((m, n), MaybeUninit::new(0.5f32));
+                        for (i, mut o) in got.axis_chunks_iter_mut(ndarray::Axis(1), width).enumerate() {
+                            assert!(
+                                super::product_prepacked(a, &packed, i, &mut o, accumulate),
+                                "{m}x{k}x{n} block {i}"
+                            );
+                        }
+                        let bits = |x: Array2<MaybeUninit<f32>>| unsafe { x.assume_init() }.mapv(f32::to_bits);
+                        assert_eq!(bits(got), bits(want), "{m}x{k}x{n}, {} lanes, accumulate {accumulate}", isa.lanes);
                     }
-                    let bits = |x: Array2<MaybeUninit<f32>>| unsafe { x.assume_init() }.mapv(f32::to_bits);
-                    assert_eq!(bits(got), bits(want), "{m}x{k}x{n}, {} lanes, accumulate {accumulate}", isa.lanes);
                 }
+                let mut wrong = Array2::from_elem((m, width.min(n) + 1), MaybeUninit::new(0.0f32));
+                assert!(!super::product_prepacked(a_full.slice(s![.., ..k]), &packed, 0, &mut wrong.view_mut(), false));
+                let mut past = Array2::from_elem((m, 1), MaybeUninit::new(0.0f32));
+                assert!(!super::product_prepacked(
+                    a_full.slice(s![.., ..k]),
+                    &packed,
+                    n.div_ceil(width),
+                    &mut past.view_mut(),
+                    false
+                ));
             }
-            let mut wrong = Array2::from_elem((m, width.min(n) + 1), MaybeUninit::new(0.0f32));
-            assert!(!super::product_prepacked(a_full.slice(s![.., ..k]), &packed, 0, &mut wrong.view_mut(), false));
-            let mut past = Array2::from_elem((m, 1), MaybeUninit::new(0.0f32));
-            assert!(!super::product_prepacked(
-                a_full.slice(s![.., ..k]),
-                &packed,
-                n.div_ceil(width),
-                &mut past.view_mut(),
-                false
-            ));
         }
     }
 

@@ -26,7 +26,10 @@ pub type NormOutput<B> = (FloatTensor<B>, Option<(FloatTensor<B>, FloatTensor<B>
 /// A constant weight packed once, in host memory, for a backend's forward product
 /// ([`DualMatmul::prepack`]); opaque, cheap to clone (shared).
 #[derive(Clone)]
-pub struct PackedWeight(std::sync::Arc<dyn std::any::Any + Send + Sync>);
+pub struct PackedWeight(
+    // Read (downcast) by the backend that made it: none in builds without ndarray.
+    #[cfg_attr(not(feature = "ndarray"), allow(dead_code))] std::sync::Arc<dyn std::any::Any + Send + Sync>,
+);
 
 impl std::fmt::Debug for PackedWeight {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

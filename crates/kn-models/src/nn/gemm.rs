@@ -266,10 +266,16 @@ pub fn product_gflops(m: usize, k: usize, n: usize, strided_rhs: bool, min_secs:
     let b =
         Array2::from_shape_fn(if strided_rhs { (n, k) } else { (k, n) }, |(i, j)| ((i * 5 + j * 3) % 11) as f32 * 0.01);
     let rhs = if strided_rhs { b.t() } else { b.view() };
+    gflops(m * k * n, min_secs, || matmul(a.view(), rhs))
+}
+
+/// GFLOP/s of `product` (`macs` multiply-adds), run once untimed and then timed for at least
+/// `min_secs`.
+fn gflops(macs: usize, min_secs: f64, mut product: impl FnMut() -> Option<Array2<f32>>) -> f64 {
     let mut sink = 0.0f32;
     let mut run = || {
-        if let Some(y) = matmul(a.view(), rhs) {
-            sink += y[[0, 0]];
+        if let Some(y) = product() {
+            sink += y.first().copied().unwrap_or(0.0);
         }
     };
     run();
@@ -280,7 +286,7 @@ pub fn product_gflops(m: usize, k: usize, n: usize, strided_rhs: bool, min_secs:
         count += 1;
     }
     std::hint::black_box(sink);
-    2.0 * (m * k * n * count) as f64 / start.elapsed().as_secs_f64() / 1e9
+    2.0 * (macs * count) as f64 / start.elapsed().as_secs_f64() / 1e9
 }
 
 /// [`product_gflops`] for a weight `[k, n]` packed once ([`super::packed::Prepacked`], as
@@ -295,21 +301,7 @@ pub fn prepacked_product_gflops(m: usize, k: usize, n: usize, strided_rhs: bool,
         });
         super::packed::Prepacked::new(if strided_rhs { b.t() } else { b.view() })?
     };
-    let mut sink = 0.0f32;
-    let mut run = || {
-        if let Some(y) = matmul_prepacked(a.view(), &packed, None) {
-            sink += y[[0, 0]];
-        }
-    };
-    run();
-    let start = std::time::Instant::now();
-    let mut count = 0usize;
-    while count == 0 || start.elapsed().as_secs_f64() < min_secs {
-        run();
-        count += 1;
-    }
-    std::hint::black_box(sink);
-    Some(2.0 * (m * k * n * count) as f64 / start.elapsed().as_secs_f64() / 1e9)
+    Some(gflops(m * k * n, min_secs, || matmul_prepacked(a.view(), &packed, None)))
 }
 
 #[cfg(test)]

@@ -23,7 +23,7 @@ use super::{Activation, NormKind};
 /// A fused norm's output and, when kept for the backward pass, `(x̂, 1/σ per row)`.
 pub type NormOutput<B> = (FloatTensor<B>, Option<(FloatTensor<B>, FloatTensor<B>)>);
 
-/// A constant weight packed once, in host memory, for a backend's forward product
+/// A constant weight packed once, in host memory, for a backend's products
 /// ([`DualMatmul::prepack`]); opaque, cheap to clone (shared).
 #[derive(Clone)]
 pub struct PackedWeight(
@@ -293,7 +293,7 @@ pub trait DualMatmul: Backend {
 
     /// `w` packed once for [`DualMatmul::packed_matmul_bias`], where the backend has such a
     /// product for it (the ndarray build on AVX-512F or AVX2 + FMA, for a weight read through a
-    /// transposed view); `None` elsewhere (the default).
+    /// transposed view or stored in contiguous rows); `None` elsewhere (the default).
     ///
     /// # Shapes
     /// - `w`: `[k, n]`
@@ -384,31 +384,12 @@ impl DualMatmul for burn::backend::NdArray<f32> {
         bias: Option<FloatTensor<Self>>,
     ) -> FloatTensor<Self> {
         use burn_ndarray::NdArrayTensor;
-        use ndarray::{Ix2, IxDyn};
-        if let (NdArrayTensor::F32(xs), NdArrayTensor::F32(ws)) = (&x, &w) {
-            // The bias as one slice; `None` for a bias of another dtype or a strided one, which
-            // the composed path below takes.
-            let bias_view = match &bias {
-                Some(NdArrayTensor::F32(bs)) => Some(bs.view()),
-                _ => None,
-            };
-            let bias_values = match &bias {
-                None => Some(None),
-                Some(_) => bias_view.as_ref().and_then(|v| v.as_slice()).map(Some),
-            };
-            let (xv, wv) = (xs.view(), ws.view());
-            let mut dims = xv.shape().to_vec();
-            let k = dims.pop().unwrap_or(1);
-            let rows: usize = dims.iter().product();
-            // Both reshapes are views; they fail only for a strided `x` or a non-2-D `w`.
-            // `gemm::matmul_bias` refuses mismatched inner dimensions and bias lengths.
-            if let (Ok(x2), Ok(w2), Some(b)) =
-                (xv.into_shape_with_order((rows, k)), wv.into_dimensionality::<Ix2>(), bias_values)
-            {
-                dims.push(w2.ncols());
-                if let Some(Ok(y)) = super::gemm::matmul_bias(x2, w2, b).map(|y| y.into_shape_with_order(IxDyn(&dims)))
-                {
-                    return NdArrayTensor::from(y.into_shared());
+        // The reshape of `w` is a view; it fails only for a non-2-D `w`. `gemm::matmul_bias`
+        // refuses mismatched inner dimensions and bias lengths.
+        if let NdArrayTensor::F32(ws) = &w {
+            if let Ok(w2) = ws.view().into_dimensionality::<ndarray::Ix2>() {
+                if let Some(y) = rows_product(&x, bias.as_ref(), |x2, b| super::gemm::matmul_bias(x2, w2, b)) {
+                    return y;
                 }
             }
         }
@@ -434,26 +415,8 @@ impl DualMatmul for burn::backend::NdArray<f32> {
         w: &PackedWeight,
         bias: Option<&FloatTensor<Self>>,
     ) -> Option<FloatTensor<Self>> {
-        use burn_ndarray::NdArrayTensor;
         let packed = w.0.downcast_ref::<super::packed::Prepacked>()?;
-        let NdArrayTensor::F32(xs) = x else { return None };
-        let bias = match bias {
-            None => None,
-            Some(NdArrayTensor::F32(b)) => Some(b.view()),
-            Some(_) => return None,
-        };
-        let bias_values = match &bias {
-            None => None,
-            Some(v) => Some(v.as_slice()?),
-        };
-        let xv = xs.view();
-        let mut dims = xv.shape().to_vec();
-        let k = dims.pop()?;
-        let rows: usize = dims.iter().product();
-        let x2 = xv.into_shape_with_order((rows, k)).ok()?;
-        let y = super::gemm::matmul_prepacked(x2, packed, bias_values)?;
-        dims.push(y.ncols());
-        Some(NdArrayTensor::from(y.into_shape_with_order(ndarray::IxDyn(&dims)).ok()?.into_shared()))
+        rows_product(x, bias, |x2, b| super::gemm::matmul_prepacked(x2, packed, b))
     }
 
     fn log_softmax_kernel(x: &FloatTensor<Self>) -> Option<FloatTensor<Self>> {
@@ -628,6 +591,38 @@ fn add_bias<B: Backend>(y: FloatTensor<B>, bias: Option<FloatTensor<B>>) -> Floa
         *last = n;
     }
     B::float_add(y, B::float_reshape(bias, Shape::from(dims)))
+}
+
+/// `product` of `x` as rows (`[rows, k]`, its leading axes flattened: a view) and the bias as
+/// one slice, shaped back to `x`'s leading axes: the frame of the ndarray build's products.
+/// `None` for a tensor of another dtype, a strided `x` or bias, or a product that refuses.
+///
+/// # Shapes
+/// - `x`: `[.., k]`, `bias`: `[n]`; `product`'s output `[rows, n]`; output: `[.., n]`
+#[cfg(feature = "ndarray")]
+fn rows_product(
+    x: &burn_ndarray::NdArrayTensor,
+    bias: Option<&burn_ndarray::NdArrayTensor>,
+    product: impl FnOnce(ndarray::ArrayView2<'_, f32>, Option<&[f32]>) -> Option<ndarray::Array2<f32>>,
+) -> Option<burn_ndarray::NdArrayTensor> {
+    use burn_ndarray::NdArrayTensor;
+    let NdArrayTensor::F32(xs) = x else { return None };
+    let bias_view = match bias {
+        None => None,
+        Some(NdArrayTensor::F32(b)) => Some(b.view()),
+        Some(_) => return None,
+    };
+    let bias_values = match &bias_view {
+        None => None,
+        Some(v) => Some(v.as_slice()?),
+    };
+    let xv = xs.view();
+    let mut dims = xv.shape().to_vec();
+    let k = dims.pop().unwrap_or(1);
+    let rows: usize = dims.iter().product();
+    let y = product(xv.into_shape_with_order((rows, k)).ok()?, bias_values)?;
+    dims.push(y.ncols());
+    Some(NdArrayTensor::from(y.into_shape_with_order(ndarray::IxDyn(&dims)).ok()?.into_shared()))
 }
 
 /// [`DualMatmul::rows_matmul`] through the backend's own reshape and 2-D product.

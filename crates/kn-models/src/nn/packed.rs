@@ -188,7 +188,6 @@ fn product_on(
         }
         let offset = buffer.as_ptr().align_offset(64).min(16);
         let packed = &mut buffer[offset..offset + mc * kc];
-        let (b_rs, b_cs) = (b.strides()[0].max(0) as usize, b.strides()[1].max(0) as usize);
         for p0 in (0..k).step_by(kc) {
             let depth = kc.min(k - p0);
             let alpha_one = accumulate || p0 > 0;
@@ -198,19 +197,10 @@ fn product_on(
                 for i in 0..panels {
                     let cols = mr.min(width - i * mr);
                     let panel = &mut packed[i * mr * depth..(i + 1) * mr * depth];
-                    match layout {
-                        // SAFETY: `b` is a view with `b[p, c]` at `as_ptr() + p + c·b_cs`
-                        // (`Layout::Columns`); the strip reads `p0..p0 + depth ≤ k` and
-                        // `c0 + i·mr .. + cols ≤ n`; `isa` is this CPU's.
-                        Layout::Columns => unsafe {
-                            pack(isa, b.as_ptr().add((c0 + i * mr) * b_cs + p0), b_cs, cols, depth, panel);
-                        },
-                        // SAFETY: `b[p, c]` at `as_ptr() + p·b_rs + c` (`Layout::Rows`); the
-                        // strip reads rows `p0..p0 + depth ≤ k`, columns `c0 + i·mr .. + cols ≤ n`.
-                        Layout::Rows => unsafe {
-                            pack_rows(b.as_ptr().add(p0 * b_rs + c0 + i * mr), b_rs, cols, depth, panel);
-                        },
-                    }
+                    // SAFETY: `layout` is `b`'s; depths `p0..p0 + depth ≤ k`, columns
+                    // `c0 + i·mr .. + cols ≤ n`, `cols ≤ mr`; `panel` holds `mr·depth`
+                    // values; `isa` is this CPU's.
+                    unsafe { pack_strip(isa, layout, &b, p0, c0 + i * mr, cols, depth, panel) };
                 }
                 // SAFETY: `packed` holds the block's `panels` strips of `mr·depth` values, just
                 // packed; `a` has the depths `p0..p0 + depth` and `out` the columns
@@ -273,7 +263,6 @@ impl Prepacked {
         let padded = n.div_ceil(mr) * mr;
         let mut data = vec![0.0f32; padded * k + 16];
         let start = data.as_ptr().align_offset(64).min(16);
-        let (b_rs, b_cs) = (b.strides()[0].max(0) as usize, b.strides()[1].max(0) as usize);
         data[start..start + padded * k].par_chunks_mut(mc * k).enumerate().for_each(|(block, values)| {
             let (c0, width) = (block * mc, mc.min(n - block * mc));
             let strips = width.div_ceil(mr);
@@ -282,20 +271,10 @@ impl Prepacked {
                 for i in 0..strips {
                     let (at, cols) = (p0 * strips * mr + i * mr * depth, mr.min(width - i * mr));
                     let panel = &mut values[at..at + mr * depth];
-                    match layout {
-                        // SAFETY: `b[p, c]` is at `as_ptr() + p + c·b_cs` (`Layout::Columns`);
-                        // the strip reads depths `p0..p0 + depth ≤ k` of the columns
-                        // `c0 + i·mr .. + cols ≤ n`; the strip's `mr·depth` values lie inside
-                        // this block's `strips·mr·k`; `isa` is this CPU's.
-                        Layout::Columns => unsafe {
-                            pack(isa, b.as_ptr().add((c0 + i * mr) * b_cs + p0), b_cs, cols, depth, panel);
-                        },
-                        // SAFETY: `b[p, c]` at `as_ptr() + p·b_rs + c` (`Layout::Rows`); the
-                        // strip reads rows `p0..p0 + depth ≤ k`, columns `c0 + i·mr .. + cols ≤ n`.
-                        Layout::Rows => unsafe {
-                            pack_rows(b.as_ptr().add(p0 * b_rs + c0 + i * mr), b_rs, cols, depth, panel);
-                        },
-                    }
+                    // SAFETY: `layout` is `b`'s; depths `p0..p0 + depth ≤ k`, columns
+                    // `c0 + i·mr .. + cols ≤ n`, `cols ≤ mr`; the strip's `mr·depth` values lie
+                    // inside this block's `strips·mr·k`; `isa` is this CPU's.
+                    unsafe { pack_strip(isa, layout, &b, p0, c0 + i * mr, cols, depth, panel) };
                 }
             }
         });
@@ -436,6 +415,35 @@ unsafe fn multiply(
                 );
             }
         }
+    }
+}
+
+/// Columns `c..c + cols` of `b`'s depths `p0..p0 + depth` as one microkernel strip in `panel`:
+/// by register transposes from a transposed view ([`pack`]), by row copies from contiguous rows
+/// ([`pack_rows`]).
+///
+/// # Safety
+/// `layout` must be `b`'s; `p0 + depth ≤ k`, `c + cols ≤ n` for `b: [k, n]`; `cols ≤ isa.mr()`;
+/// `panel` holds `isa.mr() · depth` values; the CPU must have `isa`'s instructions.
+#[allow(clippy::too_many_arguments)]
+unsafe fn pack_strip(
+    isa: &Isa,
+    layout: Layout,
+    b: &ArrayView2<'_, f32>,
+    p0: usize,
+    c: usize,
+    cols: usize,
+    depth: usize,
+    panel: &mut [f32],
+) {
+    let (b_rs, b_cs) = (b.strides()[0].max(0) as usize, b.strides()[1].max(0) as usize);
+    match layout {
+        // SAFETY: `b[p, c]` is at `as_ptr() + p + c·b_cs` (`Layout::Columns`); the strip reads
+        // depths `p0..p0 + depth ≤ k` of columns `c..c + cols ≤ n`, as the caller vouches.
+        Layout::Columns => unsafe { pack(isa, b.as_ptr().add(c * b_cs + p0), b_cs, cols, depth, panel) },
+        // SAFETY: `b[p, c]` at `as_ptr() + p·b_rs + c` (`Layout::Rows`); the strip reads rows
+        // `p0..p0 + depth ≤ k`, columns `c..c + cols ≤ n`.
+        Layout::Rows => unsafe { pack_rows(b.as_ptr().add(p0 * b_rs + c), b_rs, cols, depth, panel) },
     }
 }
 

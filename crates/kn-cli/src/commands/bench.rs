@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Result};
 use kn_core::{attribute_many, AttributionConfig, KnowledgeModel, Objective, Query};
+use kn_models::nn::attention::folds_keys_values;
 use kn_models::random::{arch_config, preset_config, random_model};
 use kn_models::{ArchConfig, Transformer};
 use serde_json::json;
@@ -274,7 +275,8 @@ fn cases(
 
 /// Floating-point operations of the matrix products the IG tail performs, as `kn_core` runs
 /// it: per layer l and quadrature point, layer l's FFN output at the target rows, the full
-/// blocks between, the last block's keys/values on every row and the rest at the target rows,
+/// blocks between, the last block at the target rows (its keys and values on every row, or
+/// folded into the queries and the context: `kn_models`' `folds_keys_values`),
 /// and the head at the target rows (causal models: one row per block against cached keys).
 /// Block `l + 1` projects only the target rows to queries, keys and values (the other rows'
 /// are the unmodified pass's, projected once per batch of points and not differentiated).
@@ -304,6 +306,25 @@ fn ig_flops(c: &ArchConfig, objective: Objective, queries: &[Vec<Query>], cfg: &
             };
             // Every projection on `rows`, keys and values on `kv_rows`.
             let block = |r: f64, kv: f64| rows(r, kv, r, r, kv);
+            // The last block at the target rows: keys and values of every row, or without
+            // rotary positions folded into the queries and the context where that multiplies
+            // less (`W_kᵀ` and `W_v` on one row per target row and head, and each head's
+            // target row against every row twice, `d_model` wide).
+            let last_block = if folds_keys_values(
+                c.rope.is_some(),
+                c.d_model,
+                c.n_heads,
+                c.n_kv_heads,
+                c.head_dim,
+                q.positions.len(),
+                q.ids.len(),
+            ) {
+                2.0 * (2.0 * dm * q_width * n
+                    + 2.0 * n * dm * (q_width + c.n_heads as f64 * s)
+                    + ffn_mats * dm * dff * n)
+            } else {
+                block(n, s)
+            };
             let (mut fwd, mut once) = (0.0, 0.0);
             for l in 0..c.n_layers {
                 fwd += n * 2.0 * dm * dff + n * 2.0 * dm * v;
@@ -317,7 +338,7 @@ fn ig_flops(c: &ArchConfig, objective: Objective, queries: &[Vec<Query>], cfg: &
                     fwd += rows(n, n, n, n, s);
                     once += 2.0 * 2.0 * dm * kv_width * s;
                 } else {
-                    fwd += rows(n, n, s, s, s) + (last - l - 2) as f64 * block(s, s) + block(n, s);
+                    fwd += rows(n, n, s, s, s) + (last - l - 2) as f64 * block(s, s) + last_block;
                     once += 2.0 * (dm * q_width + 2.0 * dm * kv_width) * s;
                 }
             }

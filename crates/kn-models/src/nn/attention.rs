@@ -68,8 +68,53 @@ impl<B: DualMatmul> Attention<B> {
         let bias = self.kind.bias(input, s, s, 0, &x.device()).map(|bias| query_rows(bias, rows));
         let positions: Vec<usize> = (0..s).collect();
         let q = self.queries(gather_rows(x.clone(), rows), rows);
+        if self.folds_keys_values(rows.len(), s) {
+            return self.output(self.attend_folded(q, x, bias), rows.len());
+        }
         let (k, v) = self.keys_values(x, &positions);
         self.output(self.attend(q, k, v, bias), rows.len())
+    }
+
+    /// Whether [`Attention::forward_rows`] of `rows` query rows over `seq` positions folds the
+    /// key and value projections into the queries and the context ([`Attention::attend_folded`]):
+    /// without rotary positions, where it multiplies less.
+    pub fn folds_keys_values(&self, rows: usize, seq: usize) -> bool {
+        let d_model = self.k.weight().dims()[0];
+        folds_keys_values(self.rope.is_some(), d_model, self.n_heads, self.n_kv_heads, self.head_dim, rows, seq)
+    }
+
+    /// `softmax(q · kᵀ · scale + bias) · v` for keys `k = x W_k + b_k` and values
+    /// `v = x W_v + b_v` that are never formed: per head, `q · k_i = (W_k q) · x_i + q · b_k`,
+    /// whose last term is the same for every key and cancels in the softmax, and
+    /// `Σ_i p_i v_i = (Σ_i p_i x_i) W_v + b_v` since the probabilities sum to one. So the
+    /// queries go through `W_kᵀ` and the probability-weighted sums of the rows through `W_v`,
+    /// one row each per query row and head, instead of every row of `x` through `W_k` and
+    /// `W_v`: for the last block of an attribution pass (one target row against a whole
+    /// sequence, no rotary positions) the keys and values were that block's largest products,
+    /// forwards and backwards. The same sums in real arithmetic, added in another order.
+    ///
+    /// # Shapes
+    /// - `q`: `[batch, kv_heads, group · n, head_dim]`, `x`: `[batch, seq, d_model]`, `bias`:
+    ///   `[batch_or_1, 1, n, seq]`; output: like `q`
+    fn attend_folded(&self, q: Tensor<B, 4>, x: Tensor<B, 3>, bias: Option<Tensor<B, 4>>) -> Tensor<B, 4> {
+        let [b, kv, rows, dh] = q.dims();
+        let [_, s, d] = x.dims();
+        // Per key/value head, `W_kᵀ` as `[kv, dh, d]` and `W_v` as `[kv, d, dh]`.
+        let wk_t = self.k.weight().transpose().reshape([kv, dh, d]);
+        let wv = self.v.weight().reshape([d, kv, dh]).swap_dims(0, 1);
+        // `[batch, kv, rows, ·]` ↔ `[kv, batch · rows, ·]`, heads as the matmul batch.
+        let by_head = |t: Tensor<B, 4>, w: usize| t.swap_dims(0, 1).reshape([kv, b * rows, w]);
+        let by_batch = |t: Tensor<B, 3>, w: usize| t.reshape([kv, b, rows, w]).swap_dims(0, 1);
+        let folded = by_batch(by_head(q, dh).matmul(wk_t), d).reshape([b, kv * rows, d]);
+        let scores = folded.matmul(x.clone().swap_dims(1, 2)).reshape([b, kv, rows, s]);
+        let scores = if self.scale != 1.0 { scores * self.scale } else { scores };
+        let probs = self.probs(vec![scores], bias);
+        let sums = probs.reshape([b, kv * rows, s]).matmul(x).reshape([b, kv, rows, d]);
+        let ctx = by_batch(by_head(sums, d).matmul(wv), dh);
+        match &self.v.bias {
+            Some(bv) => ctx + bv.clone().reshape([1, kv, 1, dh]),
+            None => ctx,
+        }
     }
 
     /// Attention over a sequence that differs from `base` at the positions `rows` only, whose
@@ -231,7 +276,7 @@ impl<B: DualMatmul> Attention<B> {
     /// query rows of one head; repeated for each query head of a group).
     ///
     /// # Shapes
-    /// - `blocks[i]`: `[batch, kv_heads, group · n, keys_i]`, `bias`: `[batch_or_1, 1, n, Σ keys_i]`;
+    /// - `blocks[i]`: `[batch, kv_heads, group · n, keys_i]`, `bias`: `[batch_or_1, 1, n or 1, Σ keys_i]`;
     ///   output: `[batch, kv_heads, group · n, Σ keys_i]`
     fn probs(&self, mut blocks: Vec<Tensor<B, 4>>, bias: Option<Tensor<B, 4>>) -> Tensor<B, 4> {
         let mut scores = match blocks.len() {
@@ -240,7 +285,8 @@ impl<B: DualMatmul> Attention<B> {
         };
         if let Some(bias) = bias {
             let group = self.n_heads / self.n_kv_heads;
-            scores = scores + if group > 1 { bias.repeat_dim(2, group) } else { bias };
+            // A padding-only bias has one query row and broadcasts as it is.
+            scores = scores + if group > 1 && bias.dims()[2] > 1 { bias.repeat_dim(2, group) } else { bias };
         }
         softmax(scores, 3)
     }
@@ -273,11 +319,101 @@ impl<B: DualMatmul> Attention<B> {
     }
 }
 
-/// The query rows `rows` of an attention bias.
+/// Whether attention of `rows` query rows over `seq` positions multiplies less with the key
+/// and value projections folded into the queries and the context (see
+/// [`Attention::forward_rows`]): never with rotary positions (a key's rotation depends on its
+/// position). Folded, each query row and head goes through `W_kᵀ` and `W_v` once and meets
+/// every position twice in `d_model` wide rows; projected, every position goes through `W_k`
+/// and `W_v` and each query row and head meets every position twice in `head_dim` wide rows.
+pub fn folds_keys_values(
+    rotary: bool,
+    d_model: usize,
+    n_heads: usize,
+    n_kv_heads: usize,
+    head_dim: usize,
+    rows: usize,
+    seq: usize,
+) -> bool {
+    let (q_width, kv_width) = (n_heads * head_dim, n_kv_heads * head_dim);
+    let folded = rows * d_model * 2 * (q_width + n_heads * seq);
+    let projected = seq * d_model * 2 * kv_width + rows * 2 * seq * q_width;
+    !rotary && folded < projected
+}
+
+/// The query rows `rows` of an attention bias (a padding-only bias, one row for all queries,
+/// as it is).
 ///
 /// # Shapes
-/// - `bias`: `[batch_or_1, 1, queries, keys]`; output: `[batch_or_1, 1, rows.len(), keys]`
+/// - `bias`: `[batch_or_1, 1, queries or 1, keys]`; output: `[batch_or_1, 1, rows.len() or 1, keys]`
 fn query_rows<B: DualMatmul>(bias: Tensor<B, 4>, rows: &[usize]) -> Tensor<B, 4> {
-    let [bb, one, _, keys] = bias.dims();
+    let [bb, one, queries, keys] = bias.dims();
+    if queries == 1 {
+        // Padding only: one row for every query.
+        return bias;
+    }
     Tensor::cat(rows.iter().map(|&r| bias.clone().slice([0..bb, 0..one, r..r + 1, 0..keys])).collect(), 2)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::TensorData;
+
+    type AB = crate::backend::AutodiffBackend;
+
+    fn tensor<const D: usize>(shape: [usize; D], seed: f32) -> Tensor<AB, D> {
+        let n: usize = shape.iter().product();
+        let v: Vec<f32> = (0..n).map(|i| (i as f32 * 0.37 + seed).sin() * 0.5).collect();
+        Tensor::from_data(TensorData::new(v, shape), &Default::default())
+    }
+
+    fn linear(d_in: usize, d_out: usize, seed: f32) -> Linear<AB> {
+        Linear::new(tensor([d_in, d_out], seed), Some(tensor([d_out], seed + 0.5)))
+    }
+
+    #[test]
+    fn folded_keys_and_values_give_the_projected_attention_and_its_gradient() {
+        // Grouped-query heads (2 query heads per key/value head), biases everywhere and a
+        // padded position: the folded rows against the whole sequence's attention at those rows.
+        let (d, heads, kv_heads, dh, s, batch) = (32, 2, 1, 16, 9, 3);
+        let attn = Attention {
+            q: linear(d, heads * dh, 1.0),
+            k: linear(d, kv_heads * dh, 2.0),
+            v: linear(d, kv_heads * dh, 3.0),
+            o: linear(heads * dh, d, 4.0),
+            n_heads: heads,
+            n_kv_heads: kv_heads,
+            head_dim: dh,
+            scale: 0.25,
+            kind: AttentionKind::Bidirectional,
+            rope: None,
+        };
+        let rows = [2, 5];
+        assert!(attn.folds_keys_values(rows.len(), s));
+        let dev = Default::default();
+        let mut input = ModelInput::<AB>::from_ids(&[1; 9], &dev);
+        let mut mask = vec![1.0f32; s];
+        mask[7] = 0.0;
+        input.attention_mask = Some(Tensor::from_data(TensorData::new(mask, [1, s]), &dev));
+        let g = tensor([batch, rows.len(), d], 5.0);
+        let run = |folded: bool| {
+            let x = tensor([batch, s, d], 0.5).require_grad();
+            let out = if folded {
+                attn.forward_rows(x.clone(), &rows, &input)
+            } else {
+                gather_rows(attn.forward(x.clone(), &input), &rows)
+            };
+            let grads = (out.clone() * g.clone()).sum().backward();
+            let grad = x.grad(&grads).map(|t| t.into_data().to_vec::<f32>().unwrap_or_default());
+            (out.inner().into_data().to_vec::<f32>().unwrap_or_default(), grad.unwrap_or_default())
+        };
+        let ((y, gy), (want, gwant)) = (run(true), run(false));
+        for (what, a, b) in [("output", &y, &want), ("input gradient", &gy, &gwant)] {
+            assert_eq!(a.len(), b.len(), "{what}");
+            let max = b.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            let err = a.iter().zip(b).fold(0.0f32, |m, (p, q)| m.max((p - q).abs())) / max;
+            println!("folded vs projected {what}: max error {err:.2e} of the largest value {max:.3}");
+            assert!(max > 0.0 && err < 1e-5, "{what}: relative error {err}");
+        }
+    }
 }

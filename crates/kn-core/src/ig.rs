@@ -2,9 +2,7 @@
 //!
 //! For layer `l`, one forward pass caches every layer's attention output (`resid_mid`) and
 //! activations; only layer `l`'s FFN output and the layers above it run on the batch of scaled
-//! activations, and the head is evaluated at the target rows only. A quadrature point `α = 1`
-//! (the activations themselves) is the same point for every layer: where tails run whole
-//! sequences, its gradients come from one backward pass of the unmodified pass instead.
+//! activations, and the head is evaluated at the target rows only.
 
 use burn::tensor::{backend::AutodiffBackend, Tensor, TensorData};
 
@@ -12,7 +10,7 @@ use crate::attribution::{Attribution, AttributionConfig, Completeness, Method, O
 use crate::predict::to_vec;
 use crate::query::Query;
 use crate::schedule::run_passes;
-use crate::tail::{cache, cache_differentiable, final_rows, tail_rows, Cached};
+use crate::tail::{cache, final_rows, tail_rows, Cached};
 use crate::{gather_rows, KnError, KnowledgeModel};
 
 /// Scores every FFN neuron for `queries` (one query, or the teacher-forced steps of a causal
@@ -84,23 +82,10 @@ pub fn attribute_many_cancellable<B: AutodiffBackend, M: KnowledgeModel<B>>(
         Method::GradientTimesActivation => vec![(1.0, 1.0)],
         Method::MaxActivations => Vec::new(),
     };
-    // Points `α = 1` (the activations themselves): their gradient at every layer from one
-    // backward pass of the unmodified pass, for queries whose tails run whole sequences (a
-    // tail of one row costs less than the prompt's rows through every block).
-    let at_one: f32 = points.iter().filter(|p| p.0 == 1.0).map(|p| p.1).sum();
-    let others: Vec<(f32, f32)> = points.iter().copied().filter(|p| p.0 != 1.0).collect();
-    let one_from_unmodified = |q: &Query| {
-        cfg.reuse_prefix && points.len() > others.len() && tail_rows(model, &q.positions, q.ids.len(), cfg) > 1
-    };
     // The unmodified pass of every query.
     let prepared: Vec<Vec<Prepared<B>>> = prompts
         .iter()
-        .map(|queries| {
-            queries
-                .iter()
-                .map(|q| prepare(model, q, cfg, one_from_unmodified(q).then_some(at_one)))
-                .collect::<Result<Vec<_>, _>>()
-        })
+        .map(|queries| queries.iter().map(|q| prepare(model, q, cfg)).collect::<Result<Vec<_>, _>>())
         .collect::<Result<_, _>>()?;
     // Queries stacked into passes (each alone unless `max_stacked_prompts` > 1), and the
     // passes of each stack: one per layer group.
@@ -112,12 +97,9 @@ pub fn attribute_many_cancellable<B: AutodiffBackend, M: KnowledgeModel<B>>(
             let cached = (members.len() > 1)
                 .then(|| Cached::stack(&members.iter().map(|&(p, qi)| &prepared[p][qi].cached).collect::<Vec<_>>()));
             let rows = tail_rows(model, &q.positions, q.ids.len(), cfg) * members.len();
-            // Members share their length and target positions, so all or none take `α = 1`
-            // from their unmodified pass.
-            let points = if one_from_unmodified(q) { others.clone() } else { points.clone() };
             let groups =
                 layer_groups(dims.n_layers, rows * cfg.batch_size.min(points.len().max(1)), cfg.max_rows_per_pass);
-            Stack { members, cached, groups, rows, points }
+            Stack { members, cached, groups, rows }
         })
         .collect();
     let mut passes: Vec<PassRef> = Vec::new();
@@ -144,7 +126,7 @@ pub fn attribute_many_cancellable<B: AutodiffBackend, M: KnowledgeModel<B>>(
             let targets: Vec<&[u32]> = st.members.iter().map(|&(p, qi)| prompts[p][qi].target_ids.as_slice()).collect();
             let acts: Vec<&[Vec<f32>]> = st.members.iter().map(|&(p, qi)| prepared[p][qi].acts.as_slice()).collect();
             let q = &prompts[p0][q0];
-            group_pass(model, cached, &st.groups[r.group], &q.positions, &targets, &acts, &st.points, cfg)
+            group_pass(model, cached, &st.groups[r.group], &q.positions, &targets, &acts, &points, cfg)
         },
         &mut |i, _| {
             let st = &stacks[passes[i].stack];
@@ -177,10 +159,7 @@ pub fn attribute_many_cancellable<B: AutodiffBackend, M: KnowledgeModel<B>>(
         for ((q, prep), layers) in queries.iter().zip(per_query).zip(layers_of) {
             token_probs.extend_from_slice(&prep.token_probs);
             for (l, pass) in layers.into_iter().enumerate() {
-                let mut pass = pass.ok_or(KnError::Empty { what: "attribution passes" })?;
-                if let Some(g) = prep.grads_at_one.as_ref().and_then(|g| g.get(l)) {
-                    pass.grad.iter_mut().zip(g).for_each(|(x, y)| *x += y);
-                }
+                let pass = pass.ok_or(KnError::Empty { what: "attribution passes" })?;
                 let acts = &prep.acts[l];
                 let layer_scores = match cfg.method {
                     Method::MaxActivations => sum_positions(acts, q.positions.len(), dims.d_ff),
@@ -208,9 +187,6 @@ struct Prepared<B: AutodiffBackend> {
     f_full: f32,
     /// The unmodified probability of each target piece.
     token_probs: Vec<f32>,
-    /// Per layer, the points `α = 1`'s weighted gradient at the target positions
-    /// (`[n_pos * d_ff]`), when it came from the unmodified pass; the tails then skip them.
-    grads_at_one: Option<Vec<Vec<f32>>>,
 }
 
 /// Queries whose passes run as one batch, and the layer groups they are differentiated in.
@@ -223,8 +199,6 @@ struct Stack<B: AutodiffBackend> {
     groups: Vec<Vec<usize>>,
     /// Residual rows one quadrature point sends through the upper blocks, all members together.
     rows: usize,
-    /// The quadrature points its tails run (without `α = 1` where the unmodified pass gave it).
-    points: Vec<(f32, f32)>,
 }
 
 /// Which pass of which stack, and its cost in row·block evaluations.
@@ -263,46 +237,22 @@ pub(crate) fn stacks_of(prompts: &[&[Query]], max: usize) -> Vec<Vec<(usize, usi
     stacks
 }
 
-/// The unmodified pass of `q`; with `at_one`, differentiated too: every layer's gradient at the
-/// target positions times `at_one` (the summed weight of the quadrature points `α = 1`).
+/// The unmodified pass of `q`.
 fn prepare<B: AutodiffBackend, M: KnowledgeModel<B>>(
     model: &M,
     q: &Query,
     cfg: &AttributionConfig,
-    at_one: Option<f32>,
 ) -> Result<Prepared<B>, KnError> {
     let dims = model.dims();
     q.check(&dims)?;
-    let (cached, grads_at_one) = match at_one {
-        None => (cache(model, q), None),
-        Some(weight) => {
-            let (cached, zeros) = cache_differentiable(model, q);
-            let f =
-                objective_of_logprobs(target_logprobs(model, cached.out.clone(), &q.positions, &[&q.target_ids]), cfg);
-            let grads = crate::schedule::exclusive_backward(|| f.sum().backward());
-            let per_layer = zeros
-                .into_iter()
-                .enumerate()
-                .map(|(l, z)| {
-                    let g =
-                        z.grad(&grads).ok_or_else(|| KnError::Backend("no gradient reached the activations".into()))?;
-                    let g: Vec<f32> = to_vec(g)?.into_iter().map(|v| v * weight).collect();
-                    if g.iter().any(|v| !v.is_finite()) {
-                        return Err(KnError::NonFinite { what: format!("gradients of layer {l}") });
-                    }
-                    Ok(g)
-                })
-                .collect::<Result<Vec<_>, KnError>>()?;
-            (cached.detach(), Some(per_layer))
-        }
-    };
+    let cached = cache(model, q);
     let base = target_logprobs(model, cached.out.clone(), &q.positions, &[&q.target_ids]);
     let f_full = scalar(objective_of_logprobs(base.clone(), cfg))?;
     let token_probs = to_vec(base.exp())?;
     let acts: Vec<Vec<f32>> = (0..dims.n_layers)
         .map(|l| to_vec(gather_rows(cached.acts[l].clone(), &q.positions)))
         .collect::<Result<_, _>>()?;
-    Ok(Prepared { cached, acts, f_full, token_probs, grads_at_one })
+    Ok(Prepared { cached, acts, f_full, token_probs })
 }
 
 /// The attribution of one prompt from its summed scores and completeness terms.

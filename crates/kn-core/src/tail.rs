@@ -52,21 +52,6 @@ impl<B: AutodiffBackend> Cached<B> {
     }
 }
 
-impl<B: AutodiffBackend> Cached<B> {
-    /// The same values, cut from the autodiff graph they were computed in
-    /// ([`cache_differentiable`]): tails started from them differentiate their own blocks only.
-    pub(crate) fn detach(self) -> Cached<B> {
-        let cut = |v: Vec<Tensor<B, 3>>| v.into_iter().map(Tensor::detach).collect();
-        Cached {
-            input: self.input,
-            resids: cut(self.resids),
-            mids: cut(self.mids),
-            acts: cut(self.acts),
-            out: self.out.detach(),
-        }
-    }
-}
-
 /// Runs the unmodified forward pass of `q`, keeping what the tails start from.
 pub(crate) fn cache<B: AutodiffBackend, M: KnowledgeModel<B>>(model: &M, q: &Query) -> Cached<B> {
     let input = ModelInput::from_ids(&q.ids, &model.device());
@@ -81,40 +66,6 @@ pub(crate) fn cache<B: AutodiffBackend, M: KnowledgeModel<B>>(model: &M, q: &Que
         acts.push(act);
     }
     Cached { input, resids, mids, acts, out: resid }
-}
-
-/// [`cache`] differentiable at the unmodified point: each layer's activations at `q`'s target
-/// positions get a zero added that is a leaf of the autodiff graph (returned, `[1, n_pos, d_ff]`
-/// per layer), and everything above depends on them as usual. The gradient of an objective of
-/// the pass's `out` with respect to leaf `l` is then its gradient with respect to layer `l`'s
-/// activations at the target rows: integrated gradients' point `α = 1` for every layer at
-/// once, from one backward pass over the prompt's rows instead of one quadrature point in each
-/// layer's tail. The pass is returned tracked; [`Cached::detach`] it before tails start from it.
-pub(crate) fn cache_differentiable<B: AutodiffBackend, M: KnowledgeModel<B>>(
-    model: &M,
-    q: &Query,
-) -> (Cached<B>, Vec<Tensor<B, 3>>) {
-    let input = ModelInput::from_ids(&q.ids, &model.device());
-    let d_ff = model.dims().d_ff;
-    let n_pos = q.positions.len();
-    let mut resid = model.embed(&input);
-    let (mut resids, mut mids, mut acts, mut zeros) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for l in 0..model.dims().n_layers {
-        resids.push(resid.clone());
-        let mid = model.attention_half(l, resid, &input);
-        let mut act = model.ffn_activation(l, mid.clone());
-        let zero = Tensor::<B, 3>::zeros([1, n_pos, d_ff], &model.device()).require_grad();
-        for (j, &p) in q.positions.iter().enumerate() {
-            let rows = [0..1, p..p + 1, 0..d_ff];
-            let sum = act.clone().slice(rows.clone()) + zero.clone().slice([0..1, j..j + 1, 0..d_ff]);
-            act = act.slice_assign(rows, sum);
-        }
-        resid = model.ffn_output(l, mid.clone(), act.clone());
-        mids.push(mid);
-        acts.push(act);
-        zeros.push(zero);
-    }
-    (Cached { input, resids, mids, acts, out: resid }, zeros)
 }
 
 /// Rows of the residual stream one quadrature point sends through the blocks above a layer:

@@ -283,15 +283,13 @@ fn cases(
 /// Projections follow the architecture: grouped-query keys/values (`n_kv_heads · head_dim`
 /// wide) and a gated FFN's third matrix. The backward pass differentiates the activations only
 /// (weights are constants), so it costs about as much as the forward: twice the forward count.
-/// Points `α = 1` of tails over whole sequences are one backward pass of the unmodified pass.
 fn ig_flops(c: &ArchConfig, objective: Objective, queries: &[Vec<Query>], cfg: &AttributionConfig) -> f64 {
     let (dm, dff, v) = (c.d_model as f64, c.d_ff as f64, c.vocab_size as f64);
     let q_width = (c.n_heads * c.head_dim) as f64;
     let kv_width = (c.n_kv_heads * c.head_dim) as f64;
     let ffn_mats = if c.gated_ffn { 3.0 } else { 2.0 };
     let last = c.n_layers - 1;
-    let points = cfg.quadrature.points(cfg.steps);
-    let at_one = points.iter().filter(|p| p.0 == 1.0).count();
+    let batches = cfg.steps.div_ceil(cfg.batch_size.max(1)) as f64;
     let mut total = 0.0;
     for prompt in queries {
         for q in prompt {
@@ -344,17 +342,7 @@ fn ig_flops(c: &ArchConfig, objective: Objective, queries: &[Vec<Query>], cfg: &
                     once += 2.0 * (dm * q_width + 2.0 * dm * kv_width) * s;
                 }
             }
-            // Points `α = 1` come from one backward pass of the unmodified pass where tails run
-            // whole sequences (as `kn_core` does): block 0's FFN output, every block above
-            // and the head's backward at the target rows.
-            let (tail_points, unmodified) = if cfg.reuse_prefix && at_one > 0 && !causal {
-                let backward = 2.0 * dm * dff * s + (last as f64) * block(s, s) + n * 2.0 * dm * v;
-                (points.len() - at_one, backward)
-            } else {
-                (points.len(), 0.0)
-            };
-            let batches = tail_points.div_ceil(cfg.batch_size.max(1)) as f64;
-            total += 2.0 * tail_points as f64 * fwd + batches * once + unmodified;
+            total += 2.0 * cfg.steps as f64 * fwd + batches * once;
         }
     }
     total

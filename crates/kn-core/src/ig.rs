@@ -102,6 +102,9 @@ pub fn attribute_many_cancellable<B: AutodiffBackend, M: KnowledgeModel<B>>(
             Stack { members, cached, groups, rows }
         })
         .collect();
+    // The point `α = 1` (the activations themselves) is the same for every layer: layer 0's tail
+    // gives it to the layers above (`weighted_grads`), which skip it.
+    let at_one = cfg.reuse_prefix && cfg.method != Method::MaxActivations && points.iter().any(|p| p.0 == 1.0);
     let mut passes: Vec<PassRef> = Vec::new();
     for (si, st) in stacks.iter().enumerate() {
         for (g, group) in st.groups.iter().enumerate() {
@@ -126,7 +129,7 @@ pub fn attribute_many_cancellable<B: AutodiffBackend, M: KnowledgeModel<B>>(
             let targets: Vec<&[u32]> = st.members.iter().map(|&(p, qi)| prompts[p][qi].target_ids.as_slice()).collect();
             let acts: Vec<&[Vec<f32>]> = st.members.iter().map(|&(p, qi)| prepared[p][qi].acts.as_slice()).collect();
             let q = &prompts[p0][q0];
-            group_pass(model, cached, &st.groups[r.group], &q.positions, &targets, &acts, &points, cfg)
+            group_pass(model, cached, &st.groups[r.group], &q.positions, &targets, &acts, &points, at_one, cfg)
         },
         &mut |i, _| {
             let st = &stacks[passes[i].stack];
@@ -138,13 +141,27 @@ pub fn attribute_many_cancellable<B: AutodiffBackend, M: KnowledgeModel<B>>(
     // Each pass's gradients and baseline objectives, handed to their queries by layer.
     let mut per_layer: Vec<Vec<Vec<Option<LayerPass>>>> =
         prompts.iter().map(|qs| qs.iter().map(|_| (0..dims.n_layers).map(|_| None).collect()).collect()).collect();
-    for (pass, r) in results.into_iter().zip(&passes) {
+    let mut above = Vec::new();
+    for (mut pass, r) in results.into_iter().zip(&passes) {
         let st = &stacks[r.stack];
+        above.push((r.stack, std::mem::take(&mut pass.above)));
         let f_zeros = pass.f_zero_or_none();
         for ((&l, grads), f_zero) in st.groups[r.group].iter().zip(pass.grads).zip(f_zeros) {
             for ((&(p, qi), grad), f) in st.members.iter().zip(grads).zip(f_zero) {
                 if let Some(slot) = per_layer.get_mut(p).and_then(|v| v.get_mut(qi)).and_then(|v| v.get_mut(l)) {
                     *slot = Some(LayerPass { grad, f_zero: f });
+                }
+            }
+        }
+    }
+    // Layer 0's tails' gradients at `α = 1` for the layers above, in pass order.
+    for (stack, per_layer_above) in above {
+        let st = &stacks[stack];
+        for (l, per_query) in per_layer_above {
+            for (&(p, qi), g) in st.members.iter().zip(per_query) {
+                let slot = per_layer.get_mut(p).and_then(|v| v.get_mut(qi)).and_then(|v| v.get_mut(l));
+                if let Some(Some(pass)) = slot {
+                    pass.grad.iter_mut().zip(g).for_each(|(x, y)| *x += y);
                 }
             }
         }
@@ -283,10 +300,6 @@ fn finish(
 /// Per layer and stacked query, a vector (`[layer][query][..]`).
 type LayerQueryVecs = Vec<Vec<Vec<f32>>>;
 
-/// [`weighted_grads`]' gradient sums and, when a point is `α = 0`, the objective there
-/// (`[layer][query]`).
-type WeightedGrads = (LayerQueryVecs, Option<Vec<Vec<f32>>>);
-
 /// What one group of layers contributes to each stacked query: per layer and query,
 /// `Σ_k w_k ∇f(α_k a_l)` at the target positions (`[n_pos * d_ff]`), and, for IG, the
 /// objective with the layer's activations zeroed.
@@ -295,6 +308,9 @@ struct GroupPass {
     grads: Vec<Vec<Vec<f32>>>,
     /// `[layer of the group][query of the stack]`; empty unless IG.
     f_zero: Vec<Vec<f32>>,
+    /// `(layer, [query of the stack])`: layers above 0's gradient at `α = 1`, from layer 0's
+    /// tail when this group has it (see [`weighted_grads`]).
+    above: Vec<(usize, Vec<Vec<f32>>)>,
 }
 
 impl GroupPass {
@@ -310,7 +326,8 @@ impl GroupPass {
 
 /// The gradient passes of one layer group over every batch of quadrature points, and its
 /// baseline pass, for the queries stacked in `c` (their targets and activations in batch
-/// order; one query unless stacked).
+/// order; one query unless stacked). With `at_one`, layers above 0 skip the points `α = 1`,
+/// which layer 0's tail gives them ([`weighted_grads`]).
 #[allow(clippy::too_many_arguments)]
 fn group_pass<B: AutodiffBackend, M: KnowledgeModel<B>>(
     model: &M,
@@ -320,39 +337,58 @@ fn group_pass<B: AutodiffBackend, M: KnowledgeModel<B>>(
     targets: &[&[u32]],
     acts: &[&[Vec<f32>]],
     points: &[(f32, f32)],
+    at_one: bool,
     cfg: &AttributionConfig,
 ) -> Result<GroupPass, KnError> {
     let mut grads: Vec<Vec<Vec<f32>>> =
         group.iter().map(|&l| acts.iter().map(|a| vec![0.0f32; a[l].len()]).collect()).collect();
     // The objective at a quadrature point `α = 0` (the default rule's first point) is IG's
     // baseline objective: taken from the gradient pass, it needs no pass of its own.
-    let mut f_at_zero: Option<Vec<Vec<f32>>> = None;
+    let mut f_at_zero: Vec<Option<Vec<f32>>> = vec![None; group.len()];
+    let mut above: Vec<(usize, Vec<Vec<f32>>)> = Vec::new();
     if cfg.method != Method::MaxActivations {
         for chunk in points.chunks(cfg.batch_size) {
-            let (gc, f0) = weighted_grads(model, c, group, positions, targets, acts, chunk, cfg)?;
-            f_at_zero = f_at_zero.or(f0);
-            for (per_query, c) in grads.iter_mut().zip(gc) {
-                for (g, c) in per_query.iter_mut().zip(c) {
-                    g.iter_mut().zip(c).for_each(|(x, y)| *x += y);
+            let part = weighted_grads(model, c, group, positions, targets, acts, chunk, at_one, cfg)?;
+            for (slot, f0) in f_at_zero.iter_mut().zip(part.f_zero) {
+                if slot.is_none() {
+                    *slot = f0;
+                }
+            }
+            add_into(&mut grads, part.grads);
+            for (j, g) in part.at_one {
+                match above.iter_mut().find(|(l, _)| *l == j) {
+                    Some((_, sum)) => add_into(std::slice::from_mut(sum), vec![g]),
+                    None => above.push((j, g)),
                 }
             }
         }
     }
     // The objective with each layer's activations zeroed (IG's baseline), one pass when no
     // quadrature point gave it.
-    let f_zero = match (cfg.method, f_at_zero) {
-        (Method::IntegratedGradients, Some(f)) => f,
-        (Method::IntegratedGradients, None) => {
+    let f_zero = match cfg.method {
+        Method::IntegratedGradients if f_at_zero.iter().all(Option::is_some) => {
+            f_at_zero.into_iter().flatten().collect()
+        }
+        Method::IntegratedGradients => {
             let d_ff = model.dims().d_ff;
             let n = acts.len();
             let zeros = group.iter().map(|_| Tensor::zeros([n, positions.len(), d_ff], &model.device())).collect();
-            let resid = final_rows(model, c, group, positions, zeros, cfg)?;
+            let (resid, _) = final_rows(model, c, group, positions, zeros, None, cfg)?;
             let f = to_vec(objective_from_resid(model, resid, &local(positions), targets, cfg))?;
             f.chunks(n.max(1)).map(<[f32]>::to_vec).collect()
         }
         _ => Vec::new(),
     };
-    Ok(GroupPass { grads, f_zero })
+    Ok(GroupPass { grads, f_zero, above })
+}
+
+/// `sum[i][m] += part[i][m]`, element-wise.
+fn add_into(sum: &mut [Vec<Vec<f32>>], part: Vec<Vec<Vec<f32>>>) {
+    for (per_query, p) in sum.iter_mut().zip(part) {
+        for (g, p) in per_query.iter_mut().zip(p) {
+            g.iter_mut().zip(p).for_each(|(x, y)| *x += y);
+        }
+    }
 }
 
 /// Layers `0..n` in groups whose tails are differentiated in one backward pass (one head
@@ -433,12 +469,28 @@ fn target_logprobs<B: AutodiffBackend, M: KnowledgeModel<B>>(
     model.log_probs_at(gather_rows(resid, positions), &ids)
 }
 
+/// What one batch of quadrature points gives a layer group.
+struct ChunkGrads {
+    /// Per layer of the group and stacked query, `Σ_k w_k ∇f(α_k a_l)` over the layer's points
+    /// of the batch, `[n_pos * d_ff]` (zeros for a layer with none).
+    grads: LayerQueryVecs,
+    /// Per layer of the group, each query's objective at the point `α = 0` (IG's baseline
+    /// objective, the activations zeroed), if the layer's points of the batch have it.
+    f_zero: Vec<Option<Vec<f32>>>,
+    /// `(layer, [query][n_pos * d_ff])`: the weighted gradient at `α = 1` of each layer above
+    /// 0, from layer 0's tail.
+    at_one: Vec<(usize, Vec<Vec<f32>>)>,
+}
+
 /// `Σ_k w_k ∇f(α_k a_l)` over one batch of quadrature points for each layer `l` of `layers`
-/// and each stacked query, `[layer][query][n_pos * d_ff]` on the host, and, when one of the
-/// points is `α = 0`, the objective there (`[layer][query]`: IG's baseline objective, the
-/// activations zeroed). The layers' tails are stacked into one batch for the head and
-/// differentiated in one backward pass; within a layer's part of the batch, row `i·P + m` is
-/// point `i` of query `m`.
+/// and each stacked query, on the host, and the objective at a point `α = 0`. The layers'
+/// tails are stacked into one batch for the head and differentiated in one backward pass;
+/// within a layer's part of the batch, row `i·P + m` is point `i` of query `m`.
+///
+/// With `at_one`, the point `α = 1` (the activations themselves) is the same point for every
+/// layer: layers above 0 skip it, and layer 0's tail, where it is the unmodified pass, gives
+/// their gradients there through [`final_rows`]' probe (zero leaves added to every block's
+/// activations in that point's rows), so no other tail runs it.
 #[allow(clippy::too_many_arguments)]
 fn weighted_grads<B: AutodiffBackend, M: KnowledgeModel<B>>(
     model: &M,
@@ -448,59 +500,85 @@ fn weighted_grads<B: AutodiffBackend, M: KnowledgeModel<B>>(
     targets: &[&[u32]],
     acts: &[&[Vec<f32>]],
     points: &[(f32, f32)],
+    at_one: bool,
     cfg: &AttributionConfig,
-) -> Result<WeightedGrads, KnError> {
-    let (k, n) = (points.len(), acts.len());
+) -> Result<ChunkGrads, KnError> {
+    let n = acts.len();
     let n_pos = positions.len();
     let device = model.device();
-    let mut xs = Vec::with_capacity(layers.len());
-    for &l in layers {
+    let mut out = ChunkGrads {
+        grads: layers.iter().map(|&l| acts.iter().map(|a| vec![0.0f32; a[l].len()]).collect()).collect(),
+        f_zero: vec![None; layers.len()],
+        at_one: Vec::new(),
+    };
+    // Each layer's points, and the layers (indices into `layers`) that have any.
+    let own: Vec<Vec<(f32, f32)>> = layers
+        .iter()
+        .map(|&l| points.iter().copied().filter(|p| !(at_one && l != 0 && p.0 == 1.0)).collect())
+        .collect();
+    let kept: Vec<usize> = (0..layers.len()).filter(|&i| !own[i].is_empty()).collect();
+    let Some(&first) = kept.first() else {
+        return Ok(out);
+    };
+    let probe = (at_one && layers[first] == 0)
+        .then(|| own[first].iter().position(|p| p.0 == 1.0).map(|i| i * n..(i + 1) * n))
+        .flatten();
+    let mut xs = Vec::with_capacity(kept.len());
+    for &i in &kept {
+        let l = layers[i];
         let width = acts.first().map_or(0, |a| a[l].len());
-        let scaled: Vec<f32> = points
+        let scaled: Vec<f32> = own[i]
             .iter()
             .flat_map(|&(alpha, _)| acts.iter().flat_map(move |a| a[l].iter().map(move |v| v * alpha)))
             .collect();
         let x: Tensor<B, 3> =
-            Tensor::from_data(TensorData::new(scaled, [k * n, n_pos, width / n_pos]), &device).require_grad();
+            Tensor::from_data(TensorData::new(scaled, [own[i].len() * n, n_pos, width / n_pos]), &device)
+                .require_grad();
         xs.push(x);
     }
-    let resid = final_rows(model, c, layers, positions, xs.clone(), cfg)?;
+    let kept_layers: Vec<usize> = kept.iter().map(|&i| layers[i]).collect();
+    let (resid, leaves) = final_rows(model, c, &kept_layers, positions, xs.clone(), probe, cfg)?;
     let f = objective_from_resid(model, resid, &local(positions), targets, cfg);
     // `0 · a` is the zero baseline for finite activations; were one not finite, neither would
     // the gradients be, and the pass fails on them below.
-    let f_zero = match points.iter().position(|p| p.0 == 0.0) {
-        Some(i) => {
-            let values = to_vec(f.clone())?;
-            let per_layer: Vec<Vec<f32>> = (0..layers.len())
-                .map(|li| (0..n).map(|m| values.get((li * k + i) * n + m).copied().unwrap_or(f32::NAN)).collect())
-                .collect();
-            Some(per_layer)
-        }
-        None => None,
-    };
-    let weights: Vec<f32> =
-        layers.iter().flat_map(|_| points.iter().flat_map(|p| std::iter::repeat_n(p.1, n))).collect();
-    let w: Tensor<B, 1> = Tensor::from_data(TensorData::new(weights, [k * n * layers.len()]), &device);
-    let grads = crate::schedule::exclusive_backward(|| (f * w).sum().backward());
-    let grads = layers
-        .iter()
-        .zip(xs)
-        .map(|(&l, x)| {
-            let g = x.grad(&grads).ok_or_else(|| KnError::Backend("no gradient reached the activations".into()))?;
-            let per_query: Vec<Vec<f32>> = if n == 1 {
-                vec![to_vec(g.sum_dim(0))?]
-            } else {
-                let [_, rows, width] = g.dims();
-                let summed = to_vec(g.reshape([k, n, rows * width]).sum_dim(0))?;
-                summed.chunks(rows * width).map(<[f32]>::to_vec).collect()
-            };
-            if per_query.iter().flatten().any(|v| !v.is_finite()) {
-                return Err(KnError::NonFinite { what: format!("gradients of layer {l}") });
+    if kept.iter().any(|&i| own[i].iter().any(|p| p.0 == 0.0)) {
+        let values = to_vec(f.clone())?;
+        let mut offset = 0;
+        for &i in &kept {
+            if let Some(z) = own[i].iter().position(|p| p.0 == 0.0) {
+                out.f_zero[i] =
+                    Some((0..n).map(|m| values.get(offset + z * n + m).copied().unwrap_or(f32::NAN)).collect());
             }
-            Ok(per_query)
-        })
-        .collect::<Result<_, KnError>>()?;
-    Ok((grads, f_zero))
+            offset += own[i].len() * n;
+        }
+    }
+    let weights: Vec<f32> =
+        kept.iter().flat_map(|&i| own[i].iter().flat_map(|p| std::iter::repeat_n(p.1, n))).collect();
+    let total = weights.len();
+    let w: Tensor<B, 1> = Tensor::from_data(TensorData::new(weights, [total]), &device);
+    let grads = crate::schedule::exclusive_backward(|| (f * w).sum().backward());
+    let per_query = |l: usize, g: Option<Tensor<B::InnerBackend, 3>>| -> Result<Vec<Vec<f32>>, KnError> {
+        let g = g.ok_or_else(|| KnError::Backend("no gradient reached the activations".into()))?;
+        let [rows, positions, width] = g.dims();
+        let k = rows / n.max(1);
+        let per_query: Vec<Vec<f32>> = if n == 1 {
+            vec![to_vec(g.sum_dim(0))?]
+        } else {
+            let summed = to_vec(g.reshape([k, n, positions * width]).sum_dim(0))?;
+            summed.chunks(positions * width).map(<[f32]>::to_vec).collect()
+        };
+        if per_query.iter().flatten().any(|v| !v.is_finite()) {
+            return Err(KnError::NonFinite { what: format!("gradients of layer {l}") });
+        }
+        Ok(per_query)
+    };
+    for (&i, x) in kept.iter().zip(xs) {
+        out.grads[i] = per_query(layers[i], x.grad(&grads))?;
+    }
+    for (j, leaf) in leaves {
+        out.at_one.push((j, per_query(j, leaf.grad(&grads))?));
+    }
+    Ok(out)
 }
 
 /// Reads a one-element tensor.

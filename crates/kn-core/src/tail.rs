@@ -9,6 +9,8 @@
 //! read once per group instead of once per layer, and the products are tall enough to run at
 //! the matrix kernel's speed.
 
+use std::ops::Range;
+
 use burn::tensor::{backend::AutodiffBackend, Tensor};
 
 use crate::attribution::AttributionConfig;
@@ -96,6 +98,13 @@ pub(crate) fn tail_rows<B: AutodiffBackend, M: KnowledgeModel<B>>(
 /// Without it, each layer's tail runs the whole sequence on its own (the plain computation the
 /// tests compare against).
 ///
+/// With `probe` (and `cfg.reuse_prefix`), batch rows `probe` of the first layer's tail (one
+/// quadrature point's rows: `P`, one per stacked query) get a zero leaf added to every block's
+/// activations above that layer at the target rows, returned per block (`[P, n_pos, d_ff]`):
+/// when that point is `α = 1` the tail is the unmodified pass, and the gradient with respect to
+/// block `j`'s leaf is layer `j`'s own gradient there, everything above depending on it as
+/// usual. So one tail gives every layer above it integrated gradients' point `α = 1`.
+///
 /// # Shapes
 /// - `xs[i]`: `[k_i, n_pos, d_ff]` (`k_i` a multiple of `P`); output: `[Σ k_i, n_pos, d_model]`
 pub(crate) fn final_rows<B: AutodiffBackend, M: KnowledgeModel<B>>(
@@ -104,22 +113,60 @@ pub(crate) fn final_rows<B: AutodiffBackend, M: KnowledgeModel<B>>(
     layers: &[usize],
     positions: &[usize],
     xs: Vec<Tensor<B, 3>>,
+    probe: Option<Range<usize>>,
     cfg: &AttributionConfig,
-) -> Result<Tensor<B, 3>, KnError> {
+) -> Result<(Tensor<B, 3>, Leaves<B>), KnError> {
     let s = c.input.input_ids.dims()[1];
+    let mut probe = probe.filter(|_| cfg.reuse_prefix).map(|rows| Probe { rows, leaves: Vec::new() });
     let stacked = if !cfg.reuse_prefix {
         let tails: Vec<Tensor<B, 3>> =
             layers.iter().zip(xs).map(|(&l, x)| plain_tail(model, c, l, positions, x)).collect();
         (!tails.is_empty()).then(|| Tensor::cat(tails, 0))
     } else if tail_rows(model, positions, s, cfg) == 1 && s > 1 {
-        match causal_tails(model, c, layers, xs.clone()) {
+        match causal_tails(model, c, layers, xs.clone(), &mut probe) {
             Some(resid) => Some(resid),
-            None => rows_tails(model, c, layers, positions, xs),
+            None => {
+                if let Some(p) = probe.as_mut() {
+                    p.leaves.clear();
+                }
+                rows_tails(model, c, layers, positions, xs, &mut probe)
+            }
         }
     } else {
-        rows_tails(model, c, layers, positions, xs)
+        rows_tails(model, c, layers, positions, xs, &mut probe)
     };
-    stacked.ok_or(KnError::Empty { what: "layers of an attribution pass" })
+    let resid = stacked.ok_or(KnError::Empty { what: "layers of an attribution pass" })?;
+    Ok((resid, probe.map(|p| p.leaves).unwrap_or_default()))
+}
+
+/// Zero leaves of [`final_rows`]' probe: `(block, leaf)`, the leaf `[P, n_pos, d_ff]`.
+pub(crate) type Leaves<B> = Vec<(usize, Tensor<B, 3>)>;
+
+/// The probed batch rows of the first tail and the leaves added to them so far.
+struct Probe<B: AutodiffBackend> {
+    rows: Range<usize>,
+    leaves: Leaves<B>,
+}
+
+impl<B: AutodiffBackend> Probe<B> {
+    /// `act` (block `j`'s activations, the first tail's rows first) with a zero leaf added at
+    /// the probed batch rows and the sequence rows `at`, the leaf kept.
+    ///
+    /// # Shapes
+    /// - `act`: `[batch, seq or n_pos, d_ff]`; output: the same
+    fn add(&mut self, j: usize, act: Tensor<B, 3>, at: &[usize]) -> Tensor<B, 3> {
+        let d_ff = act.dims()[2];
+        let rows = self.rows.clone();
+        let leaf = Tensor::<B, 3>::zeros([rows.len(), at.len(), d_ff], &act.device()).require_grad();
+        let mut act = act;
+        for (i, &p) in at.iter().enumerate() {
+            let range = [rows.clone(), p..p + 1, 0..d_ff];
+            let sum = act.clone().slice(range.clone()) + leaf.clone().slice([0..rows.len(), i..i + 1, 0..d_ff]);
+            act = act.slice_assign(range, sum);
+        }
+        self.leaves.push((j, leaf));
+        act
+    }
 }
 
 /// One layer's tail over the whole sequence, with nothing reused.
@@ -180,7 +227,9 @@ fn rows_tails<B: AutodiffBackend, M: KnowledgeModel<B>>(
     layers: &[usize],
     rows: &[usize],
     xs: Vec<Tensor<B, 3>>,
+    probe: &mut Option<Probe<B>>,
 ) -> Option<Tensor<B, 3>> {
+    let local: Vec<usize> = (0..rows.len()).collect();
     let last = c.acts.len() - 1;
     let first = *layers.first()?;
     let mut starts = layers.iter().copied().zip(xs).peekable();
@@ -208,7 +257,11 @@ fn rows_tails<B: AutodiffBackend, M: KnowledgeModel<B>>(
             (m, f) => m.or(f),
         }
         .map(|mid| {
-            let act = model.ffn_activation(j, mid.clone());
+            let mut act = model.ffn_activation(j, mid.clone());
+            if let Some(p) = probe.as_mut() {
+                // The first tail's rows lead the batch; the last block has the target rows only.
+                act = p.add(j, act, if j == last { &local } else { rows });
+            }
             model.ffn_output(j, mid, act)
         });
         // Layer `j`'s own tail starts with its FFN output at the target rows.
@@ -241,6 +294,7 @@ fn causal_tails<B: AutodiffBackend, M: KnowledgeModel<B>>(
     c: &Cached<B>,
     layers: &[usize],
     xs: Vec<Tensor<B, 3>>,
+    probe: &mut Option<Probe<B>>,
 ) -> Option<Tensor<B, 3>> {
     let first = *layers.first()?;
     let [p, s, d] = c.mids[first].dims();
@@ -251,7 +305,10 @@ fn causal_tails<B: AutodiffBackend, M: KnowledgeModel<B>>(
         if let Some(r) = resid.take() {
             let prefix = c.resids[j].clone().slice([0..p, 0..last, 0..d]);
             let mid = model.attention_half_suffix(j, r, prefix, &c.input)?;
-            let act = model.ffn_activation(j, mid.clone());
+            let mut act = model.ffn_activation(j, mid.clone());
+            if let Some(p) = probe.as_mut() {
+                act = p.add(j, act, &[0]);
+            }
             resid = Some(model.ffn_output(j, mid, act));
         }
         if let Some((_, x)) = starts.next_if(|(l, _)| *l == j) {

@@ -283,6 +283,7 @@ fn cases(
 /// Projections follow the architecture: grouped-query keys/values (`n_kv_heads · head_dim`
 /// wide) and a gated FFN's third matrix. The backward pass differentiates the activations only
 /// (weights are constants), so it costs about as much as the forward: twice the forward count.
+/// Layers above 0 skip the points `α = 1`, which layer 0's tail gives them.
 fn ig_flops(c: &ArchConfig, objective: Objective, queries: &[Vec<Query>], cfg: &AttributionConfig) -> f64 {
     let (dm, dff, v) = (c.d_model as f64, c.d_ff as f64, c.vocab_size as f64);
     let q_width = (c.n_heads * c.head_dim) as f64;
@@ -290,6 +291,9 @@ fn ig_flops(c: &ArchConfig, objective: Objective, queries: &[Vec<Query>], cfg: &
     let ffn_mats = if c.gated_ffn { 3.0 } else { 2.0 };
     let last = c.n_layers - 1;
     let batches = cfg.steps.div_ceil(cfg.batch_size.max(1)) as f64;
+    // Points `α = 1`, which layer 0's tail gives every layer above it (they skip them).
+    let at_one =
+        if cfg.reuse_prefix { cfg.quadrature.points(cfg.steps).iter().filter(|p| p.0 == 1.0).count() } else { 0 };
     let mut total = 0.0;
     for prompt in queries {
         for q in prompt {
@@ -327,20 +331,22 @@ fn ig_flops(c: &ArchConfig, objective: Objective, queries: &[Vec<Query>], cfg: &
             };
             let (mut fwd, mut once) = (0.0, 0.0);
             for l in 0..c.n_layers {
-                fwd += n * 2.0 * dm * dff + n * 2.0 * dm * v;
-                if l == last {
-                    continue;
-                }
-                if causal {
+                // Layer `l`'s tail per point (`fwd` counts all `steps` points of every layer;
+                // those above 0 run `steps - at_one`).
+                let share =
+                    if l == 0 { 1.0 } else { cfg.steps.saturating_sub(at_one) as f64 / cfg.steps.max(1) as f64 };
+                let mut tail = n * 2.0 * dm * dff + n * 2.0 * dm * v;
+                if causal && l != last {
                     // The last row only; keys/values of the prefix are cached.
-                    fwd += (last - l) as f64 * (block(1.0, 1.0) + 4.0 * (s - 1.0) * q_width);
+                    tail += (last - l) as f64 * (block(1.0, 1.0) + 4.0 * (s - 1.0) * q_width);
                 } else if l + 1 == last {
-                    fwd += rows(n, n, n, n, s);
+                    tail += rows(n, n, n, n, s);
                     once += 2.0 * 2.0 * dm * kv_width * s;
-                } else {
-                    fwd += rows(n, n, s, s, s) + (last - l - 2) as f64 * block(s, s) + last_block;
+                } else if l != last {
+                    tail += rows(n, n, s, s, s) + (last - l - 2) as f64 * block(s, s) + last_block;
                     once += 2.0 * (dm * q_width + 2.0 * dm * kv_width) * s;
                 }
+                fwd += share * tail;
             }
             total += 2.0 * cfg.steps as f64 * fwd + batches * once;
         }

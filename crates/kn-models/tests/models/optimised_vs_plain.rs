@@ -128,6 +128,41 @@ fn bert_two_masks_optimised_scores_equal_the_plain_computation() {
 }
 
 #[test]
+fn gradient_times_activation_from_layer_zeros_tail_equals_each_layers_own_tail() {
+    // The point α = 1 alone: with prefix reuse, layer 0's tail gives every layer above it its
+    // gradient there (zero leaves added to each block's activations) and their own tails do
+    // not run; without it, each layer's tail runs the whole sequence. Row-wise (BERT, one and
+    // two masks; GPT-2 at an inner position), causal (GPT-2, Llama's rotary, grouped heads),
+    // each layer alone (budget 1) and grouped (layer 0 with others).
+    use kn_core::Method;
+    let cases = [
+        ("tiny-bert", Query { ids: vec![2, 5, 22, 8, 26, 9, 4, 3], positions: vec![6], target_ids: vec![25] }),
+        ("tiny-bert", Query { ids: vec![2, 5, 4, 8, 26, 9, 4, 3], positions: vec![2, 6], target_ids: vec![25, 11] }),
+        ("tiny-gpt2", Query { ids: vec![5, 17, 33, 2, 80, 41], positions: vec![5], target_ids: vec![12] }),
+        ("tiny-gpt2", Query { ids: vec![5, 17, 33, 2, 80, 41], positions: vec![3], target_ids: vec![12] }),
+        ("tiny-llama", Query { ids: vec![5, 17, 33, 2, 80, 41, 7], positions: vec![6], target_ids: vec![12] }),
+    ];
+    for (name, q) in cases {
+        let (model, _) = load_dir::<AB>(&fixture(name), &[], &Default::default()).unwrap();
+        let cfg = AttributionConfig { method: Method::GradientTimesActivation, ..Default::default() };
+        let own = AttributionConfig { reuse_prefix: false, ..cfg };
+        let want = attribute(&model, std::slice::from_ref(&q), &own).unwrap().scores.concat();
+        let max = want.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+        assert!(max > 0.0, "{name}: all scores are zero");
+        for budget in [1, 4096] {
+            let fast = AttributionConfig { max_rows_per_pass: budget, ..cfg };
+            let got = attribute(&model, std::slice::from_ref(&q), &fast).unwrap().scores.concat();
+            let d = max_abs_diff(&got, &want);
+            within(
+                &format!("{name} {:?}, budget {budget}: grad x act, layer 0's tail vs own", q.positions),
+                d / max,
+                TOL.optimised_rel,
+            );
+        }
+    }
+}
+
+#[test]
 fn gpt2_inner_position_optimised_scores_equal_the_plain_computation() {
     // A causal query read before the last position takes the row-wise path with the causal mask.
     check("tiny-gpt2", Query { ids: vec![5, 17, 33, 2, 80, 41], positions: vec![3], target_ids: vec![12] });

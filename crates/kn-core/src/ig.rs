@@ -2,7 +2,9 @@
 //!
 //! For layer `l`, one forward pass caches every layer's attention output (`resid_mid`) and
 //! activations; only layer `l`'s FFN output and the layers above it run on the batch of scaled
-//! activations, and the head is evaluated at the target rows only.
+//! activations, and the head is evaluated at the target rows only. A quadrature point `α = 1`
+//! (the activations themselves) is the same point for every layer: layer 0's tail gives it to
+//! every layer above, whose tails skip it (`weighted_grads`).
 
 use burn::tensor::{backend::AutodiffBackend, Tensor, TensorData};
 

@@ -342,8 +342,7 @@ fn group_pass<B: AutodiffBackend, M: KnowledgeModel<B>>(
     at_one: bool,
     cfg: &AttributionConfig,
 ) -> Result<GroupPass, KnError> {
-    let mut grads: Vec<Vec<Vec<f32>>> =
-        group.iter().map(|&l| acts.iter().map(|a| vec![0.0f32; a[l].len()]).collect()).collect();
+    let mut grads = zero_grads(group, acts);
     // The objective at a quadrature point `α = 0` (the default rule's first point) is IG's
     // baseline objective: taken from the gradient pass, it needs no pass of its own.
     let mut f_at_zero: Vec<Option<Vec<f32>>> = vec![None; group.len()];
@@ -382,6 +381,11 @@ fn group_pass<B: AutodiffBackend, M: KnowledgeModel<B>>(
         _ => Vec::new(),
     };
     Ok(GroupPass { grads, f_zero, above })
+}
+
+/// Zeros shaped like the gradients of `layers` for each stacked query (`[layer][query][n_pos * d_ff]`).
+fn zero_grads(layers: &[usize], acts: &[&[Vec<f32>]]) -> LayerQueryVecs {
+    layers.iter().map(|&l| acts.iter().map(|a| vec![0.0f32; a[l].len()]).collect()).collect()
 }
 
 /// `sum[i][m] += part[i][m]`, element-wise.
@@ -508,11 +512,7 @@ fn weighted_grads<B: AutodiffBackend, M: KnowledgeModel<B>>(
     let n = acts.len();
     let n_pos = positions.len();
     let device = model.device();
-    let mut out = ChunkGrads {
-        grads: layers.iter().map(|&l| acts.iter().map(|a| vec![0.0f32; a[l].len()]).collect()).collect(),
-        f_zero: vec![None; layers.len()],
-        at_one: Vec::new(),
-    };
+    let mut out = ChunkGrads { grads: zero_grads(layers, acts), f_zero: vec![None; layers.len()], at_one: Vec::new() };
     // Each layer's points, and the layers (indices into `layers`) that have any.
     let own: Vec<Vec<(f32, f32)>> = layers
         .iter()

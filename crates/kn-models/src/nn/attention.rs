@@ -66,11 +66,11 @@ impl<B: DualMatmul> Attention<B> {
     pub fn forward_rows(&self, x: Tensor<B, 3>, rows: &[usize], input: &ModelInput<B>) -> Tensor<B, 3> {
         let s = x.dims()[1];
         let bias = self.kind.bias(input, s, s, 0, &x.device()).map(|bias| query_rows(bias, rows));
-        let positions: Vec<usize> = (0..s).collect();
         let q = self.queries(gather_rows(x.clone(), rows), rows);
         if self.folds_keys_values(rows.len(), s) {
             return self.output(self.attend_folded(q, x, bias), rows.len());
         }
+        let positions: Vec<usize> = (0..s).collect();
         let (k, v) = self.keys_values(x, &positions);
         self.output(self.attend(q, k, v, bias), rows.len())
     }

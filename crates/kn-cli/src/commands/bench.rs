@@ -291,9 +291,11 @@ fn ig_flops(c: &ArchConfig, objective: Objective, queries: &[Vec<Query>], cfg: &
     let ffn_mats = if c.gated_ffn { 3.0 } else { 2.0 };
     let last = c.n_layers - 1;
     let batches = cfg.steps.div_ceil(cfg.batch_size.max(1)) as f64;
-    // Points `α = 1`, which layer 0's tail gives every layer above it (they skip them).
+    // Points `α = 1`, which layer 0's tail gives every layer above it (they skip them): the
+    // share of the points those layers' tails run.
     let at_one =
         if cfg.reuse_prefix { cfg.quadrature.points(cfg.steps).iter().filter(|p| p.0 == 1.0).count() } else { 0 };
+    let above_share = cfg.steps.saturating_sub(at_one) as f64 / cfg.steps.max(1) as f64;
     let mut total = 0.0;
     for prompt in queries {
         for q in prompt {
@@ -333,8 +335,7 @@ fn ig_flops(c: &ArchConfig, objective: Objective, queries: &[Vec<Query>], cfg: &
             for l in 0..c.n_layers {
                 // Layer `l`'s tail per point (`fwd` counts all `steps` points of every layer;
                 // those above 0 run `steps - at_one`).
-                let share =
-                    if l == 0 { 1.0 } else { cfg.steps.saturating_sub(at_one) as f64 / cfg.steps.max(1) as f64 };
+                let share = if l == 0 { 1.0 } else { above_share };
                 let mut tail = n * 2.0 * dm * dff + n * 2.0 * dm * v;
                 if causal && l != last {
                     // The last row only; keys/values of the prefix are cached.
